@@ -1,0 +1,137 @@
+"""``prunekit prune`` and ``prunekit info``."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunekit.errors import ConfigError
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be comma-separated ints, got {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"input shape must be positive ints, got {text!r}")
+    return dims
+
+
+def _kwargs(text: str) -> dict[str, Any]:
+    try:
+        val = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--kwargs must be a JSON object: {exc}") from None
+    if not isinstance(val, dict):
+        raise argparse.ArgumentTypeError("--kwargs must be a JSON object")
+    return val
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="structured pruning of a model (trace, score, plan, surgery)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="model spec, e.g. torchvision:resnet50 or zoo:vgg19")
+    src.add_argument("--from", dest="from_dir", help="a saved prunekit model folder")
+    p.add_argument("--kwargs", type=_kwargs, default={}, help="model constructor kwargs (JSON)")
+    p.add_argument("--input-shape", type=_shape, required=True, help="e.g. 1,3,224,224")
+    p.add_argument("--method", choices=["structured", "slim"], default="structured")
+    p.add_argument("--ratio", type=float, default=None, help="fraction of channels removed")
+    p.add_argument("--percent", type=float, default=None, help="alias of --ratio (slimming)")
+    p.add_argument("--criterion", default=None, help="l1 l2 bn_scale taylor activation random")
+    p.add_argument("--global", dest="global_ranking", action="store_true", default=None)
+    p.add_argument("--floor", type=int, default=1, help="channels every layer keeps (>=1)")
+    p.add_argument("--round-to", type=int, default=None)
+    p.add_argument("--target-macs", type=float, default=None, help="fraction of MACs to remove")
+    p.add_argument("--target-params", type=float, default=None, help="fraction of params to remove")
+    p.add_argument("--ignore", action="append", default=[], help="module path to keep whole")
+    p.add_argument("--unknown-ops", choices=["error", "barrier"], default="error")
+    p.add_argument("--no-verify", action="store_true", help="skip the soft-vs-pruned check")
+    p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=run_prune)
+
+    i = sub.add_parser("info", help="describe a saved prunekit model folder")
+    i.add_argument("dir")
+    i.add_argument("--input-shape", type=_shape, default=None)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=run_info)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from prunekit.pipeline import PruneConfig
+
+    ratio = args.ratio if args.ratio is not None else args.percent
+    if args.target_macs is not None and args.target_params is not None:
+        raise ConfigError("give at most one of --target-macs and --target-params")
+    target = "macs" if args.target_macs is not None else "params" if args.target_params is not None else None
+    return PruneConfig(
+        method=args.method, ratio=0.5 if ratio is None else ratio, criterion=args.criterion,
+        global_ranking=args.global_ranking, floor=args.floor, round_to=args.round_to,
+        target=target, reduction=args.target_macs if target == "macs" else args.target_params,
+        ignored_layers=list(args.ignore), unknown_ops=args.unknown_ops,
+    )
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from prunekit import io
+    from prunekit.models import build_model
+    from prunekit.pipeline import prune
+    from prunekit.report import compare, layer_channels
+    from prunekit.verify import max_rel_diff, soft_copy
+
+    cfg = _config(args)
+    if args.from_dir:
+        model = io.load(args.from_dir)
+        spec = {"model": model.prunekit_spec["model"], "kwargs": model.prunekit_spec.get("kwargs", {})}
+    else:
+        model = build_model(args.model, **args.kwargs).eval()
+        spec = {"model": args.model, "kwargs": args.kwargs}
+    x = torch.randn(*args.input_shape)
+    before = copy.deepcopy(model)
+    layers = layer_channels(model)
+    print(f"tracing {spec['model']} on input {tuple(args.input_shape)} ...", flush=True)
+    result = prune(model, x, cfg)
+    print(f"{len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed", flush=True)
+    report = compare(before, model, x, latency=not args.no_latency, before_layers=layers)
+    if not args.no_verify:
+        diff = max_rel_diff(soft_copy(before, result.plan), model, x)
+        report.extra["max_rel_diff"] = f"{diff:.2e}"
+        if diff > 1e-4:
+            raise ConfigError(f"pruned model differs from its soft mask by {diff:.2e} (> 1e-4); "
+                              "please report this model")
+    out = io.save(model, args.out, spec)
+    from prunekit.io import atomic_write
+
+    atomic_write(Path(out) / "report.json", json.dumps(report.to_dict(), indent=1).encode())
+    print(report.to_table())
+    print(f"saved to {out}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from prunekit import io
+    from prunekit.report import count_macs, count_params
+
+    spec = io.read_spec(args.dir)
+    plans = io.read_plans(args.dir)
+    model = io.load(args.dir)
+    info: dict[str, Any] = {
+        "model": spec["model"], "kwargs": spec.get("kwargs", {}), "plans": len(plans),
+        "channels_removed": sum(p.removed_units() for p in plans),
+        "params": count_params(model),
+        "plan_meta": [p.meta for p in plans],
+    }
+    if args.input_shape:
+        info["macs"] = count_macs(model, torch.randn(*args.input_shape))
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k:<18} {v}")
+    return 0

@@ -1,0 +1,115 @@
+"""``prunekit recipe check`` (print a recipe's per-epoch plan) and ``prunekit run`` (execute it).
+
+Examples:
+    prunekit recipe check examples/recipes/distiller/resnet18_agp_fine.yaml \\
+        --model torchvision:resnet18 --epochs 20
+    prunekit run examples/recipes/lenet300_agp_mnist.yaml --out runs/lenet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from prunekit.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``recipe`` and ``run`` subcommands."""
+    recipe = subparsers.add_parser("recipe", help="inspect pruning recipes")
+    rsub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION")
+    rsub.required = True
+    check = rsub.add_parser(
+        "check", help="validate a recipe (native or Distiller) and print its per-epoch plan"
+    )
+    check.add_argument("recipe", help="recipe YAML (native or Distiller schedule)")
+    _common(check)
+    check.add_argument("--epochs", type=int, default=None, help="run length to lay out")
+    check.add_argument("--json", action="store_true", help="print the plan as JSON")
+    check.set_defaults(func=_check)
+
+    run = subparsers.add_parser("run", help="execute a recipe (train, prune, save)")
+    run.add_argument("recipe", help="recipe YAML (native or Distiller schedule)")
+    _common(run)
+    run.add_argument("--out", default=None, help="output folder (model, history.json)")
+    run.add_argument("--epochs-override", type=int, default=None, help="run length")
+    run.add_argument("--data", default=None, help="dataset spec (overrides the recipe's)")
+    run.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model spec, e.g. torchvision:resnet18")
+    p.add_argument(
+        "--model-kwargs", default=None, help="JSON keyword arguments, e.g. '{\"num_classes\": 10}'"
+    )
+    p.add_argument(
+        "--format",
+        choices=("auto", "native", "distiller"),
+        default="auto",
+        help="recipe format (default: detect)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """Load the recipe and apply --model / --model-kwargs."""
+    from prunekit.recipes import load_recipe
+    from prunekit.recipes.native import ModelSection
+
+    recipe = load_recipe(args.recipe, format=args.format)
+    kwargs: dict[str, Any] | None = None
+    if args.model_kwargs is not None:
+        try:
+            kwargs = json.loads(args.model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--model-kwargs is not valid JSON: {exc.msg}") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    if args.model is not None or kwargs is not None:
+        base = recipe.model.model_dump() if recipe.model is not None else {}
+        if args.model is not None:
+            base["spec"] = args.model
+        if kwargs is not None:
+            base["kwargs"] = kwargs
+        if "spec" not in base:
+            raise ConfigError("--model-kwargs given but no model: pass --model SPEC")
+        recipe.model = ModelSection.model_validate(base)
+    if recipe.model is None:
+        raise ConfigError(
+            f"{args.recipe}: no model to match the recipe against; pass --model SPEC "
+            "(e.g. --model torchvision:resnet18)"
+        )
+    return recipe
+
+
+def _check(args: argparse.Namespace) -> int:
+    from prunekit.models import build_model
+    from prunekit.recipes import resolve
+
+    recipe = _load(args)
+    model = build_model(recipe.model.spec, **recipe.model.kwargs)
+    resolved = resolve(recipe, model, epochs=args.epochs)
+    print(resolved.to_json() if args.json else resolved.to_table())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from prunekit.recipes import Executor
+
+    recipe = _load(args)
+    result = Executor(
+        recipe,
+        epochs=args.epochs_override,
+        data_spec=args.data,
+        out_dir=args.out,
+        device=args.device,
+        progress=False if args.no_progress else None,
+    ).run()
+    last = result.history[-1] if result.history else {}
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "epoch")
+    print(f"done: {len(result.history)} epochs; last epoch: {summary}")
+    if result.out_dir is not None:
+        print(f"saved to {result.out_dir}")
+    return 0

@@ -1,0 +1,31 @@
+"""Exception types. Every error a user can cause derives from :class:`PrunekitError`.
+
+The CLI prints such errors as one line (no traceback); library users can catch the base class.
+Messages name the offending thing and say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class PrunekitError(Exception):
+    """Base class of all errors caused by bad input (model, config, file, data)."""
+
+
+class UnsupportedOpError(PrunekitError):
+    """The tracer met an operation it has no handler for."""
+
+
+class PlanError(PrunekitError):
+    """A pruning plan is malformed or does not fit the model."""
+
+
+class CheckpointError(PrunekitError):
+    """A saved model or checkpoint is missing, corrupt or does not match."""
+
+
+class ConfigError(PrunekitError):
+    """A config, recipe or command-line value is invalid."""
+
+
+class DataError(PrunekitError):
+    """A dataset is missing or malformed."""

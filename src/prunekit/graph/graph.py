@@ -1,0 +1,382 @@
+"""The dependency graph: groups of channel units that must be pruned together.
+
+A *unit* is one connected component of the label-merge graph (one "channel" in the coupled
+sense: e.g. output channel 7 of a conv, entry 7 of its BatchNorm, input column 7 of every
+consumer, and the matching channel of every tensor it is added to). A *group* is the set of
+units touching exactly the same tensors; it is what criteria score and plans prune.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from torch import nn
+
+from prunekit.errors import ConfigError, PrunekitError
+from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
+from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
+from prunekit.graph.labels import FROZEN
+from prunekit.graph.tracer import Tracer, iter_tensors
+
+
+@dataclass
+class Slot:
+    """Positions of one tensor dim belonging to a group.
+
+    Attributes:
+        tensor: state-dict name (``"layer1.0.conv1.weight"``).
+        dim: the dim of that tensor.
+        units: for each position along ``dim`` that belongs to the group, its unit index
+            (0..group.size-1); ``positions`` holds those positions.
+        positions: positions along ``dim``.
+    """
+
+    tensor: str
+    dim: int
+    positions: np.ndarray
+    units: np.ndarray
+
+
+@dataclass
+class Group:
+    """Channel units that touch the same tensors and are pruned as one layer.
+
+    Attributes:
+        id: stable name, ``"<tensor>:<dim>"`` of its anchor slot (a producing layer if any).
+        size: number of units.
+        slots: where each unit lives in each tensor.
+    """
+
+    id: str
+    size: int
+    slots: list[Slot]
+
+    @property
+    def tensors(self) -> list[str]:
+        """Names of the tensors this group slices."""
+        return sorted({s.tensor for s in self.slots})
+
+
+@dataclass
+class DependencyGraph:
+    """Result of :func:`trace`: prunable groups plus what could not be pruned and why.
+
+    Attributes:
+        groups: prunable groups, in forward order of their anchor.
+        frozen: tensor dims that hold channels which must stay, mapped to the reasons.
+        positions: for each conv/linear weight, output positions per weight element
+            (so MACs = sum over weights of numel × positions).
+        tensor_shapes: shape of every state tensor at trace time.
+    """
+
+    groups: list[Group]
+    frozen: dict[str, list[str]] = field(default_factory=dict)
+    positions: dict[str, float] = field(default_factory=dict)
+    tensor_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    params: set[str] = field(default_factory=set)
+
+    def group(self, gid: str) -> Group:
+        """The group called ``gid`` (error listing known ids if absent)."""
+        for g in self.groups:
+            if g.id == gid:
+                return g
+        raise ConfigError(f"no prunable group {gid!r}; known: {[g.id for g in self.groups][:10]}...")
+
+    def summary(self) -> str:
+        """Human-readable table of groups."""
+        lines = [f"{len(self.groups)} prunable groups, {sum(g.size for g in self.groups)} units"]
+        for g in self.groups:
+            lines.append(f"  {g.id:<48} {g.size:>6} units  {len(g.slots):>3} tensor dims")
+        if self.frozen:
+            lines.append(f"{len(self.frozen)} tensor dims kept whole:")
+            for k, why in list(self.frozen.items())[:50]:
+                lines.append(f"  {k:<48} {why[0]}")
+        return "\n".join(lines)
+
+
+def trace(model: nn.Module, example_inputs: Any, *, ignored_layers: Iterable[str] = (),
+          unknown_ops: str = "error", barrier_modules: Iterable[str] = (),
+          training_pass: str = "auto") -> DependencyGraph:
+    """Trace ``model`` on ``example_inputs`` and build its dependency graph.
+
+    Args:
+        model: any ``nn.Module``; it is run in eval mode and left unchanged.
+        example_inputs: a tensor, or a tuple of positional inputs.
+        ignored_layers: module paths whose output channels must not be pruned.
+        unknown_ops: ``"error"`` (default) or ``"barrier"``: keep channels through ops
+            prunekit has no handler for whole instead of failing.
+        barrier_modules: module paths or class names treated as opaque barriers.
+        training_pass: ``"auto"`` also traces in training mode when some module ran only
+            there (e.g. Inception's auxiliary heads); ``"always"`` or ``"never"``.
+
+    Returns:
+        The :class:`DependencyGraph`.
+
+    Example:
+        >>> g = trace(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
+        >>> len(g.groups)
+    """
+    if unknown_ops not in ("error", "barrier"):
+        raise ConfigError(f"unknown_ops must be 'error' or 'barrier', got {unknown_ops!r}")
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    tr = Tracer(model, unknown_ops=unknown_ops, barrier_modules=barrier_modules)
+    was_training = model.training
+    try:
+        _run(tr, model, inputs, train=False)
+        if training_pass == "always" or (training_pass == "auto" and _missed(tr, model)):
+            _run(tr, model, tuple(_double(x) for x in inputs), train=True)
+    finally:
+        model.train(was_training)
+    for path in ignored_layers:
+        _ignore(tr, model, path)
+    return _build(tr, model)
+
+
+def _double(x: Any) -> Any:
+    # Training-mode BatchNorm needs more than one sample per channel.
+    return torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.dim() > 0 else x
+
+
+def _missed(tr: Tracer, model: nn.Module) -> bool:
+    leaves = [p for p, m in model.named_modules() if not list(m.children()) and
+              any(True for _ in m.parameters(recurse=False))]
+    return any(p not in tr.called for p in leaves)
+
+
+def _run(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], *, train: bool) -> None:
+    """One forward pass under the tracer.
+
+    Parameters, buffers and inputs are swapped for ``meta`` tensors (shapes only, no compute,
+    no mutation of the real model); models whose forward needs real values are run as they are.
+    """
+    named = dict(model.named_parameters(remove_duplicate=False))
+    named.update(model.named_buffers(remove_duplicate=False))
+    meta_of: dict[int, torch.Tensor] = {}
+    state = {}
+    for name, t in named.items():
+        state[name] = meta_of.setdefault(id(t), torch.empty_like(t, device="meta"))
+    real_names = tr.real_names
+    tr.names = {id(state[n]): real_names[id(t)] for n, t in named.items() if id(t) in real_names}
+    tr.real_of = {id(state[n]): t for n, t in named.items()}
+    model.train(train)
+    try:
+        out = _forward(tr, model, state, tuple(_to_meta(x) for x in inputs))
+    except Exception as exc:  # noqa: BLE001 - value-dependent code cannot run on meta
+        if isinstance(exc, PrunekitError):
+            raise
+        tr.names = dict(real_names)
+        tr.real_of = {}
+        out = _forward_real(tr, model, inputs, train)
+    for t in iter_tensors(out):
+        tr.freeze(tr.labels(t), "model output")
+
+
+def _to_meta(x: Any) -> Any:
+    return x.to("meta") if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+
+def _forward(tr: Tracer, model: nn.Module, state: dict[str, torch.Tensor],
+             inputs: tuple[Any, ...]) -> Any:
+    handles = tr.hook_modules()
+    try:
+        with torch.no_grad(), tr:
+            return torch.func.functional_call(model, state, inputs, tie_weights=False)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _forward_real(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], train: bool) -> Any:
+    saved = {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()
+             if not isinstance(v, nn.Parameter)}
+    rng = torch.get_rng_state()
+    handles = tr.hook_modules()
+    try:
+        with torch.no_grad(), tr:
+            return model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        torch.set_rng_state(rng)
+        with torch.no_grad():  # undo BatchNorm running-stat updates
+            for k, v in model.state_dict(keep_vars=True).items():
+                if k in saved:
+                    v.copy_(saved[k])
+
+
+def _ignore(tr: Tracer, model: nn.Module, path: str) -> None:
+    try:
+        mod = model.get_submodule(path)
+    except AttributeError:
+        raise ConfigError(f"ignored layer {path!r} is not a module of the model") from None
+    for name, p in mod.named_parameters(recurse=False):
+        key = (f"{path}.{name}" if path else name, 0)
+        if key in tr.slots:
+            tr.freeze(tr.slots[key], f"ignored layer {path!r}")
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _components(tr: Tracer, extra: Sequence[np.ndarray]) -> np.ndarray:
+    pairs = [p for p in list(tr.pairs) + list(extra) if p.size]
+    n = tr.next_id
+    if not pairs:
+        return np.arange(n)
+    e = np.concatenate(pairs)
+    m = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(n, n))
+    return connected_components(m, directed=False)[1]
+
+
+def _resolve(tr: Tracer) -> np.ndarray:
+    """Components after applying count ties and direct-parameter consistency (fixpoint)."""
+    extra: list[np.ndarray] = []
+    for _ in range(8):
+        comp = _components(tr, extra)
+        frozen = comp[FROZEN]
+        added = _tie_violations(tr, comp, frozen) + _direct_violations(tr, comp, frozen)
+        if not added:
+            return comp
+        extra.extend(added)
+    return comp
+
+
+def _freeze_pairs(ids: np.ndarray) -> np.ndarray:
+    ids = np.unique(ids[ids > 0])
+    return np.stack([ids, np.zeros_like(ids)], axis=1)
+
+
+def _tie_violations(tr: Tracer, comp: np.ndarray, frozen: int) -> list[np.ndarray]:
+    out = []
+    for prov, target in tr.ties:
+        src = np.unique(comp[np.concatenate(prov)[np.concatenate(prov) >= 0]])
+        dst = np.unique(comp[target[target >= 0]])
+        if set(src.tolist()) != set(dst.tolist()) and not (
+            {frozen} >= set(src.tolist()) | set(dst.tolist())
+        ):
+            both = np.concatenate([np.concatenate(prov), target])
+            pairs = _freeze_pairs(both)
+            if pairs.size and not np.all(comp[pairs[:, 0]] == frozen):
+                out.append(pairs)
+                tr.freeze_events.append((pairs[:, 0], "shape computed from another channel count"))
+    return out
+
+
+def _direct_dim(c: np.ndarray) -> int | None:
+    """The one dim along which a direct parameter's units vary, if any."""
+    dims = [d for d in range(c.ndim) if c.shape[d] > 1]
+    for d in dims:
+        m = np.moveaxis(c, d, 0).reshape(c.shape[d], -1)
+        if np.all(m == m[:, :1]):
+            return d
+    return None
+
+
+def _direct_violations(tr: Tracer, comp: np.ndarray, frozen: int) -> list[np.ndarray]:
+    out = []
+    for name, (base, shape) in tr.direct.items():
+        ids = np.arange(base, base + int(np.prod(shape)), dtype=np.int64)
+        c = comp[ids].reshape(shape)
+        if np.all(c == frozen) or c.size <= 1:
+            continue
+        if _direct_dim(c) is None:
+            out.append(_freeze_pairs(ids))
+            tr.freeze_events.append((ids, f"parameter {name!r} mixes channels across dims"))
+    return out
+
+
+def _all_slots(tr: Tracer, comp: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    slots = {k: comp[v] for k, v in tr.slots.items()}
+    for name, (base, shape) in tr.direct.items():
+        c = comp[np.arange(base, base + int(np.prod(shape)))].reshape(shape)
+        d = _direct_dim(c) if c.size > 1 else None
+        if d is not None:
+            slots[(name, d)] = np.moveaxis(c, d, 0).reshape(c.shape[d], -1)[:, 0]
+    return slots
+
+
+def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
+    comp = _resolve(tr)
+    frozen = comp[FROZEN]
+    slots = _all_slots(tr, comp)
+    sig: dict[int, set[tuple[str, int]]] = defaultdict(set)
+    for key, units in slots.items():
+        for u in np.unique(units):
+            if u != frozen:
+                sig[int(u)].add(key)
+    by_sig: dict[frozenset[tuple[str, int]], list[int]] = defaultdict(list)
+    for u, keys in sig.items():
+        by_sig[frozenset(keys)].append(u)
+    order = {k: i for i, k in enumerate(tr.slots)}
+    groups = [_make_group(keys, units, slots, order) for keys, units in by_sig.items()]
+    groups.sort(key=lambda g: order.get(_key(g.id), len(order)))
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return DependencyGraph(groups=[g for g in groups if g.size > 0],
+                           frozen=_frozen_reasons(tr, slots, frozen),
+                           positions=dict(tr.positions), tensor_shapes=shapes,
+                           params={n for n, _ in model.named_parameters()})
+
+
+def _key(gid: str) -> tuple[str, int]:
+    name, dim = gid.rsplit(":", 1)
+    return name, int(dim)
+
+
+def _make_group(keys: frozenset[tuple[str, int]], units: list[int],
+                slots: dict[tuple[str, int], np.ndarray], order: dict[Any, int]) -> Group:
+    producers = [k for k in keys if k[1] == 0 and k in order]
+    anchor = min(producers or keys, key=lambda k: (order.get(k, 1 << 30), k))
+    uset = np.array(sorted(units))
+    # Units are numbered by first position in the anchor, so ids are stable across traces.
+    a = slots[anchor]
+    first = {}
+    for pos, u in enumerate(a.tolist()):
+        first.setdefault(u, pos)
+    ordered = sorted(uset.tolist(), key=lambda u: first.get(u, 1 << 30))
+    index = {u: i for i, u in enumerate(ordered)}
+    out = []
+    for key in sorted(keys, key=lambda k: (order.get(k, 1 << 30), k)):
+        arr = slots[key]
+        mask = np.isin(arr, uset)
+        pos = np.nonzero(mask)[0]
+        out.append(Slot(key[0], key[1], pos, np.array([index[u] for u in arr[mask].tolist()])))
+    return Group(id=f"{anchor[0]}:{anchor[1]}", size=len(ordered), slots=out)
+
+
+def _frozen_reasons(tr: Tracer, slots: dict[tuple[str, int], np.ndarray],
+                    frozen: int) -> dict[str, list[str]]:
+    # Components without the FROZEN merges tell which frozen slot each freeze event hit.
+    loose = _components_without_frozen(tr)
+    hit = {k: np.unique(loose[tr.slots[k]]) for k, units in slots.items()
+           if k in tr.slots and np.any(units == frozen)}
+    wanted = np.unique(np.concatenate(list(hit.values()))) if hit else np.zeros(0, np.int64)
+    event_comps: dict[int, list[str]] = defaultdict(list)
+    for ids, why in tr.freeze_events:
+        for c in np.intersect1d(loose[ids], wanted).tolist():
+            if len(event_comps[c]) < 3 and why not in event_comps[c]:
+                event_comps[c].append(why)
+    out: dict[str, list[str]] = {}
+    for (name, dim), units in slots.items():
+        if not np.any(units == frozen):
+            continue
+        reasons: list[str] = []
+        for c in hit.get((name, dim), np.zeros(0, np.int64)).tolist():
+            reasons.extend(r for r in event_comps.get(c, []) if r not in reasons)
+            if len(reasons) >= 3:
+                break
+        out[f"{name}:{dim}"] = reasons[:3] or ["coupled to a frozen channel"]
+    return out
+
+
+def _components_without_frozen(tr: Tracer) -> np.ndarray:
+    sub = copy.copy(tr)
+    sub.pairs = [p[(p[:, 0] != FROZEN) & (p[:, 1] != FROZEN)] for p in tr.pairs]
+    return _components(sub, [])

@@ -1,0 +1,410 @@
+"""Label-propagation handlers for torch ops, grouped by kind.
+
+Rules of thumb (each one keeps "zeroing a unit" and "removing a unit" the same computation):
+
+* Elementwise ops couple the operands' labels position by position, except along dims where an
+  operand is broadcast (a ``[B,1,H,W]`` gate does not tie the channels it multiplies).
+* Rearranging ops (view, permute, cat, split, indexing...) run on the label tensor itself, so
+  any channel shuffle or flatten is followed exactly.
+* Ops that mix channels without parameters (norm statistics, softmax or reductions over
+  channels, attention) freeze those channels: removing them would change the result.
+* Shapes written as literals over a labelled dim freeze it (the code would not follow the new
+  count); shapes computed from ``x.shape`` follow it (see :class:`~prunekit.graph.labels.TrackedInt`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunekit.graph.labels import (
+    FROZEN,
+    NOLABEL,
+    TrackedFloat,
+    TrackedInt,
+    along,
+    compact,
+    provenance,
+    untrack,
+)
+from prunekit.graph.tracer import Tracer, iter_tensors, register_op
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any = None) -> Any:
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def _pad_to(lab: torch.Tensor, ndim: int) -> torch.Tensor:
+    return lab.reshape((1,) * (ndim - lab.dim()) + tuple(lab.shape)) if lab.dim() < ndim else lab
+
+
+def _freeze_tracked(tr: Tracer, values: Any, why: str) -> None:
+    for arr in provenance(values if isinstance(values, (list, tuple)) else [values]):
+        tr.freeze(arr, why)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@register_op("size")
+def _size(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> Any:
+    t = args[0]
+    if isinstance(out, int):
+        d = _arg(args, kwargs, 1, "dim")
+        d = d % t.dim()
+        return tr.track_shape(t, [d], [out])[0]
+    return torch.Size(tr.track_shape(t, range(t.dim()), out))
+
+
+@register_op("shape.__get__")
+def _shape(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> Any:
+    t = args[0]
+    return torch.Size(tr.track_shape(t, range(t.dim()), out))
+
+
+@register_op("numel")
+def _numel(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> Any:
+    lab = tr.labels(args[0])
+    prov = tuple(np.unique(lab.numpy()) for _ in [0]) if lab.numel() > 1 else ()
+    return TrackedInt(int(out), prov) if prov else out
+
+
+# --------------------------------------------------------------------------- elementwise
+
+UNARY = """relu relu_ relu6 gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_
+hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu celu_
+softplus mish mish_ logsigmoid softsign tanhshrink hardshrink softshrink threshold threshold_ rrelu
+dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout clone contiguous
+detach detach_ float half bfloat16 double to type type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__
+exp exp_ log log_ log2 log10 log1p expm1 sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin
+cos tan reciprocal reciprocal_ floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min
+clamp_min_ clamp_max clamp_max_ nan_to_num requires_grad_ __invert__ logical_not isnan isinf
+isfinite bitwise_not sigmoid_ exponential_ fill_ zero_ normal_ uniform_ bernoulli bernoulli_
+pin_memory float_power""".split()
+
+BINARY = """add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub mul mul_
+__mul__ __rmul__ __imul__ div div_ __truediv__ __rtruediv__ __itruediv__ __div__ true_divide
+floor_divide floor_divide_ __floordiv__ __rfloordiv__ pow pow_ __pow__ __rpow__ __ipow__ remainder
+__mod__ fmod maximum minimum fmax fmin where addcmul addcmul_ addcdiv addcdiv_ lerp lerp_ eq ne gt
+lt ge le __eq__ __ne__ __gt__ __lt__ __ge__ __le__ logical_and logical_or logical_xor __and__
+__or__ __xor__ __iand__ __ior__ bitwise_and bitwise_or masked_fill masked_fill_ copy_ atan2
+hypot xlogy""".split()
+
+
+@register_op(*UNARY, *BINARY)
+def _elementwise(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    if not isinstance(out, torch.Tensor):
+        return
+    scalars = [a for a in list(args[1:]) + list(kwargs.values()) if isinstance(a, TrackedFloat)]
+    _freeze_tracked(tr, scalars, "a constant computed from a channel count")
+    operands = [t for t in iter_tensors(args) if t.dim() > 0 or t.numel() > 1]
+    if not operands:
+        tr.set_labels(out, torch.full((1,) * out.dim(), FROZEN, dtype=torch.int64))
+        return
+    tr.set_labels(out, _couple(tr, operands, tuple(out.shape)))
+
+
+def _couple(tr: Tracer, operands: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """Couple broadcast operands and return the output labels (see module docstring)."""
+    nd = len(shape)
+    info = []
+    for t in operands:
+        data = (1,) * (nd - t.dim()) + tuple(t.shape)
+        lab = _pad_to(tr.labels(t), nd)
+        real = {d for d in range(nd) if data[d] == shape[d] and shape[d] > 1}
+        info.append((lab, real))
+    for i in range(len(info)):
+        for j in range(i + 1, len(info)):
+            _pair(tr, info[i], info[j], shape)
+    # The output takes the labels of the operand that varies along the most dims.
+    best = max(info, key=lambda x: (sum(s > 1 for s in x[0].shape), len(x[1])))[0]
+    return best
+
+
+def _pair(tr: Tracer, a: tuple[torch.Tensor, set[int]], b: tuple[torch.Tensor, set[int]],
+          shape: tuple[int, ...]) -> None:
+    (la, ra), (lb, rb) = a, b
+    if not ra or not rb:
+        return  # scalar-like operand: broadcast everywhere, ties nothing
+    only_one = ra ^ rb
+    if any(la.shape[d] > 1 or lb.shape[d] > 1 for d in only_one):
+        return  # one side is broadcast along a labelled dim: the sides stay independent
+    la = _narrow_all(la, only_one)
+    lb = _narrow_all(lb, only_one)
+    common = torch.broadcast_shapes(la.shape, lb.shape)
+    tr.merge(la.expand(common).numpy(), lb.expand(common).numpy())
+
+
+def _narrow_all(lab: torch.Tensor, dims: set[int]) -> torch.Tensor:
+    for d in dims:
+        lab = lab.narrow(d, 0, 1)
+    return lab
+
+
+# --------------------------------------------------------------------------- parametric layers
+
+
+@register_op("conv1d", "conv2d", "conv3d")
+def _conv(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    b = _arg(args, kwargs, 2, "bias")
+    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    ch = 1 if x.dim() == w.dim() else 0
+    _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=1, out_dim=0)
+
+
+@register_op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def _conv_t(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    b = _arg(args, kwargs, 2, "bias")
+    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    ch = 1 if x.dim() == w.dim() else 0
+    _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=0, out_dim=1)
+
+
+def _grouped_layer(tr: Tracer, x: torch.Tensor, w: torch.Tensor, b: Any, out: torch.Tensor, *,
+                   ch: int, groups: int, in_dim: int, out_dim: int) -> None:
+    wname, cin, cout = tr.name_of(w), x.shape[ch], out.shape[ch]
+    rows = along(tr.labels(x), ch, cin)
+    if wname is None:
+        tr.freeze(rows, "convolution weight computed in forward")
+        return
+    k, m = cin // groups, cout // groups
+    out_ids = _out_slot(tr, wname, w, out_dim, cout, groups)
+    if groups == 1:
+        tr.merge_rows(rows, tr.slot(wname, in_dim, w.shape[in_dim]))
+    elif k == 1:
+        # Depthwise-like: input channel g feeds outputs g*m..g*m+m-1; they live and die together.
+        tr.merge_rows(rows, out_ids.reshape(groups, m)[:, 0])
+        tr.merge(out_ids, np.repeat(out_ids.reshape(groups, m)[:, :1], m, axis=1))
+    else:
+        # Grouped: every group must keep the same count, so position p is one unit across groups.
+        in_ids = tr.slot(wname, in_dim, w.shape[in_dim])
+        per_pos = in_ids if in_dim == 1 else in_ids.reshape(groups, k)[0]
+        tr.merge_rows(rows, np.tile(per_pos, groups))
+        if in_dim == 0:
+            tr.merge(in_ids, np.tile(in_ids.reshape(groups, k)[0], groups))
+        else:
+            tr.merge(out_ids, np.tile(out_ids.reshape(groups, m)[0], groups))
+    _bias(tr, b, out_ids)
+    shape = [1] * out.dim()
+    shape[ch] = cout
+    tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape(shape))
+    tr.positions[wname] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+
+
+def _out_slot(tr: Tracer, wname: str, w: torch.Tensor, out_dim: int, cout: int,
+              groups: int) -> np.ndarray:
+    if out_dim == 0:
+        return tr.slot(wname, 0, cout)
+    # Transposed conv: weight dim 1 holds cout/groups positions, shared by all groups.
+    per = tr.slot(wname, 1, w.shape[1])
+    return np.tile(per, groups) if groups > 1 else per
+
+
+def _bias(tr: Tracer, b: Any, out_ids: np.ndarray) -> None:
+    bname = tr.name_of(b)
+    if bname is not None:
+        tr.merge(tr.slot(bname, 0, out_ids.size), out_ids)
+    elif isinstance(b, torch.Tensor):
+        tr.freeze(out_ids, "bias computed in forward")
+
+
+@register_op("linear")
+def _linear(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    b = _arg(args, kwargs, 2, "bias")
+    wname = tr.name_of(w)
+    rows = along(tr.labels(x), x.dim() - 1, x.shape[-1])
+    if wname is None:
+        tr.freeze(rows, "linear weight computed in forward")
+        return
+    tr.merge_rows(rows, tr.slot(wname, 1, w.shape[1]))
+    out_ids = tr.slot(wname, 0, w.shape[0])
+    _bias(tr, b, out_ids)
+    tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape((1,) * (out.dim() - 1) + (-1,)))
+    tr.positions[wname] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+
+
+def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: Any) -> None:
+    """Norm-like op with one entry per channel in each of ``tensors`` (weight, stats...)."""
+    rows = along(tr.labels(x), ch, x.shape[ch])
+    for t in tensors:
+        name = tr.name_of(t)
+        if name is not None and t.dim() == 1 and t.shape[0] == x.shape[ch]:
+            tr.merge_rows(rows, tr.slot(name, 0, t.shape[0]))
+        elif isinstance(t, torch.Tensor):
+            tr.freeze(rows, "per-channel tensor computed in forward")
+    tr.set_labels(out, tr.labels(x))
+
+
+@register_op("batch_norm")
+def _batch_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x = args[0]
+    ts = [_arg(args, kwargs, i, n) for i, n in
+          ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+    _per_channel(tr, x, 1 if x.dim() > 1 else 0, [t for t in ts if t is not None], out)
+
+
+@register_op("instance_norm")
+def _instance_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x = args[0]
+    ts = [_arg(args, kwargs, i, n) for i, n in
+          ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+    _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
+
+
+@register_op("group_norm")
+def _group_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, groups = args[0], int(_arg(args, kwargs, 1, "num_groups"))
+    if groups != x.shape[1]:
+        tr.freeze_varying(x, [1], "GroupNorm statistics span several channels")
+    ts = [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")]
+    _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
+
+
+@register_op("layer_norm", "rms_norm")
+def _layer_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape")
+    n = len(shape) if isinstance(shape, (list, tuple, torch.Size)) else 1
+    dims = list(range(x.dim() - n, x.dim()))
+    tr.freeze_varying(x, dims, f"{func.__name__} statistics span the channels")
+    ts = [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")]
+    ts = [t for t in ts if isinstance(t, torch.Tensor)]
+    if n == 1:
+        _per_channel(tr, x, x.dim() - 1, ts, out)
+    else:
+        for t in ts:
+            tr.freeze(tr.known_labels(t), "multi-dim LayerNorm")
+        tr.set_labels(out, tr.labels(x))
+
+
+@register_op("prelu")
+def _prelu(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, w = args[0], _arg(args, kwargs, 1, "weight")
+    if w.numel() == 1:
+        tr.set_labels(out, tr.labels(x))
+    else:
+        _per_channel(tr, x, 1 if x.dim() > 1 else 0, [w], out)
+
+
+@register_op("embedding")
+def _embedding(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    w = _arg(args, kwargs, 1, "weight")
+    name = tr.name_of(w)
+    if name is None:
+        return
+    ids = tr.slot(name, 1, w.shape[1])
+    tr.set_labels(out, torch.from_numpy(ids.copy()).reshape((1,) * (out.dim() - 1) + (-1,)))
+
+
+# --------------------------------------------------------------------------- mixing ops
+
+
+@register_op("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "baddbmm", "addmm", "addbmm",
+             "einsum", "bilinear", "scaled_dot_product_attention", "multi_head_attention_forward",
+             "tensordot", "cdist", "outer", "dot", "inner", "kron", "cross", "linalg_vector_norm")
+def _mixing(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    # Products over feature dims (attention scores, einsum) tie channel counts to scales,
+    # head splits and the other operand's layout; prunekit keeps them whole (recorded reason).
+    for t in iter_tensors((args, kwargs)):
+        tr.freeze(tr.known_labels(t), f"{func.__name__} mixes feature dims (kept whole)")
+
+
+REDUCE = """sum mean amax amin max min prod std var std_mean var_mean norm logsumexp argmax
+argmin median nanmean nansum all any count_nonzero softmax log_softmax _softmax cumsum cumprod
+normalize topk sort argsort kthvalue mode aminmax nanmedian local_response_norm""".split()
+
+
+@register_op(*REDUCE)
+def _reduce(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x = args[0]
+    if func.__name__ in ("max", "min") and (len(args) > 1 and isinstance(args[1], torch.Tensor)):
+        return _elementwise(tr, func, args, kwargs, out)
+    dims = _reduced_dims(func.__name__, x, args, kwargs)
+    lab = tr.labels(x)
+    if any(lab.shape[d] > 1 for d in dims):
+        tr.freeze(lab, f"{func.__name__} over a channel dim")
+    outs = [o for o in iter_tensors(out)]
+    for o in outs:
+        red = lab
+        for d in dims:
+            red = red.narrow(d, 0, 1)
+        if o.dim() < red.dim():
+            red = red.reshape([s for i, s in enumerate(red.shape) if i not in dims][: o.dim()]
+                              if o.dim() else [])
+        tr.set_labels(o, red if o.dim() == red.dim() else torch.full((1,) * o.dim(), FROZEN))
+    return None
+
+
+def _reduced_dims(name: str, x: torch.Tensor, args: Any, kwargs: Any) -> list[int]:
+    default = 1 if name == "normalize" else None
+    pos = 2 if name in ("normalize", "norm", "topk", "kthvalue", "local_response_norm") else 1
+    d = kwargs.get("dim", args[pos] if len(args) > pos and not isinstance(args[pos], bool) else default)
+    if name == "local_response_norm":
+        return [1]
+    if d is None or (isinstance(d, (list, tuple)) and len(d) == 0):
+        return list(range(x.dim()))
+    if isinstance(d, (list, tuple)):
+        return [int(i) % x.dim() for i in d]
+    if isinstance(d, str):
+        return list(range(x.dim()))
+    return [int(d) % max(1, x.dim())]
+
+
+POOL = """max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d
+adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d
+adaptive_max_pool3d lp_pool1d lp_pool2d max_pool1d_with_indices max_pool2d_with_indices
+max_pool3d_with_indices adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices
+fractional_max_pool2d interpolate upsample upsample_nearest upsample_bilinear grid_sample
+channel_shuffle_placeholder""".split()
+
+
+@register_op(*POOL)
+def _pool(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x = args[0]
+    ch = 1 if x.dim() >= 3 else 0
+    spatial = list(range(ch + 1, x.dim()))
+    tr.freeze_varying(x, spatial, f"{func.__name__} over labelled spatial positions")
+    lab = tr.labels(x)
+    for d in spatial:
+        lab = lab.narrow(d, 0, 1)
+    for o in iter_tensors(out):
+        if o.dtype == torch.int64:
+            continue  # pooling indices
+        tr.set_labels(o, lab)
+
+
+@register_op("pad")
+def _pad(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, pad = args[0], _arg(args, kwargs, 1, "pad")
+    touched = [x.dim() - 1 - i // 2 for i, p in enumerate(pad) if int(p) != 0]
+    tr.freeze_varying(x, touched, "padding along a channel dim")
+    lab = tr.labels(x)
+    if any(lab.shape[d] > 1 for d in touched):
+        tr.set_labels(out, torch.full((1,) * out.dim(), FROZEN, dtype=torch.int64))
+    else:
+        tr.set_labels(out, lab)
+
+
+# --------------------------------------------------------------------------- creation
+
+CREATE = """zeros ones empty full rand randn randint arange linspace new_zeros new_ones new_empty
+new_full new_tensor tensor as_tensor scalar_tensor zeros_like ones_like empty_like full_like
+rand_like randn_like randint_like eye meshgrid tril_indices triu_indices""".split()
+
+
+@register_op(*CREATE)
+def _create(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    # Created tensors hold no features. Their shape follows a channel count only if it was
+    # computed from one (TrackedInt) or copied from a tensor (*_like): then they carry no
+    # label at all; literal shapes are FROZEN so anything combined with them stays whole.
+    fill = NOLABEL if func.__name__.endswith("_like") or provenance(args) else FROZEN
+    for o in iter_tensors(out):
+        tr.set_labels(o, torch.full((1,) * o.dim(), fill, dtype=torch.int64))

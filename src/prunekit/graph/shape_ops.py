@@ -1,0 +1,210 @@
+"""Handlers for ops that only move data around: run the op on the label tensor itself.
+
+After pruning, the same code runs on fewer channels. That is only right if every size the code
+passes is either inferred (``-1``, ``flatten``) or computed from a shape (``TrackedInt``).
+Literal sizes over labelled dims are checked here: a split of a labelled dim into a literal
+factor and a computed one (``view(B, groups, C // groups, H, W)``) keeps the same positions in
+every group (the units are merged across the literal factor); any other literal freezes the dim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from prunekit.graph.labels import TrackedInt, compact, provenance, untrack
+from prunekit.graph.ops import _arg
+from prunekit.graph.tracer import Tracer, iter_tensors, register_op
+
+# Ops that are exact on compact labels (size-1 dims stand for constant labels).
+COMPACT_OK = """permute transpose transpose_ t T.__get__ mT.__get__ unsqueeze unsqueeze_ squeeze
+squeeze_ movedim moveaxis swapaxes swapdims flip fliplr flipud roll contiguous expand expand_as
+repeat tile broadcast_to""".split()
+
+SELF_ONLY = """select diagonal index_select gather take_along_dim unfold pixel_shuffle
+pixel_unshuffle channel_shuffle native_channel_shuffle view_as reshape_as flatten ravel
+repeat_interleave""".split() + COMPACT_OK
+
+LIST_FIRST = "cat concat concatenate stack hstack vstack dstack column_stack".split()
+
+
+def _labels_call(tr: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call ``func`` with data tensors replaced by their label tensors."""
+    name = func.__name__
+    if name in LIST_FIRST:
+        return func(_cat_operands(tr, name, list(args[0]), args, kwargs), *untrack(args[1:]),
+                    **untrack(kwargs))
+    rest, kw = tr.concrete(untrack(args[1:])), tr.concrete(untrack(kwargs))
+    if name in COMPACT_OK:
+        return func(tr.labels(args[0]), *rest, **kw)
+    if name == "view":  # label tensors are laid out differently; reshape is the same mapping
+        return torch.reshape(tr.full(args[0]), _target_sizes((None, *rest), kw))
+    return func(tr.full(args[0]), *rest, **kw)
+
+
+def _cat_operands(tr: Tracer, name: str, ts: list[Any], args: Any,
+                  kwargs: Any) -> list[torch.Tensor]:
+    """Labels of cat/stack inputs, expanded only as far as needed to line them up."""
+    nd = ts[0].dim() if ts else 0
+    if name not in ("cat", "concat", "concatenate", "stack") or nd == 0 or any(
+        t.dim() != nd for t in ts
+    ):
+        return [tr.full(t) for t in ts]
+    labs = [tr.labels(t) for t in ts]
+    sizes = [max(lab.shape[d] for lab in labs) for d in range(nd)]
+    dim = int(_arg(args, kwargs, 1, "dim", 0)) % nd
+    out = []
+    for t, lab in zip(ts, labs):
+        shape = list(sizes)
+        if name != "stack":
+            shape[dim] = t.shape[dim]
+        out.append(lab.expand(shape))
+    return out
+
+
+def _assign(tr: Tracer, out: Any, lab: Any) -> None:
+    if isinstance(out, torch.Tensor) and isinstance(lab, torch.Tensor):
+        tr.set_labels(out, lab)
+    elif isinstance(out, (list, tuple)):
+        for o, lo in zip(out, lab):
+            _assign(tr, o, lo)
+
+
+@register_op(*SELF_ONLY, *LIST_FIRST)
+def _rearrange(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    if func.__name__ == "repeat_interleave" and not isinstance(args[0], torch.Tensor):
+        return
+    _assign(tr, out, _labels_call(tr, func, args, kwargs))
+
+
+@register_op("view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to")
+def _reshape(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x = args[0]
+    if func.__name__ == "view" and len(args) == 2 and isinstance(args[1], torch.dtype):
+        tr.set_labels(out, tr.labels(x))
+        return
+    lab = _labels_call(tr, func, args, kwargs)
+    if func.__name__ == "unflatten":
+        sizes = list(_arg(args, kwargs, 2, "sizes"))
+        dim = int(_arg(args, kwargs, 1, "dim")) % x.dim()
+        target: list[Any] = [-1] * dim + sizes + [-1] * (x.dim() - dim - 1)
+    else:
+        target = _target_sizes(args, kwargs)
+    if func.__name__ in ("repeat", "tile"):
+        target = [t if int(t) == 1 else t for t in target]
+    lab = _check_sizes(tr, lab, target, func.__name__)
+    tr.set_labels(out, lab)
+
+
+def _target_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    rest = list(args[1:]) or [kwargs.get("shape", kwargs.get("size", ()))]
+    if len(rest) == 1 and isinstance(rest[0], (list, tuple, torch.Size)):
+        return list(rest[0])
+    return rest
+
+
+def _check_sizes(tr: Tracer, lab: torch.Tensor, target: list[Any], what: str) -> torch.Tensor:
+    """Apply the literal-size rules (module docstring) to output labels ``lab``."""
+    lab = compact(lab)
+    if len(target) != lab.dim():
+        return lab
+    vary = [d for d in range(lab.dim()) if lab.shape[d] > 1]
+    free = [d for d in vary if not _literal(target[d])]
+    for d in vary:
+        t = target[d]
+        if isinstance(t, TrackedInt):
+            tr.tie(list(t.prov), lab.movedim(d, 0).reshape(lab.shape[d], -1))
+        elif _literal(t) and free:
+            # A literal factor next to a computed one: keep the same positions in each slice.
+            first = lab.narrow(d, 0, 1)
+            tr.merge(lab.numpy(), first.expand_as(lab).numpy())
+            lab = compact(first.expand_as(lab))
+        elif _literal(t):
+            tr.freeze(lab, f"{what} with a literal size {int(t)} over a channel dim")
+    return lab
+
+
+def _literal(t: Any) -> bool:
+    return isinstance(t, int) and not isinstance(t, TrackedInt) and int(t) != -1
+
+
+@register_op("split", "chunk", "tensor_split", "unbind", "split_with_sizes", "narrow")
+def _split(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x = args[0]
+    name = func.__name__
+    dim_pos = {"narrow": 1, "unbind": 1}.get(name, 2)
+    dim = int(_arg(args, kwargs, dim_pos, "dim", 0)) % x.dim()
+    lab = tr.labels(x)
+    labs = _labels_call(tr, func, args, kwargs)
+    if lab.shape[dim] > 1:
+        spec = _arg(args, kwargs, 1, "split_size_or_sections", None)
+        if name == "chunk" or (name == "split" and isinstance(spec, TrackedInt)):
+            _uniform(tr, labs, dim)
+        elif name == "narrow" and provenance(args[2:4]):
+            pass  # bounds computed from the shape follow the new count
+        else:
+            tr.freeze(lab, f"{name} of a channel dim at literal positions")
+    _assign(tr, out, labs)
+
+
+def _uniform(tr: Tracer, labs: Any, dim: int) -> None:
+    """Equal chunks of a labelled dim: position p of every chunk forms one unit."""
+    parts = [p for p in labs if isinstance(p, torch.Tensor)]
+    if len({p.shape[dim] for p in parts}) != 1:
+        for p in parts:
+            tr.freeze(p, "unequal chunks of a channel dim")
+        return
+    for p in parts[1:]:
+        tr.merge(parts[0].numpy(), p.numpy())
+
+
+@register_op("__getitem__")
+def _getitem(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, idx = args[0], args[1]
+    _check_index(tr, x, idx)
+    lab = tr.full(x)[tr.concrete(untrack(idx))]
+    _assign(tr, out, lab)
+
+
+def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
+    """Freeze labelled dims that are indexed at literal positions."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    lab = tr.labels(x)
+    if any(i is Ellipsis for i in items):
+        e = next(k for k, i in enumerate(items) if i is Ellipsis)
+        items = items[:e] + (slice(None),) * (x.dim() - len(items) + 1) + items[e + 1 :]
+    d = 0
+    for it in items:
+        if it is None:
+            continue
+        if d >= x.dim():
+            break
+        if lab.shape[d] > 1 and not _follows(it):
+            tr.freeze(lab, f"indexing a channel dim with {it!r}")
+        d += 1
+
+
+def _follows(it: Any) -> bool:
+    if isinstance(it, slice):
+        bounds = [it.start, it.stop]
+        plain = all(b is None or isinstance(b, TrackedInt) for b in bounds)
+        return plain and (it.step in (None, 1))
+    return False
+
+
+@register_op("__setitem__")
+def _setitem(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    x, idx, value = args[0], args[1], args[2]
+    _check_index(tr, x, idx)
+    full = tr.full(x).clone()
+    if isinstance(value, torch.Tensor):
+        full[tr.concrete(untrack(idx))] = tr.full(value)
+    tr.set_labels(x, full)
+
+
+@register_op("index_put_", "index_put", "scatter", "scatter_", "scatter_add", "scatter_add_",
+             "masked_scatter", "index_add", "index_add_", "index_copy", "index_copy_")
+def _scatter(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    for t in iter_tensors(args):
+        tr.freeze(tr.known_labels(t), f"{func.__name__} writes at data-dependent positions")

@@ -1,0 +1,305 @@
+"""Dynamic tracing: run the model once under a ``TorchFunctionMode`` and propagate labels.
+
+Why a torch-function mode (see ``docs/design.md``): it sees every tensor op of the real forward
+pass — functional calls, tensor methods, operators, shape reads — with the real arguments, so it
+works on any eager model (control flow included), costs one forward pass, and never needs the
+model to be symbolically traceable. ``torch.export``/FX fail on data-dependent Python and take
+seconds on large models; autograd ``grad_fn`` tracing loses shape ops and anything without a
+gradient.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from prunekit.errors import UnsupportedOpError
+from prunekit.graph.labels import FROZEN, NOLABEL, TrackedInt, compact, varying_dims
+
+Handler = Callable[["Tracer", Any, tuple[Any, ...], dict[str, Any], Any], Any]
+
+#: op name -> handler. Filled by :mod:`prunekit.graph.ops`; extend with :func:`register_op`.
+OP_HANDLERS: dict[str, Handler] = {}
+
+
+def register_op(*names: str) -> Callable[[Handler], Handler]:
+    """Register a label-propagation handler for torch functions with the given names.
+
+    A handler is called as ``handler(tracer, func, args, kwargs, out)`` after the op ran, and
+    must give labels to the tensors in ``out`` (``tracer.set_labels``) and record couplings
+    (``tracer.merge`` / ``tracer.freeze`` / ``tracer.slot``). Returning a value other than
+    ``None`` replaces the op's result (used for shape reads).
+
+    Example:
+        >>> @register_op("my_custom_op")
+        ... def _my_op(tr, func, args, kwargs, out):
+        ...     tr.set_labels(out, tr.labels(args[0]))
+    """
+
+    def deco(fn: Handler) -> Handler:
+        for name in names:
+            OP_HANDLERS[name] = fn
+        return fn
+
+    return deco
+
+
+def op_name(func: Any) -> str:
+    """A stable name for a torch function (``conv2d``, ``add``, ``shape.__get__``...)."""
+    name = getattr(func, "__name__", None) or repr(func)
+    if name == "__get__":
+        owner = getattr(func, "__self__", None)
+        return f"{getattr(owner, '__name__', '?')}.__get__"
+    return name
+
+
+def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
+    """Tensors inside nested tuples/lists/dicts."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from iter_tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from iter_tensors(o)
+
+
+class NeedsRealValues(Exception):
+    """Raised inside a meta-tensor trace when an op needs real tensor values."""
+
+
+class Tracer(TorchFunctionMode):
+    """Records label propagation for one model. Use :func:`prunekit.graph.trace`."""
+
+    def __init__(self, model: nn.Module, *, unknown_ops: str = "error",
+                 barrier_modules: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.model = model
+        self.unknown_ops = unknown_ops
+        self.names: dict[int, str] = {}
+        for name, t in list(model.named_buffers()) + list(model.named_parameters()):
+            self.names.setdefault(id(t), name)
+        self.real_names = dict(self.names)
+        self._store: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
+        self.next_id = 1
+        self.pairs: list[np.ndarray] = []
+        self.slots: dict[tuple[str, int], np.ndarray] = {}
+        self.direct: dict[str, tuple[int, tuple[int, ...]]] = {}
+        self.ties: list[tuple[list[np.ndarray], np.ndarray]] = []
+        self.freeze_events: list[tuple[np.ndarray, str]] = []
+        self.positions: dict[str, float] = {}
+        self.stack: list[str] = []
+        self.called: set[str] = set()
+        self.opaque_depth = 0
+        self.barrier_modules = set(barrier_modules)
+        self.real_of: dict[int, torch.Tensor] = {}
+
+    def concrete(self, obj: Any) -> Any:
+        """``obj`` with meta tensors replaced by the real buffers they stand for.
+
+        Label ops that index with a tensor (``table[index]``) need its values; a meta tensor
+        computed inside forward has none, so the trace is redone on real tensors.
+        """
+        if isinstance(obj, torch.Tensor) and obj.is_meta:
+            real = self.real_of.get(id(obj))
+            if real is None:
+                raise NeedsRealValues(op_name(obj))
+            return real
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.concrete(o) for o in obj)
+        if isinstance(obj, dict):
+            return {k: self.concrete(v) for k, v in obj.items()}
+        return obj
+
+    # ----------------------------------------------------------------- label store
+    def new_ids(self, n: int) -> np.ndarray:
+        """Allocate ``n`` fresh labels."""
+        ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
+        self.next_id += n
+        return ids
+
+    def labels(self, t: Any) -> torch.Tensor:
+        """Compact label tensor of ``t`` (FROZEN for tensors of unknown origin)."""
+        if not isinstance(t, torch.Tensor):
+            return torch.full((), FROZEN, dtype=torch.int64)
+        entry = self._store.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return entry[1]
+        name = self.names.get(id(t))
+        if name is not None:
+            return self._direct_labels(t, name)
+        return torch.full((1,) * t.dim(), FROZEN, dtype=torch.int64)
+
+    def known_labels(self, t: Any) -> torch.Tensor:
+        """Like :meth:`labels`, but never creates per-element labels for a parameter.
+
+        Used where an operand is only frozen: a parameter consumed whole by an opaque op
+        belongs to no group anyway, and labelling millions of weight elements is costly.
+        """
+        if isinstance(t, torch.Tensor):
+            entry = self._store.get(id(t))
+            if entry is not None and entry[0]() is t:
+                return entry[1]
+            if self.name_of(t) is not None:
+                return torch.full((1,) * t.dim(), FROZEN, dtype=torch.int64)
+        return self.labels(t)
+
+    def _direct_labels(self, t: torch.Tensor, name: str) -> torch.Tensor:
+        # A parameter used directly by generic ops (class token, layer scale, position
+        # embedding): every element gets its own label; which dim is prunable is decided
+        # after all merges are known (see graph._direct_slots).
+        if name not in self.direct:
+            base = int(self.new_ids(t.numel())[0]) if t.numel() else self.next_id
+            self.direct[name] = (base, tuple(t.shape))
+        base, shape = self.direct[name]
+        lab = torch.arange(base, base + t.numel(), dtype=torch.int64).reshape(shape)
+        self.set_labels(t, lab)
+        return lab
+
+    def set_labels(self, out: Any, lab: torch.Tensor) -> None:
+        """Attach ``lab`` (broadcastable to ``out``) to tensor ``out``."""
+        if not isinstance(out, torch.Tensor):
+            return
+        if lab.dim() < out.dim():
+            lab = lab.reshape((1,) * (out.dim() - lab.dim()) + tuple(lab.shape))
+        key = id(out)
+        store = self._store
+
+        def _drop(_: Any, key: int = key) -> None:
+            store.pop(key, None)
+
+        store[key] = (weakref.ref(out, _drop), compact(lab))
+
+    def full(self, t: torch.Tensor) -> torch.Tensor:
+        """Labels of ``t`` expanded to ``t``'s full shape (a view; clone before writing)."""
+        return self.labels(t).expand(t.shape)
+
+    # ----------------------------------------------------------------- couplings
+    def merge(self, a: Any, b: Any) -> None:
+        """Couple labels elementwise (arrays/tensors of the same shape)."""
+        a = np.asarray(a, dtype=np.int64).reshape(-1)
+        b = np.asarray(b, dtype=np.int64).reshape(-1)
+        keep = (a >= 0) & (b >= 0) & (a != b)
+        if keep.any():
+            # Dedupe via one int64 key per pair: much cheaper than unique(axis=0).
+            key = np.unique((a[keep] << 32) | b[keep])
+            self.pairs.append(np.stack([key >> 32, key & 0xFFFFFFFF], axis=1))
+
+    def merge_rows(self, rows: torch.Tensor, ids: np.ndarray) -> None:
+        """Merge every label of ``rows[i]`` (a ``(n, rest)`` matrix) with ``ids[i]``."""
+        r = rows.numpy()
+        self.merge(r, np.broadcast_to(ids.reshape(-1, 1), r.shape))
+
+    def freeze(self, lab: Any, reason: str) -> None:
+        """Forbid pruning every label in ``lab``, recording why."""
+        arr = np.unique(np.asarray(lab, dtype=np.int64).reshape(-1))
+        arr = arr[arr > FROZEN]
+        if arr.size:
+            self.pairs.append(np.stack([arr, np.zeros_like(arr)], axis=1))
+            self.freeze_events.append((arr, f"{reason} (at {self.where()})"))
+
+    def freeze_varying(self, t: torch.Tensor, dims: Iterable[int], reason: str) -> bool:
+        """Freeze ``t``'s labels if they vary along any of ``dims``; True if they did."""
+        lab = self.labels(t)
+        if any(lab.shape[d] > 1 for d in dims):
+            self.freeze(lab, reason)
+            return True
+        return False
+
+    def slot(self, name: str, dim: int, size: int) -> np.ndarray:
+        """Labels standing for positions ``0..size-1`` along ``dim`` of tensor ``name``."""
+        key = (name, dim)
+        if key not in self.slots:
+            self.slots[key] = self.new_ids(size)
+        return self.slots[key]
+
+    def name_of(self, t: Any) -> str | None:
+        """State-dict name of a parameter/buffer of the model, or None."""
+        return self.names.get(id(t)) if isinstance(t, torch.Tensor) else None
+
+    def tie(self, prov: list[np.ndarray], target: torch.Tensor) -> None:
+        """Record that a shape computed from labels ``prov`` sizes a dim labelled ``target``."""
+        self.ties.append((prov, target.reshape(-1).numpy().copy()))
+
+    def where(self) -> str:
+        """Module path currently executing (for messages)."""
+        return self.stack[-1] if self.stack and self.stack[-1] else "<model>"
+
+    # ----------------------------------------------------------------- mode hook
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.opaque_depth:
+            return out
+        name = op_name(func)
+        handler = OP_HANDLERS.get(name)
+        if handler is None:
+            if next(iter_tensors(out), None) is None:
+                return out  # metadata queries, asserts, flags: nothing to label
+            return self._unknown(name, args, kwargs, out)
+        result = handler(self, func, args, kwargs, out)
+        return out if result is None else result
+
+    def _unknown(self, name: str, args: Any, kwargs: Any, out: Any) -> Any:
+        if self.unknown_ops != "barrier":
+            raise UnsupportedOpError(
+                f"prunekit cannot trace op {name!r} (in module {self.where()!r}). Register a "
+                f"handler with prunekit.graph.register_op({name!r}), or pass "
+                "unknown_ops='barrier' to trace() to keep the channels through it unpruned."
+            )
+        for t in iter_tensors((args, kwargs)):
+            self.freeze(self.known_labels(t), f"unknown op {name!r} treated as a barrier")
+        return out
+
+    # ----------------------------------------------------------------- module hooks
+    def hook_modules(self) -> list[Any]:
+        """Install hooks that keep the module path stack and handle barrier modules."""
+        handles = []
+        for path, mod in self.model.named_modules():
+            barrier = path in self.barrier_modules or type(mod).__name__ in self.barrier_modules
+            handles.append(mod.register_forward_pre_hook(self._pre(path, barrier)))
+            handles.append(mod.register_forward_hook(self._post(barrier)))
+        return handles
+
+    def _pre(self, path: str, barrier: bool) -> Callable[..., None]:
+        def hook(mod: nn.Module, inputs: Any) -> None:
+            self.stack.append(path)
+            self.called.add(path)
+            if barrier and not self.opaque_depth:
+                for t in iter_tensors(inputs):
+                    self.freeze(self.known_labels(t), f"barrier module {path!r}")
+            if barrier:
+                self.opaque_depth += 1
+
+        return hook
+
+    def _post(self, barrier: bool) -> Callable[..., None]:
+        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+            if barrier:
+                self.opaque_depth -= 1
+            self.stack.pop()
+
+        return hook
+
+    def track_shape(self, t: torch.Tensor, dims: Iterable[int], sizes: Iterable[int]) -> list[Any]:
+        """Shape entries as :class:`TrackedInt` where ``t``'s labels vary along that dim."""
+        lab = self.labels(t)
+        out: list[Any] = []
+        for d, s in zip(dims, sizes):
+            if lab.shape[d] > 1:
+                row = lab.movedim(d, 0).reshape(lab.shape[d], -1)[:, 0].numpy().copy()
+                out.append(TrackedInt(int(s), (row,)))
+            else:
+                out.append(int(s))
+        return out
+
+
+__all__ = ["FROZEN", "NOLABEL", "OP_HANDLERS", "Tracer", "op_name", "register_op", "varying_dims"]

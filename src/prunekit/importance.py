@@ -1,0 +1,244 @@
+"""Importance criteria: score every unit of every group.
+
+Two explicit steps:
+
+1. *Tensor scoring*: a criterion turns each slot (one dim of one tensor) into a score per
+   position — e.g. the L2 norm of each filter, or |γ| of a BatchNorm.
+2. *Group aggregation*: positions are summed into their unit, and the per-slot unit scores are
+   reduced over the group's slots (``mean`` by default, as Torch-Pruning's group importance).
+
+A new criterion is one short function registered in :data:`CRITERIA`.
+
+Example:
+    >>> scores = score(model, graph, "l2")
+    >>> scores = score(model, graph, "taylor", batches=loader, loss_fn=F.cross_entropy)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph, Group, Slot
+from prunekit.registry import Registry
+
+
+@dataclass
+class Context:
+    """What a criterion may look at besides the weights."""
+
+    model: nn.Module
+    tensors: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor]
+    activations: dict[str, torch.Tensor]
+    generator: torch.Generator
+
+
+SlotScore = Callable[[Slot, torch.Tensor, Context], "torch.Tensor | None"]
+#: criterion name -> function(slot, tensor, context) -> per-position score or None (skip slot).
+CRITERIA: Registry[SlotScore] = Registry("criterion")
+#: criteria that need calibration batches, and what they collect.
+NEEDS_DATA = {"taylor": "grads", "activation": "activations"}
+
+
+def _per_position(slot: Slot, t: torch.Tensor, p: float) -> torch.Tensor:
+    """L_p norm of each slice along ``slot.dim`` at the slot's positions (one fused pass)."""
+    others = [d for d in range(t.dim()) if d != slot.dim]
+    v = t.detach()
+    v = torch.linalg.vector_norm(v, ord=p, dim=others) if others else v.abs()
+    return v.float()[torch.as_tensor(slot.positions, dtype=torch.long, device=t.device)]
+
+
+def _is_weight(name: str, ctx: Context) -> bool:
+    """Magnitude criteria look at parameters, not biases or running statistics."""
+    return not name.endswith("bias") and isinstance(ctx.tensors.get(name), nn.Parameter)
+
+
+@CRITERIA.register("l1")
+def l1(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
+    """Sum of absolute weights per position (Li et al., 2017, "Pruning Filters")."""
+    return _per_position(slot, t, 1) if _is_weight(slot.tensor, ctx) else None
+
+
+@CRITERIA.register("l2")
+def l2(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
+    """L2 norm of the weights per position."""
+    return _per_position(slot, t, 2) if _is_weight(slot.tensor, ctx) else None
+
+
+def _norm_layer(ctx: Context, name: str) -> bool:
+    path = name.rpartition(".")[0]
+    try:
+        mod = ctx.model.get_submodule(path) if path else ctx.model
+    except AttributeError:
+        return False
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    return isinstance(mod, norms) and name.endswith("weight")
+
+
+@CRITERIA.register("bn_scale")
+def bn_scale(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
+    """|γ| of normalisation layers (Network Slimming, Liu et al., ICCV 2017)."""
+    return _per_position(slot, t, 1) if _norm_layer(ctx, slot.tensor) else None
+
+
+@CRITERIA.register("taylor")
+def taylor(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
+    """First-order Taylor expansion of the loss change, Σ |w·∂L/∂w| per position.
+
+    Molchanov et al., "Pruning Convolutional Neural Networks for Resource Efficient
+    Inference", ICLR 2017 (and CVPR 2019); ``ctx.grads`` holds the per-element |w·g| summed
+    over calibration batches by :func:`score`.
+    """
+    wg = ctx.grads.get(slot.tensor)
+    return None if wg is None else _per_position(slot, wg, 1)
+
+
+@CRITERIA.register("activation")
+def activation(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
+    """Mean |activation| of the layer output a producer slot feeds (Hu et al. 2016, APoZ family)."""
+    act = ctx.activations.get(slot.tensor) if slot.dim == 0 else None
+    if act is None:
+        return None
+    return act[torch.as_tensor(slot.positions, dtype=torch.long)]
+
+
+@CRITERIA.register("random")
+def random(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
+    """Uniform random scores (a baseline)."""
+    return torch.rand(len(slot.positions), generator=ctx.generator)
+
+
+def _group_score(g: Group, fn: SlotScore, ctx: Context, reduce: str) -> torch.Tensor | None:
+    per_slot = []
+    for s in g.slots:
+        t = ctx.tensors.get(s.tensor)
+        if t is None:
+            continue
+        v = fn(s, t, ctx)
+        if v is None:
+            continue
+        unit = torch.zeros(g.size, dtype=torch.float64)
+        unit.index_add_(0, torch.as_tensor(s.units, dtype=torch.long), v.double().cpu())
+        per_slot.append(unit)
+    if not per_slot:
+        return None
+    stacked = torch.stack(per_slot)
+    if reduce == "sum":
+        return stacked.sum(0)
+    if reduce == "max":
+        return stacked.max(0).values
+    if reduce == "first":
+        return stacked[0]
+    return stacked.mean(0)
+
+
+def score(model: nn.Module, graph: DependencyGraph, criterion: str = "l2", *,
+          reduce: str = "mean", batches: Iterable[Any] | None = None,
+          loss_fn: Callable[..., torch.Tensor] | None = None, max_batches: int = 8,
+          seed: int = 0) -> dict[str, torch.Tensor]:
+    """Importance of every unit of every group.
+
+    Args:
+        model: the model the graph was traced from.
+        graph: its dependency graph.
+        criterion: a name in :data:`CRITERIA` (``l1 l2 bn_scale taylor activation random``).
+        reduce: how slot scores combine into a unit score: ``mean``, ``sum``, ``max``, ``first``.
+        batches: calibration batches ``(inputs, targets)`` for ``taylor``/``activation``.
+        loss_fn: loss for ``taylor`` (default cross-entropy).
+        max_batches: how many batches to use.
+        seed: seed of the ``random`` criterion.
+
+    Returns:
+        group id -> float64 tensor of unit scores; groups the criterion cannot score (e.g. no
+        BatchNorm for ``bn_scale``) are absent and so stay unpruned.
+    """
+    fn = CRITERIA.get(criterion)
+    if reduce not in ("mean", "sum", "max", "first"):
+        raise ConfigError(f"reduce must be mean, sum, max or first, got {reduce!r}")
+    tensors = dict(model.named_parameters())
+    tensors.update(model.named_buffers())
+    ctx = Context(model, tensors, {}, {}, torch.Generator().manual_seed(seed))
+    need = NEEDS_DATA.get(criterion)
+    if need is not None:
+        if batches is None:
+            raise ConfigError(f"criterion {criterion!r} needs calibration batches (batches=...)")
+        if need == "grads":
+            ctx.grads = _taylor_terms(model, batches, loss_fn or F.cross_entropy, max_batches)
+        else:
+            ctx.activations = _mean_activations(model, batches, max_batches)
+    out = {}
+    for g in graph.groups:
+        s = _group_score(g, fn, ctx, reduce)
+        if s is not None:
+            out[g.id] = s
+    return out
+
+
+def _split(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        return batch[0], batch[1]
+    return batch, None
+
+
+def _taylor_terms(model: nn.Module, batches: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
+                  max_batches: int) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    acc = {n: torch.zeros_like(p) for n, p in params.items()}
+    was = model.training
+    model.eval()
+    for i, batch in enumerate(batches):
+        if i >= max_batches:
+            break
+        x, y = _split(batch)
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        with torch.no_grad():
+            for n, p in params.items():
+                if p.grad is not None:
+                    acc[n] += (p * p.grad).abs()
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    return acc
+
+
+def _mean_activations(model: nn.Module, batches: Iterable[Any],
+                      max_batches: int) -> dict[str, torch.Tensor]:
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    hooks = []
+    for path, mod in model.named_modules():
+        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and not getattr(mod, "transposed", False):
+            name = f"{path}.weight" if path else "weight"
+
+            def hook(m: nn.Module, i: Any, o: torch.Tensor, name: str = name) -> None:
+                ch = 1 if isinstance(m, nn.modules.conv._ConvNd) else o.dim() - 1
+                v = o.detach().abs().float().movedim(ch, 0).reshape(o.shape[ch], -1).mean(1)
+                sums[name] = sums.get(name, 0) + v.cpu()
+                counts[name] = counts.get(name, 0) + 1
+
+            hooks.append(mod.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(batches):
+                if i >= max_batches:
+                    break
+                model(_split(batch)[0])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {k: v / counts[k] for k, v in sums.items()}
+
+
+def scores_to_json(scores: Mapping[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Scores as plain lists (for reports)."""
+    return {k: v.tolist() for k, v in scores.items()}

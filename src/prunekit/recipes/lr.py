@@ -1,0 +1,133 @@
+"""Learning-rate driving shared by the resolved plan and the executor.
+
+The same object computes the printed per-epoch LR (on a dummy optimizer) and drives the real
+optimizer, so the table and the run cannot disagree. The base ``training.schedule`` steps every
+epoch (``onecycle`` every batch); each named ``lr_schedules`` entry steps at the end of the
+epochs its policy makes active — Distiller's semantics for ``lr_schedulers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch.optim import Optimizer
+from torch.optim import lr_scheduler as sched
+
+from prunekit.recipes.native import (
+    CosineLRSchedule,
+    ExponentialLRSchedule,
+    LRScheduleConfig,
+    MultiStepLRSchedule,
+    PolynomialLRSchedule,
+    Recipe,
+    StepLRSchedule,
+    TrainingSection,
+)
+
+
+def _named_scheduler(opt: Optimizer, cfg: LRScheduleConfig) -> sched.LRScheduler:
+    if isinstance(cfg, StepLRSchedule):
+        return sched.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    if isinstance(cfg, MultiStepLRSchedule):
+        return sched.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.gamma)
+    if isinstance(cfg, ExponentialLRSchedule):
+        return sched.ExponentialLR(opt, gamma=cfg.gamma)
+    if isinstance(cfg, CosineLRSchedule):
+        return sched.CosineAnnealingLR(opt, T_max=cfg.t_max, eta_min=cfg.eta_min)
+    if isinstance(cfg, PolynomialLRSchedule):
+        return sched.PolynomialLR(opt, total_iters=cfg.total_iters, power=cfg.power)
+    raise TypeError(f"unknown lr schedule config {type(cfg).__name__}")  # pragma: no cover
+
+
+def base_schedule_name(recipe: Recipe) -> str:
+    """The effective ``training.schedule``: None means cosine, or constant when the recipe has
+    ``lr_schedule`` policies (they drive the LR, as Distiller's ``lr_schedulers`` do)."""
+    if recipe.training.schedule is not None:
+        return recipe.training.schedule
+    return "constant" if any(p.kind == "lr_schedule" for p in recipe.policies) else "cosine"
+
+
+class LRDriver:
+    """Steps the base schedule and the policy-driven named schedules of one optimizer.
+
+    Args:
+        optimizer: the optimizer whose ``lr`` is driven (its current lr is the base lr).
+        recipe: the recipe (its ``training`` section and ``lr_schedules``).
+        epochs: total epochs of the run.
+        active: schedule name → epochs at which its policy is active.
+        steps_per_epoch: batches per epoch (only ``onecycle`` uses it).
+
+    Example:
+        >>> driver = LRDriver(opt, recipe, 30, {"decay": [0, 1, 2]})
+        >>> driver.epoch_end(0)
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        recipe: Recipe,
+        epochs: int,
+        active: Mapping[str, Sequence[int]],
+        steps_per_epoch: int = 1,
+    ) -> None:
+        self.optimizer = optimizer
+        self.kind = base_schedule_name(recipe)
+        self.base = self._base(optimizer, recipe.training, epochs, steps_per_epoch)
+        named = recipe.lr_schedules
+        self.named = {name: _named_scheduler(optimizer, named[name]) for name in active}
+        self.active = {name: set(epochs_) for name, epochs_ in active.items()}
+
+    def _base(
+        self, opt: Optimizer, training: TrainingSection, epochs: int, steps: int
+    ) -> sched.LRScheduler | None:
+        if self.kind == "cosine":
+            return sched.CosineAnnealingLR(opt, T_max=max(1, epochs))
+        if self.kind == "onecycle":
+            return sched.OneCycleLR(opt, max_lr=training.lr, total_steps=max(2, epochs * steps))
+        if self.kind == "step":
+            if training.milestones is not None:
+                return sched.MultiStepLR(opt, training.milestones, gamma=training.gamma)
+            step = training.step_size or max(1, epochs // 3)
+            return sched.StepLR(opt, step_size=step, gamma=training.gamma)
+        return None
+
+    @property
+    def lr(self) -> float:
+        """The optimizer's current learning rate (first param group)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def batch_end(self) -> None:
+        """Call after every optimizer step (drives ``onecycle``)."""
+        if self.kind == "onecycle" and self.base is not None:
+            total = getattr(self.base, "total_steps", None)
+            if total is None or self.base.last_epoch + 1 < total:
+                self.base.step()
+
+    def epoch_end(self, epoch: int) -> None:
+        """Call after epoch ``epoch`` finished."""
+        if self.base is not None and self.kind != "onecycle":
+            self.base.step()
+        for name, scheduler in self.named.items():
+            if epoch in self.active[name]:
+                scheduler.step()
+
+
+def simulate_lr(recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]]) -> list[float]:
+    """LR at the start of each epoch, computed with the real torch schedulers.
+
+    For ``onecycle`` one step per epoch stands in for the batches: the printed value is the LR
+    at the epoch's first batch only approximately.
+    """
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=recipe.training.lr)
+    driver = LRDriver(opt, recipe, epochs, active, steps_per_epoch=1)
+    lrs: list[float] = []
+    for epoch in range(epochs):
+        lrs.append(driver.lr)
+        # A no-op step first keeps torch from warning that the scheduler ran before the
+        # optimizer; the parameter has no gradient so nothing changes.
+        opt.step()
+        driver.batch_end()
+        driver.epoch_end(epoch)
+    return lrs

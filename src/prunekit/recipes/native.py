@@ -1,0 +1,559 @@
+"""prunekit's native recipe format: typed, validated YAML describing a whole pruning run.
+
+A recipe says *what* (model, data, training, named pruners / regularizers / LR schedules,
+distillation) and *when* (``policies``: which named item acts from epoch A to B every F epochs,
+the same semantics as Intel Distiller's policies — ``ending_epoch`` is exclusive). Unknown keys
+are errors; ``None`` (or leaving a key out) means "use the default". See ``docs/recipes.md``.
+
+Example:
+    >>> recipe = load_native("examples/recipes/resnet18_l1_filters_agp.yaml")
+    >>> recipe.pruners["filters"].final_sparsity
+    0.5
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from prunekit.errors import ConfigError
+from prunekit.recipes._source import (
+    RecipeValueError,
+    SourceMap,
+    format_validation_error,
+    read_yaml,
+)
+
+# ---------------------------------------------------------------------------------------------
+# constrained scalars (messages read "'<field>' in <where> must be …, got …")
+# ---------------------------------------------------------------------------------------------
+
+
+def _fraction(v: float) -> float:
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"must be in [0, 1), got {v}")
+    return v
+
+
+def _unit(v: float) -> float:
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"must be in [0, 1], got {v}")
+    return v
+
+
+def _positive(v: float) -> float:
+    if not v > 0:
+        raise ValueError(f"must be > 0, got {v}")
+    return v
+
+
+def _non_negative(v: float) -> float:
+    if not v >= 0:
+        raise ValueError(f"must be >= 0, got {v}")
+    return v
+
+
+Fraction = Annotated[float, AfterValidator(_fraction)]
+Unit = Annotated[float, AfterValidator(_unit)]
+PositiveFloat = Annotated[float, AfterValidator(_positive)]
+NonNegFloat = Annotated[float, AfterValidator(_non_negative)]
+PositiveInt = Annotated[int, AfterValidator(_positive)]
+NonNegInt = Annotated[int, AfterValidator(_non_negative)]
+Globs = list[str]
+
+
+class StrictModel(BaseModel):
+    """Base of all recipe sections: unknown keys are errors, no silent type coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# model / data / training / distillation
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelSection(StrictModel):
+    """Which network to build (``prunekit.models.build_model(spec, **kwargs)``).
+
+    ``model: zoo:vgg19`` is shorthand for ``model: {spec: zoo:vgg19}``.
+    """
+
+    spec: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    input_shape: list[PositiveInt] | None = None  # None: (1, 3, 224, 224); used for tracing
+    checkpoint: str | None = None  # a prunekit.io.save directory with dense weights to start from
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"spec": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _check_spec(self) -> ModelSection:
+        if ":" not in self.spec:
+            raise RecipeValueError(
+                f"model spec {self.spec!r} needs a namespace, e.g. 'torchvision:{self.spec}' "
+                f"or 'zoo:{self.spec}'",
+                ("spec",),
+            )
+        return self
+
+
+class DataSection(StrictModel):
+    """Dataset spec (passed to ``prunekit.data.load_dataset``) and loader settings."""
+
+    dataset: str
+    batch_size: PositiveInt = 128
+    eval_batch_size: PositiveInt | None = None  # None: same as batch_size
+    augment: bool = True
+    workers: PositiveInt | None = None  # image-decoding processes (None: all cores, max 16)
+
+
+class TrainingSection(StrictModel):
+    """Optimizer and base LR schedule. ``schedule`` None: cosine, or constant when an
+    ``lr_schedules`` policy drives the LR (Distiller style)."""
+
+    epochs: PositiveInt | None = None  # None: derived from the policies
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: PositiveFloat = 0.1
+    momentum: Fraction = 0.9
+    nesterov: bool = False
+    weight_decay: NonNegFloat = 5e-4
+    schedule: Literal["constant", "step", "cosine", "onecycle"] | None = None
+    step_size: PositiveInt | None = None  # for schedule: step (None: epochs // 3)
+    milestones: list[NonNegInt] | None = None  # for schedule: step, instead of step_size
+    gamma: PositiveFloat = 0.1
+    label_smoothing: Fraction = 0.0
+    bf16: bool = False
+    seed: int = 0
+    device: str | None = None  # None: cuda if available, else cpu
+
+
+class DistillationSection(StrictModel):
+    """Knowledge distillation from a teacher (Hinton et al. 2015, arXiv:1503.02531).
+
+    ``teacher: dense`` uses a frozen copy of the model before any pruning; otherwise a
+    ``prunekit.io.save`` directory. Loss = alpha·T²·KL(student_T ‖ teacher_T) + (1-alpha)·CE.
+    """
+
+    teacher: str = "dense"
+    temperature: PositiveFloat = 4.0
+    alpha: Unit = 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# pruners (discriminated on ``method``)
+# ---------------------------------------------------------------------------------------------
+
+
+class _PrunerBase(StrictModel):
+    params: Globs | None = None  # fnmatch globs over parameter names (Distiller "weights")
+    modules: Globs | None = None  # globs over module names; selects each module's weight
+    ignore: Globs | None = None  # globs over parameter or module names to leave alone
+
+    def sparsity_range(self) -> tuple[float, float] | None:
+        """(initial, final) sparsity for scheduled pruners, None for threshold pruners."""
+        return None
+
+
+class _SparsityTarget(_PrunerBase):
+    schedule: Literal["one_shot", "iterative", "agp"] = "one_shot"
+    initial_sparsity: Fraction = 0.0
+    final_sparsity: Fraction | None = None
+
+    def sparsity_range(self) -> tuple[float, float] | None:
+        if self.final_sparsity is None:
+            return None
+        return self.initial_sparsity, self.final_sparsity
+
+    def _check_range(self) -> None:
+        if self.final_sparsity is not None and self.initial_sparsity > self.final_sparsity:
+            raise RecipeValueError(
+                f"initial_sparsity {self.initial_sparsity} > final_sparsity "
+                f"{self.final_sparsity}; sparsity only grows",
+                ("initial_sparsity",),
+            )
+
+
+class MagnitudePruner(_SparsityTarget):
+    """Unstructured: zero the smallest-|w| weights (Han et al. 2015, arXiv:1506.02626).
+
+    Give ``final_sparsity`` (per tensor, or over all selected tensors with
+    ``global_ranking``), and/or per-parameter ``levels`` (glob → sparsity), or absolute
+    ``thresholds`` (glob → |w| cut-off, Distiller's MagnitudeParameterPruner).
+    """
+
+    method: Literal["magnitude"]
+    levels: dict[str, Fraction] | None = None
+    thresholds: dict[str, NonNegFloat] | None = None
+    global_ranking: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> MagnitudePruner:
+        self._check_range()
+        if self.thresholds is not None and (self.final_sparsity, self.levels) != (None, None):
+            raise RecipeValueError(
+                "use either 'thresholds' or 'final_sparsity'/'levels', not both", ("thresholds",)
+            )
+        if self.thresholds is None and self.final_sparsity is None and self.levels is None:
+            raise RecipeValueError("needs 'final_sparsity' (or 'levels' or 'thresholds')")
+        if self.global_ranking and self.levels is not None:
+            raise RecipeValueError(
+                "'global_ranking' ranks all tensors together; per-tensor 'levels' contradict it",
+                ("global_ranking",),
+            )
+        if self.schedule == "agp" and self.final_sparsity is None and self.levels is None:
+            raise RecipeValueError("schedule 'agp' needs 'final_sparsity'", ("schedule",))
+        return self
+
+
+class StdThresholdPruner(_PrunerBase):
+    """Unstructured: zero |w| < s·std(W) per tensor (Han et al. 2015; Distiller's
+    SensitivityPruner). ``sensitivity`` is the default s; ``sensitivities`` maps globs to s.
+    ``iterative`` re-applies the threshold at every active epoch."""
+
+    method: Literal["std_threshold"]
+    schedule: Literal["one_shot", "iterative"] = "one_shot"
+    sensitivity: PositiveFloat | None = None
+    sensitivities: dict[str, PositiveFloat] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> StdThresholdPruner:
+        if self.sensitivity is None and not self.sensitivities:
+            raise RecipeValueError("needs 'sensitivity' (or per-parameter 'sensitivities')")
+        return self
+
+
+Criterion = Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"]
+
+
+class StructuredPruner(_SparsityTarget):
+    """Structured: remove whole filters/channels through the dependency graph.
+
+    ``target: filters`` prunes the groups holding the selected weights' output dim,
+    ``channels`` their input dim (Distiller's group_type Filters/Channels, Rows/Cols for
+    Linear). Coupled layers are always pruned together (Distiller's ``group_dependency:
+    Leader`` is implied). Pruning is soft (zeroed, masked) while training; ``surgery`` slices
+    the model at the end of the run.
+    """
+
+    method: Literal["structured"]
+    criterion: Criterion = "l1"
+    target: Literal["filters", "channels"] = "filters"
+    global_ranking: bool = False
+    round_to: PositiveInt | None = None
+    floor: PositiveInt = 1
+    surgery: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> StructuredPruner:
+        self._check_range()
+        if self.final_sparsity is None:
+            raise RecipeValueError("needs 'final_sparsity'", ("final_sparsity",))
+        return self
+
+
+class SlimPruner(_PrunerBase):
+    """Network Slimming (Liu et al. 2017, arXiv:1708.06519): prune the ``percent`` of channels
+    with the smallest |BN scale| under one global threshold. ``modules`` select BN layers
+    (default: all). Pair with a ``bn_l1`` regularizer during training."""
+
+    method: Literal["slim"]
+    percent: Fraction
+    schedule: Literal["one_shot", "iterative", "agp"] = "one_shot"
+    floor: PositiveInt = 1
+    round_to: PositiveInt | None = None
+    surgery: bool = True
+
+    def sparsity_range(self) -> tuple[float, float] | None:
+        return 0.0, self.percent
+
+
+PrunerConfig = Annotated[
+    MagnitudePruner | StdThresholdPruner | StructuredPruner | SlimPruner,
+    Field(discriminator="method"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# regularizers (discriminated on ``kind``) and LR schedules
+# ---------------------------------------------------------------------------------------------
+
+
+class BNL1Regularizer(StrictModel):
+    """λ·Σ|γ| over BatchNorm scales — the sparsity term of Network Slimming (Liu et al. 2017)."""
+
+    kind: Literal["bn_l1"]
+    strength: PositiveFloat
+    modules: Globs | None = None  # BN module globs; None: all BN layers
+
+
+class L1Regularizer(StrictModel):
+    """Σ λ_p·Σ|w| over selected tensors (Distiller's L1Regularizer ``reg_regims``)."""
+
+    kind: Literal["l1"]
+    strength: NonNegFloat | None = None  # default λ for ``params`` not in ``strengths``
+    strengths: dict[str, NonNegFloat] | None = None  # glob → λ
+    params: Globs | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> L1Regularizer:
+        if self.strength is None and not self.strengths:
+            raise RecipeValueError("needs 'strength' (or per-parameter 'strengths')")
+        return self
+
+
+class GroupLassoRegularizer(StrictModel):
+    """Σ λ·Σ_g ‖w_g‖₂ over filters/channels/rows/cols (Yuan & Lin 2006; Wen et al. 2016,
+    arXiv:1608.03665 — Distiller's GroupLassoRegularizer)."""
+
+    kind: Literal["group_lasso"]
+    group: Literal["filters", "channels", "rows", "cols"] = "filters"
+    strength: NonNegFloat | None = None
+    strengths: dict[str, NonNegFloat] | None = None
+    params: Globs | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GroupLassoRegularizer:
+        if self.strength is None and not self.strengths:
+            raise RecipeValueError("needs 'strength' (or per-parameter 'strengths')")
+        return self
+
+
+RegularizerConfig = Annotated[
+    BNL1Regularizer | L1Regularizer | GroupLassoRegularizer, Field(discriminator="kind")
+]
+
+
+class StepLRSchedule(StrictModel):
+    """``torch.optim.lr_scheduler.StepLR``, stepped once per active epoch."""
+
+    kind: Literal["step"]
+    step_size: PositiveInt
+    gamma: PositiveFloat = 0.1
+
+
+class MultiStepLRSchedule(StrictModel):
+    """``MultiStepLR``: milestones count active epochs (Distiller semantics)."""
+
+    kind: Literal["multistep"]
+    milestones: list[NonNegInt]
+    gamma: PositiveFloat = 0.1
+
+
+class ExponentialLRSchedule(StrictModel):
+    """``ExponentialLR``: lr ← lr·gamma after each active epoch."""
+
+    kind: Literal["exponential"]
+    gamma: PositiveFloat
+
+
+class CosineLRSchedule(StrictModel):
+    """``CosineAnnealingLR`` over ``t_max`` active epochs."""
+
+    kind: Literal["cosine"]
+    t_max: PositiveInt
+    eta_min: NonNegFloat = 0.0
+
+
+class PolynomialLRSchedule(StrictModel):
+    """``PolynomialLR``: lr·(1 - t/total_iters)^power."""
+
+    kind: Literal["polynomial"]
+    total_iters: PositiveInt
+    power: PositiveFloat = 1.0
+
+
+LRScheduleConfig = Annotated[
+    StepLRSchedule
+    | MultiStepLRSchedule
+    | ExponentialLRSchedule
+    | CosineLRSchedule
+    | PolynomialLRSchedule,
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# policies and the recipe
+# ---------------------------------------------------------------------------------------------
+
+
+def check_epoch_range(
+    start: int | None, end: int | None, frequency: int | None, epochs: list[int] | None
+) -> None:
+    """Validate a policy's epoch fields (shared with the Distiller schema).
+
+    Raises:
+        RecipeValueError: both forms given, an empty list, or ``ending_epoch <= starting_epoch``.
+    """
+    ranged = (start, end, frequency) != (None, None, None)
+    if epochs is not None and ranged:
+        raise RecipeValueError(
+            "give either 'epochs' or 'starting_epoch'/'ending_epoch'/'frequency', not both",
+            ("epochs",),
+        )
+    if epochs is not None and not epochs:
+        raise RecipeValueError("'epochs' is empty; list at least one epoch", ("epochs",))
+    first = start or 0
+    if end is not None and end <= first:
+        relation = "<" if end < first else "=="
+        raise RecipeValueError(
+            f"ending_epoch {end} {relation} starting_epoch {first}; ending_epoch is exclusive, "
+            "so make it larger than starting_epoch",
+            ("ending_epoch",),
+        )
+
+
+class Policy(StrictModel):
+    """When one named pruner / regularizer / LR schedule acts.
+
+    Either ``epochs: [..]`` or ``starting_epoch`` (default 0) / ``ending_epoch`` (exclusive;
+    None: end of training) / ``frequency`` (default 1) — Distiller's semantics.
+    """
+
+    pruner: str | None = None
+    regularizer: str | None = None
+    lr_schedule: str | None = None
+    starting_epoch: NonNegInt | None = None
+    ending_epoch: NonNegInt | None = None
+    frequency: PositiveInt | None = None
+    epochs: list[NonNegInt] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"pruner"``, ``"regularizer"`` or ``"lr_schedule"``."""
+        return next(k for k in ("pruner", "regularizer", "lr_schedule") if getattr(self, k))
+
+    @property
+    def target(self) -> str:
+        """Name of the item this policy schedules."""
+        return str(getattr(self, self.kind))
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        named = [k for k in ("pruner", "regularizer", "lr_schedule") if getattr(self, k)]
+        if len(named) != 1:
+            raise RecipeValueError(
+                "must name exactly one of 'pruner', 'regularizer', 'lr_schedule'"
+                + (f" (got {', '.join(named)})" if named else "")
+            )
+        check_epoch_range(self.starting_epoch, self.ending_epoch, self.frequency, self.epochs)
+        return self
+
+
+class Recipe(StrictModel):
+    """A complete native recipe. Build with :func:`load_native` or ``Recipe.model_validate``.
+
+    Example:
+        >>> r = Recipe.model_validate({"pruners": {"p": {"method": "magnitude",
+        ...     "final_sparsity": 0.5}}, "policies": [{"pruner": "p", "epochs": [0]}]})
+    """
+
+    version: Literal[1] = 1
+    name: str | None = None
+    description: str | None = None
+    model: ModelSection | None = None  # None: given on the command line (--model)
+    data: DataSection | None = None  # None: given on the command line (--data)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    pruners: dict[str, PrunerConfig] = Field(default_factory=dict)
+    regularizers: dict[str, RegularizerConfig] = Field(default_factory=dict)
+    lr_schedules: dict[str, LRScheduleConfig] = Field(default_factory=dict)
+    distillation: DistillationSection | None = None
+    policies: list[Policy] = Field(default_factory=list)
+
+    _source: SourceMap = PrivateAttr(default_factory=SourceMap)
+
+    @property
+    def source(self) -> SourceMap:
+        """Where this recipe came from (file name and line of every path)."""
+        return self._source
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> Recipe:
+        sections: dict[str, tuple[str, dict[str, Any]]] = {
+            "pruner": ("pruners", self.pruners),
+            "regularizer": ("regularizers", self.regularizers),
+            "lr_schedule": ("lr_schedules", self.lr_schedules),
+        }
+        for i, policy in enumerate(self.policies):
+            section, defined = sections[policy.kind]
+            if policy.target not in defined:
+                listed = ", ".join(defined) or f"none; add a '{section}' section"
+                raise RecipeValueError(
+                    f"names {policy.kind} {policy.target!r} which is not defined "
+                    f"(defined: {listed})",
+                    ("policies", i, policy.kind),
+                )
+        stepped = any(p.kind == "lr_schedule" for p in self.policies)
+        if stepped and self.training.schedule not in (None, "constant"):
+            raise RecipeValueError(
+                f"training.schedule {self.training.schedule!r} and lr_schedule policies both "
+                "set the LR; set training.schedule: constant or drop the lr_schedule policies",
+                ("training", "schedule"),
+            )
+        return self
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Serialize (defaults included) to JSON; :meth:`from_json` reads it back."""
+        return json.dumps(self.model_dump(mode="json"), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str, filename: str = "<json>") -> Recipe:
+        """Parse a recipe from its JSON form (errors as one-line :class:`ConfigError`)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{filename}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        return validate_native(data, SourceMap(filename))
+
+
+def validate_native(data: Any, source: SourceMap) -> Recipe:
+    """Validate plain data (from YAML/JSON) as a :class:`Recipe`, mapping errors to lines.
+
+    Args:
+        data: the parsed document.
+        source: file name and line numbers for messages.
+
+    Returns:
+        The recipe, with ``recipe.source`` set.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source.prefix(())}a recipe must be a YAML mapping (keys like 'model:', "
+            f"'pruners:', 'policies:'), got a {type(data).__name__}"
+        )
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, Recipe, source) from None
+    recipe._source = source
+    return recipe
+
+
+def load_native(path: str | Path) -> Recipe:
+    """Load a native recipe YAML file.
+
+    Args:
+        path: the ``.yaml`` file.
+
+    Returns:
+        The validated :class:`Recipe`.
+
+    Raises:
+        ConfigError: one line per problem, each ``file:line: what — fix``.
+    """
+    data, source = read_yaml(path)
+    return validate_native(data, source)

@@ -1,0 +1,132 @@
+"""Measurements: parameters, MACs, latency and per-layer channels before/after pruning."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, inputs: Any) -> int:
+    """Multiply-accumulates of one forward pass (PyTorch's FLOP counter / 2), eval mode."""
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(*args)
+    finally:
+        model.train(was)
+    return int(fc.get_total_flops() // 2)
+
+
+def latency_ms(model: nn.Module, inputs: Any, *, warmup: int = 3, iters: int = 10) -> float:
+    """Median wall time of one eval forward pass, in milliseconds."""
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    was = model.training
+    model.eval()
+    times = []
+    try:
+        with torch.no_grad():
+            for i in range(warmup + iters):
+                if torch.cuda.is_available() and any(
+                    isinstance(a, torch.Tensor) and a.is_cuda for a in args
+                ):
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                model(*args)
+                if torch.cuda.is_available() and any(
+                    isinstance(a, torch.Tensor) and a.is_cuda for a in args
+                ):
+                    torch.cuda.synchronize()
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        model.train(was)
+    return statistics.median(times)
+
+
+def layer_channels(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Weight shape of every layer that has one (conv, linear, norm...)."""
+    out = {}
+    for name, mod in model.named_modules():
+        w = getattr(mod, "weight", None)
+        if isinstance(w, torch.Tensor) and name:
+            out[name] = tuple(w.shape)
+    return out
+
+
+@dataclass
+class Measurement:
+    """Size and speed of one model."""
+
+    params: int
+    macs: int
+    latency_ms: float | None = None
+
+
+@dataclass
+class Report:
+    """Before/after comparison, printable as a table and serialisable as JSON."""
+
+    before: Measurement
+    after: Measurement
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def to_table(self, max_layers: int = 40) -> str:
+        """Aligned text table: totals, then layers whose shape changed."""
+        b, a = self.before, self.after
+        rows = [
+            f"{'':<12}{'before':>16}{'after':>16}{'ratio':>10}",
+            _row("params", b.params, a.params),
+            _row("MACs", b.macs, a.macs),
+        ]
+        if b.latency_ms is not None and a.latency_ms is not None:
+            rows.append(f"{'latency ms':<12}{b.latency_ms:>16.2f}{a.latency_ms:>16.2f}"
+                        f"{b.latency_ms / max(a.latency_ms, 1e-9):>9.2f}x")
+        for k, v in self.extra.items():
+            rows.append(f"{k:<12}{v!s:>16}")
+        changed = [r for r in self.layers if r["before"] != r["after"]]
+        if changed:
+            rows.append(f"\n{len(changed)} layers changed (weight shape before -> after):")
+            for r in changed[:max_layers]:
+                rows.append(f"  {r['layer']:<44} {r['before']!s:>22} -> {r['after']!s}")
+            if len(changed) > max_layers:
+                rows.append(f"  ... {len(changed) - max_layers} more")
+        return "\n".join(rows)
+
+
+def _row(label: str, before: float, after: float) -> str:
+    ratio = before / after if after else float("inf")
+    return f"{label:<12}{before:>16,.0f}{after:>16,.0f}{ratio:>9.2f}x"
+
+
+def measure(model: nn.Module, inputs: Any, *, latency: bool = True) -> Measurement:
+    """Params, MACs and (optionally) latency of ``model`` on ``inputs``."""
+    return Measurement(count_params(model), count_macs(model, inputs),
+                       latency_ms(model, inputs) if latency else None)
+
+
+def compare(before: nn.Module, after: nn.Module, inputs: Any, *, latency: bool = True,
+            before_layers: dict[str, tuple[int, ...]] | None = None) -> Report:
+    """Measure two models on the same inputs and list per-layer shape changes."""
+    lb = before_layers if before_layers is not None else layer_channels(before)
+    la = layer_channels(after)
+    layers = [{"layer": k, "before": list(v), "after": list(la.get(k, ()))} for k, v in lb.items()]
+    return Report(measure(before, inputs, latency=latency), measure(after, inputs, latency=latency),
+                  layers)

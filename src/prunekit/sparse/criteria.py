@@ -1,0 +1,292 @@
+"""Unstructured pruning criteria (``magnitude``, ``random``, ``std_threshold``) and entry points.
+
+Every criterion turns the current (masked) weights into new keep-masks. Criteria live in
+:data:`CRITERIA`, so recipes and the CLI can name them; a criterion declares whether its
+``amount`` is a *sparsity* (fraction of entries to prune, hit exactly up to rounding) or a
+*multiplier* (``std_threshold``: the threshold is ``amount · std(w)``).
+
+Already pruned entries rank below every live one, so raising the sparsity never revives a
+pruned weight (masks only shrink; what gradual schedules such as AGP assume).
+
+Example:
+    >>> prune_magnitude(model, 0.9, scope="global")      # 90% of all Conv/Linear weights
+    >>> prune_threshold_std(model, {"fc1.weight": 2.0, "fc3.weight": 1.0})
+    >>> prune_to_sparsity(model, {"conv1.weight": 0.3, "fc*.weight": 0.9})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from prunekit.errors import ConfigError
+from prunekit.registry import Registry
+from prunekit.sparse.masks import apply_masks, get_masks, parameter_names, select_params
+
+Scope = Literal["layer", "global"]
+Amount = float | Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """What a criterion gets: current weights and masks plus the amount per parameter."""
+
+    weights: dict[str, Tensor]
+    """Current effective (masked) weights, detached."""
+    current: dict[str, Tensor]
+    """Current keep-masks (all True for unmasked parameters)."""
+    amounts: dict[str, float]
+    """Sparsity (or std multiplier) per parameter."""
+    scope: Scope
+    generator: torch.Generator | None
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered criterion.
+
+    Args:
+        fn: ``fn(request) -> {name: keep-mask}``.
+        amount: ``"sparsity"`` (amount in [0, 1]) or ``"multiplier"`` (amount >= 0).
+        scopes: the scopes it supports.
+    """
+
+    fn: Callable[[PruneRequest], dict[str, Tensor]]
+    amount: Literal["sparsity", "multiplier"] = "sparsity"
+    scopes: tuple[str, ...] = ("layer", "global")
+
+
+CRITERIA: Registry[Criterion] = Registry("sparse criterion")
+
+
+def _prune_lowest(scores: Tensor, k: int) -> Tensor:
+    """Keep-mask (flat) that drops exactly the ``k`` lowest scores; ties broken by position."""
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        order = torch.argsort(scores.flatten(), stable=True)
+        keep[order[:k]] = False
+    return keep
+
+
+def _rank_masks(req: PruneRequest, scores: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Masks pruning the lowest-scoring ``round(sparsity · numel)`` entries, per layer or global."""
+    # Pruned entries sink to the bottom so that masks only shrink as the sparsity grows.
+    ranked = {n: s.float().masked_fill(~req.current[n], -float("inf")) for n, s in scores.items()}
+    if req.scope == "layer":
+        return {
+            n: _prune_lowest(s, round(req.amounts[n] * s.numel())).view_as(s)
+            for n, s in ranked.items()
+        }
+    levels = set(req.amounts.values())
+    if len(levels) != 1:
+        raise ConfigError("scope='global' needs one sparsity for all parameters, not a mapping")
+    names = list(ranked)
+    flat = torch.cat([ranked[n].flatten().cpu() for n in names])
+    keep = _prune_lowest(flat, round(levels.pop() * flat.numel()))
+    out, start = {}, 0
+    for n in names:
+        size = ranked[n].numel()
+        out[n] = keep[start : start + size].view_as(ranked[n]).to(ranked[n].device)
+        start += size
+    return out
+
+
+def _magnitude(req: PruneRequest) -> dict[str, Tensor]:
+    # Han et al. 2015, "Learning both Weights and Connections": small |w| matters least.
+    return _rank_masks(req, {n: w.abs() for n, w in req.weights.items()})
+
+
+def _random(req: PruneRequest) -> dict[str, Tensor]:
+    scores = {
+        n: torch.rand(w.shape, generator=req.generator).to(w.device) for n, w in req.weights.items()
+    }
+    return _rank_masks(req, scores)
+
+
+def _std_threshold(req: PruneRequest) -> dict[str, Tensor]:
+    # Han et al. 2015 (and Distiller's SensitivityPruner): per layer, drop |w| <= s · std(w),
+    # std taken over the whole current tensor, zeros included.
+    out = {}
+    for n, w in req.weights.items():
+        threshold = req.amounts[n] * w.float().std(unbiased=False) if w.numel() > 1 else 0.0
+        out[n] = (w.abs() > threshold) & req.current[n]
+    return out
+
+
+CRITERIA.add("magnitude", Criterion(_magnitude))
+CRITERIA.add("random", Criterion(_random))
+CRITERIA.add("std_threshold", Criterion(_std_threshold, amount="multiplier", scopes=("layer",)))
+
+
+def resolve_amounts(
+    model: nn.Module, amount: Amount, params: list[str] | tuple[str, ...] | None = None
+) -> dict[str, float]:
+    """Expand an amount into ``{parameter name: amount}``.
+
+    Args:
+        model: the model.
+        amount: one number for every selected parameter, or a mapping from names / glob patterns
+            to numbers (later entries override earlier ones, so put general patterns first).
+        params: names/patterns selecting parameters for a single number (default: Conv/Linear
+            weights); must be None when ``amount`` is a mapping.
+
+    Returns:
+        Amount per logical parameter name, in model order.
+    """
+    if not isinstance(amount, Mapping):
+        return dict.fromkeys(select_params(model, params), float(amount))
+    if params is not None:
+        raise ConfigError("give either a per-parameter mapping or `params`, not both")
+    out: dict[str, float] = {}
+    for pattern, value in amount.items():
+        for name in select_params(model, [pattern]):
+            out[name] = float(value)
+    order = parameter_names(model)
+    return {n: out[n] for n in order if n in out}
+
+
+def _validate(name: str, crit: Criterion, amounts: dict[str, float], scope: str) -> None:
+    if scope not in crit.scopes:
+        raise ConfigError(f"criterion {name!r} supports scope {crit.scopes}, not {scope!r}")
+    for pname, a in amounts.items():
+        bad = not 0.0 <= a <= 1.0 if crit.amount == "sparsity" else a < 0.0
+        if bad or a != a:
+            want = "a sparsity in [0, 1]" if crit.amount == "sparsity" else "a multiplier >= 0"
+            raise ConfigError(f"{name} amount for {pname!r} is {a}; expected {want}")
+
+
+def compute_masks(
+    model: nn.Module,
+    amount: Amount,
+    *,
+    criterion: str = "magnitude",
+    scope: Scope = "layer",
+    params: list[str] | tuple[str, ...] | None = None,
+    seed: int | None = None,
+) -> dict[str, Tensor]:
+    """Compute keep-masks like :func:`prune`, without applying them (the model is unchanged).
+
+    Returns:
+        ``{name: BoolTensor}`` for every selected parameter.
+    """
+    crit = CRITERIA.get(criterion)
+    amounts = resolve_amounts(model, amount, params)
+    _validate(criterion, crit, amounts, scope)
+    if not amounts:
+        return {}
+    tensors = dict(model.named_parameters())
+    existing = get_masks(model)
+    with torch.no_grad():
+        weights = {n: _effective(model, n, tensors) for n in amounts}
+    current = {n: existing.get(n, torch.ones_like(w, dtype=torch.bool)) for n, w in weights.items()}
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return crit.fn(PruneRequest(weights, current, amounts, scope, gen))
+
+
+def prune(
+    model: nn.Module,
+    amount: Amount,
+    *,
+    criterion: str = "magnitude",
+    scope: Scope = "layer",
+    params: list[str] | tuple[str, ...] | None = None,
+    seed: int | None = None,
+) -> dict[str, Tensor]:
+    """Compute masks with a registered criterion and apply them (see :func:`apply_masks`).
+
+    Args:
+        model: the model (masked in place).
+        amount: sparsity (or std multiplier) — one number or ``{name or glob: number}``.
+        criterion: a name from :data:`CRITERIA` (``magnitude``, ``random``, ``std_threshold``).
+        scope: ``"layer"`` (each tensor hits its own sparsity) or ``"global"`` (one ranking
+            across all selected tensors, so the total sparsity is hit and layers differ).
+        params: names/patterns to prune; default Conv/Linear weights.
+        seed: seed for ``random``; None uses torch's global generator.
+
+    Returns:
+        The masks now applied, ``{name: BoolTensor}``.
+
+    Example:
+        >>> prune(model, 0.8, criterion="random", seed=0)
+    """
+    masks = compute_masks(model, amount, criterion=criterion, scope=scope, params=params, seed=seed)
+    apply_masks(model, masks)
+    return masks
+
+
+def _effective(model: nn.Module, name: str, tensors: Mapping[str, Tensor]) -> Tensor:
+    if name in tensors:
+        return tensors[name].detach()
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    return getattr(module, attr).detach()  # parametrized: recomputed with the mask applied
+
+
+def prune_magnitude(
+    model: nn.Module,
+    sparsity: Amount,
+    *,
+    scope: Scope = "layer",
+    params: list[str] | tuple[str, ...] | None = None,
+) -> dict[str, Tensor]:
+    """Magnitude pruning to an exact sparsity, per layer or global (Han et al. 2015).
+
+    Args:
+        model: the model (masked in place).
+        sparsity: fraction of entries to zero, one number or ``{name or glob: fraction}``.
+        scope: ``"layer"`` or ``"global"``.
+        params: names/patterns to prune; default Conv/Linear weights.
+
+    Returns:
+        The applied masks.
+
+    Example:
+        >>> prune_magnitude(model, 0.9, scope="global")
+    """
+    return prune(model, sparsity, criterion="magnitude", scope=scope, params=params)
+
+
+def prune_threshold_std(
+    model: nn.Module, s: Amount, params: list[str] | tuple[str, ...] | None = None
+) -> dict[str, Tensor]:
+    """Prune ``|w| <= s · std(w)`` per layer (Han et al. 2015; Distiller's sensitivity pruner).
+
+    For roughly Gaussian weights ``s = 1`` prunes about 68%, ``s = 2`` about 95%.
+
+    Args:
+        model: the model (masked in place).
+        s: multiplier, one number or ``{name or glob: s}``.
+        params: names/patterns to prune; default Conv/Linear weights.
+
+    Returns:
+        The applied masks.
+    """
+    return prune(model, s, criterion="std_threshold", params=params)
+
+
+def prune_to_sparsity(
+    model: nn.Module,
+    per_param: Mapping[str, float],
+    *,
+    criterion: str = "magnitude",
+    seed: int | None = None,
+) -> dict[str, Tensor]:
+    """Prune each listed parameter to its own sparsity.
+
+    Args:
+        model: the model (masked in place).
+        per_param: ``{name or glob: sparsity}``; later entries override earlier ones.
+        criterion: ``magnitude`` or ``random``.
+        seed: seed for ``random``.
+
+    Returns:
+        The applied masks.
+
+    Example:
+        >>> prune_to_sparsity(model, {"conv1.weight": 0.3, "fc1.weight": 0.92})
+    """
+    return prune(model, per_param, criterion=criterion, scope="layer", seed=seed)

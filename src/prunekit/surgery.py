@@ -1,0 +1,182 @@
+"""Surgery: apply a :class:`~prunekit.plan.PruningPlan` to a model.
+
+Physical mode slices every planned tensor (parameters and buffers, BatchNorm running stats
+included) and updates module attributes through a registry of small handlers, one per layer
+kind. Soft mode zeros the removed parameter entries instead, keeping shapes: the reference the
+physically pruned model must match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import PlanError
+from prunekit.plan import PruningPlan
+
+ModuleFix = Callable[[nn.Module, dict[str, Any]], None]
+#: module class -> handler updating its attributes after its tensors were sliced.
+MODULE_FIXES: dict[type[nn.Module], ModuleFix] = {}
+
+
+def register_module(cls: type[nn.Module]) -> Callable[[ModuleFix], ModuleFix]:
+    """Register how to update a module's attributes after slicing (subclasses inherit).
+
+    The handler gets the module and a dict with its original attributes (``"before"``).
+    """
+
+    def deco(fn: ModuleFix) -> ModuleFix:
+        MODULE_FIXES[cls] = fn
+        return fn
+
+    return deco
+
+
+def _fix_for(mod: nn.Module) -> ModuleFix | None:
+    for cls in type(mod).__mro__:
+        if cls in MODULE_FIXES:
+            return MODULE_FIXES[cls]
+    return None
+
+
+@register_module(nn.modules.conv._ConvNd)
+def _conv(mod: nn.Module, before: dict[str, Any]) -> None:
+    w = mod.weight
+    g0, cin0, cout0 = before["groups"], before["in_channels"], before["out_channels"]
+    depthwise = g0 > 1 and g0 == cin0
+    if mod.transposed:
+        cin = w.shape[0]
+        groups = cin if depthwise else g0
+        cout = w.shape[1] * groups
+    else:
+        cout = w.shape[0]
+        groups = cout // (cout0 // g0) if depthwise else g0
+        cin = groups if depthwise else w.shape[1] * groups
+    mod.in_channels, mod.out_channels, mod.groups = cin, cout, groups
+
+
+@register_module(nn.Linear)
+def _linear(mod: nn.Module, before: dict[str, Any]) -> None:
+    mod.out_features, mod.in_features = mod.weight.shape
+
+
+@register_module(nn.modules.batchnorm._NormBase)
+def _norm(mod: nn.Module, before: dict[str, Any]) -> None:
+    ref = mod.weight if mod.weight is not None else mod.running_mean
+    if ref is not None:
+        mod.num_features = ref.shape[0]
+
+
+@register_module(nn.GroupNorm)
+def _group_norm(mod: nn.Module, before: dict[str, Any]) -> None:
+    if mod.weight is not None:
+        if before["num_groups"] == before["num_channels"]:
+            mod.num_groups = mod.weight.shape[0]
+        mod.num_channels = mod.weight.shape[0]
+
+
+@register_module(nn.LayerNorm)
+def _layer_norm(mod: nn.Module, before: dict[str, Any]) -> None:
+    if mod.weight is not None:
+        mod.normalized_shape = tuple(mod.weight.shape)
+
+
+@register_module(nn.PReLU)
+def _prelu(mod: nn.Module, before: dict[str, Any]) -> None:
+    mod.num_parameters = mod.weight.numel()
+
+
+@register_module(nn.Embedding)
+def _embedding(mod: nn.Module, before: dict[str, Any]) -> None:
+    mod.embedding_dim = mod.weight.shape[1]
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    try:
+        mod = model.get_submodule(path) if path else model
+    except AttributeError:
+        raise PlanError(f"plan names tensor {name!r}, but the model has no module {path!r}") from None
+    if attr not in mod._parameters and attr not in mod._buffers:
+        raise PlanError(f"plan names tensor {name!r}, which the model does not have")
+    return mod, attr
+
+
+def _check(model: nn.Module, plan: PruningPlan) -> None:
+    for name, shape in plan.shapes.items():
+        mod, attr = _owner(model, name)
+        t = mod._parameters.get(attr)
+        t = t if t is not None else mod._buffers.get(attr)
+        if t is None or list(t.shape) != list(shape):
+            got = None if t is None else list(t.shape)
+            raise PlanError(
+                f"plan was made for another model: tensor {name!r} has shape {got}, plan expects "
+                f"{shape}. Re-trace this model and make a new plan."
+            )
+
+
+def _slice(t: torch.Tensor, dims: dict[int, list[int]]) -> torch.Tensor:
+    out = t.detach()
+    for d, idx in sorted(dims.items()):
+        out = out.index_select(d, torch.tensor(idx, dtype=torch.long, device=t.device))
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return out.contiguous(memory_format=torch.channels_last)
+    return out.contiguous()
+
+
+def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn.Module:
+    """Prune ``model`` in place according to ``plan``.
+
+    Args:
+        model: the model the plan was made for (checked by tensor shapes).
+        plan: the plan.
+        soft: if True, zero the removed parameter entries instead of removing them.
+
+    Returns:
+        The same model object, with smaller ordinary layers (or zeroed entries). dtype, device,
+        memory format, ``requires_grad`` and train/eval mode are preserved. Optimizers built
+        before surgery hold stale parameters: build them afterwards.
+
+    Example:
+        >>> apply_plan(model, make_plan(graph, scores, ratio=0.5))
+    """
+    _check(model, plan)
+    if soft:
+        _zero(model, plan)
+        return model
+    touched: dict[int, tuple[nn.Module, dict[str, Any]]] = {}
+    for name, dims in plan.tensors.items():
+        mod, attr = _owner(model, name)
+        if id(mod) not in touched:
+            touched[id(mod)] = (mod, {k: v for k, v in vars(mod).items() if not k.startswith("_")})
+        if attr in mod._parameters:
+            old = mod._parameters[attr]
+            assert old is not None
+            mod._parameters[attr] = nn.Parameter(_slice(old, dims), requires_grad=old.requires_grad)
+        else:
+            buf = mod._buffers[attr]
+            assert buf is not None
+            mod._buffers[attr] = _slice(buf, dims)
+    for mod, before in touched.values():
+        fix = _fix_for(mod)
+        if fix is not None:
+            fix(mod, before)
+    plans = list(getattr(model, "prunekit_plans", []))
+    model.prunekit_plans = [*plans, plan]  # type: ignore[assignment]
+    return model
+
+
+def _zero(model: nn.Module, plan: PruningPlan) -> None:
+    with torch.no_grad():
+        for name, dims in plan.tensors.items():
+            mod, attr = _owner(model, name)
+            p = mod._parameters.get(attr)
+            if p is None:
+                continue
+            for d, keep in dims.items():
+                gone = sorted(set(range(p.shape[d])) - set(keep))
+                if gone:
+                    p.index_fill_(d, torch.tensor(gone, dtype=torch.long, device=p.device), 0.0)
