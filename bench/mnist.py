@@ -46,7 +46,7 @@ from prunekit.sparse import (
     prune_to_sparsity,
     sparsity_report,
 )
-from prunekit.sparse._fileio import atomic_write_text
+from prunekit._fileio import atomic_write_text
 from prunekit.train import TrainConfig, Trainer, evaluate
 from prunekit.zoo import build
 

@@ -24,8 +24,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Allocation",
     "DependencyGraph",
-    "PruningPlan",
     "PrunekitError",
+    "PruningPlan",
     "apply_plan",
     "load",
     "make_plan",

@@ -52,8 +52,7 @@ def evaluate(model: nn.Module, loader: TensorLoader) -> float:
 
 def train(model: nn.Module, loader: TensorLoader, epochs: int, lr: float) -> None:
     """A short SGD + one-cycle run (enough for 8×8 digits)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                          weight_decay=5e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader))
     model.train()
     for _ in range(epochs):
@@ -64,9 +63,16 @@ def train(model: nn.Module, loader: TensorLoader, epochs: int, lr: float) -> Non
             sched.step()
 
 
-def run_demo(*, epochs: int = 20, finetune_epochs: int = 8, ratio: float = 0.5,
-             criterion: str = "l2", out: str | Path | None = None, seed: int = 0,
-             log: Any = print) -> DemoResult:
+def run_demo(
+    *,
+    epochs: int = 20,
+    finetune_epochs: int = 8,
+    ratio: float = 0.5,
+    criterion: str = "l2",
+    out: str | Path | None = None,
+    seed: int = 0,
+    log: Any = print,
+) -> DemoResult:
     """Train the demo CNN on digits, prune ``ratio`` of its channels, fine-tune, measure.
 
     Args:
@@ -96,8 +102,10 @@ def run_demo(*, epochs: int = 20, finetune_epochs: int = 8, ratio: float = 0.5,
     result = prune(model.eval(), x, PruneConfig(ratio=ratio, criterion=criterion))
     diff = max_rel_diff(soft_copy(dense, result.plan), model, x)
     acc_pruned = evaluate(model, test_dl)
-    log(f"pruned  accuracy {acc_pruned:.2%}  ({result.plan.removed_units()} channels removed, "
-        f"soft-vs-pruned max rel diff {diff:.1e})")
+    log(
+        f"pruned  accuracy {acc_pruned:.2%}  ({result.plan.removed_units()} channels removed, "
+        f"soft-vs-pruned max rel diff {diff:.1e})"
+    )
     train(model, train_dl, finetune_epochs, lr=0.02)
     acc_ft = evaluate(model, test_dl)
     log(f"fine-tuned accuracy {acc_ft:.2%}")
@@ -108,5 +116,13 @@ def run_demo(*, epochs: int = 20, finetune_epochs: int = 8, ratio: float = 0.5,
         save(model, out, {"model": "zoo:digits_cnn", "kwargs": {}})
         log(f"saved pruned model to {out}")
     b, a = rep.before, rep.after
-    return DemoResult(acc_dense, acc_pruned, acc_ft, (b.params, a.params), (b.macs, a.macs),
-                      (b.latency_ms or 0.0, a.latency_ms or 0.0), diff, time.perf_counter() - t0)
+    return DemoResult(
+        acc_dense,
+        acc_pruned,
+        acc_ft,
+        (b.params, a.params),
+        (b.macs, a.macs),
+        (b.latency_ms or 0.0, a.latency_ms or 0.0),
+        diff,
+        time.perf_counter() - t0,
+    )

@@ -139,10 +139,17 @@ def _group_score(g: Group, fn: SlotScore, ctx: Context, reduce: str) -> torch.Te
     return stacked.mean(0)
 
 
-def score(model: nn.Module, graph: DependencyGraph, criterion: str = "l2", *,
-          reduce: str = "mean", batches: Iterable[Any] | None = None,
-          loss_fn: Callable[..., torch.Tensor] | None = None, max_batches: int = 8,
-          seed: int = 0) -> dict[str, torch.Tensor]:
+def score(
+    model: nn.Module,
+    graph: DependencyGraph,
+    criterion: str = "l2",
+    *,
+    reduce: str = "mean",
+    batches: Iterable[Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    max_batches: int = 8,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Importance of every unit of every group.
 
     Args:
@@ -162,7 +169,7 @@ def score(model: nn.Module, graph: DependencyGraph, criterion: str = "l2", *,
     fn = CRITERIA.get(criterion)
     if reduce not in ("mean", "sum", "max", "first"):
         raise ConfigError(f"reduce must be mean, sum, max or first, got {reduce!r}")
-    tensors = dict(model.named_parameters())
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     ctx = Context(model, tensors, {}, {}, torch.Generator().manual_seed(seed))
     need = NEEDS_DATA.get(criterion)
@@ -187,8 +194,9 @@ def _split(batch: Any) -> tuple[Any, Any]:
     return batch, None
 
 
-def _taylor_terms(model: nn.Module, batches: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
-                  max_batches: int) -> dict[str, torch.Tensor]:
+def _taylor_terms(
+    model: nn.Module, batches: Iterable[Any], loss_fn: Callable[..., torch.Tensor], max_batches: int
+) -> dict[str, torch.Tensor]:
     params = dict(model.named_parameters())
     acc = {n: torch.zeros_like(p) for n, p in params.items()}
     was = model.training
@@ -208,13 +216,16 @@ def _taylor_terms(model: nn.Module, batches: Iterable[Any], loss_fn: Callable[..
     return acc
 
 
-def _mean_activations(model: nn.Module, batches: Iterable[Any],
-                      max_batches: int) -> dict[str, torch.Tensor]:
+def _mean_activations(
+    model: nn.Module, batches: Iterable[Any], max_batches: int
+) -> dict[str, torch.Tensor]:
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     hooks = []
     for path, mod in model.named_modules():
-        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and not getattr(mod, "transposed", False):
+        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and not getattr(
+            mod, "transposed", False
+        ):
             name = f"{path}.weight" if path else "weight"
 
             def hook(m: nn.Module, i: Any, o: torch.Tensor, name: str = name) -> None:

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from prunekit.errors import CheckpointError, PrunekitError
+from prunekit.errors import CheckpointError, PlanError, PrunekitError
 from prunekit.models import build_model
 from prunekit.plan import PruningPlan
 from prunekit.surgery import apply_plan
@@ -69,8 +69,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save(model: nn.Module, out_dir: str | Path, spec: dict[str, Any] | str,
-         plans: list[PruningPlan] | None = None) -> Path:
+def save(
+    model: nn.Module,
+    out_dir: str | Path,
+    spec: dict[str, Any] | str,
+    plans: list[PruningPlan] | None = None,
+) -> Path:
     """Save ``model`` as safetensors + JSON.
 
     Args:
@@ -92,7 +96,9 @@ def save(model: nn.Module, out_dir: str | Path, spec: dict[str, Any] | str,
     out.mkdir(parents=True, exist_ok=True)
     spec_d = {"model": spec, "kwargs": {}} if isinstance(spec, str) else dict(spec)
     if "model" not in spec_d:
-        raise CheckpointError("spec must name the base model, e.g. {'model': 'torchvision:resnet18'}")
+        raise CheckpointError(
+            "spec must name the base model, e.g. {'model': 'torchvision:resnet18'}"
+        )
     plans = list(getattr(model, "prunekit_plans", [])) if plans is None else list(plans)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".weights.", suffix=".tmp")
@@ -105,8 +111,13 @@ def save(model: nn.Module, out_dir: str | Path, spec: dict[str, Any] | str,
         if os.path.exists(tmp):
             os.unlink(tmp)
     atomic_write(out / PLANS, json.dumps([p.to_dict() for p in plans], indent=1).encode())
-    meta = {"format": FORMAT, "model": spec_d["model"], "kwargs": spec_d.get("kwargs", {}),
-            "sha256": digest, "torch": torch.__version__}
+    meta = {
+        "format": FORMAT,
+        "model": spec_d["model"],
+        "kwargs": spec_d.get("kwargs", {}),
+        "sha256": digest,
+        "torch": torch.__version__,
+    }
     atomic_write(out / SPEC, json.dumps(meta, indent=1, sort_keys=True).encode())
     return out
 
@@ -115,7 +126,9 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     """The ``spec.json`` of a saved model folder, validated."""
     p = Path(path) / SPEC
     if not p.exists():
-        raise CheckpointError(f"{path} is not a prunekit model folder (no {SPEC}); save one with prunekit.save")
+        raise CheckpointError(
+            f"{path} is not a prunekit model folder (no {SPEC}); save one with prunekit.save"
+        )
     try:
         spec = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -136,7 +149,10 @@ def read_plans(path: str | Path) -> list[PruningPlan]:
         raise CheckpointError(f"{p} is corrupt ({exc}); re-save the model") from None
     if not isinstance(data, list):
         raise CheckpointError(f"{p} must hold a list of plans")
-    return [PruningPlan.from_dict(d) for d in data]
+    try:
+        return [PruningPlan.from_dict(d) for d in data]
+    except PlanError as exc:
+        raise CheckpointError(f"{p}: {exc}; re-save the model") from None
 
 
 def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -155,7 +171,9 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Mo
     if not weights.exists():
         raise CheckpointError(f"{weights} is missing; the folder is incomplete, re-save the model")
     if _sha256(weights) != spec.get("sha256"):
-        raise CheckpointError(f"{weights} does not match its checksum in {SPEC} (corrupt or replaced)")
+        raise CheckpointError(
+            f"{weights} does not match its checksum in {SPEC} (corrupt or replaced)"
+        )
     model = build_model(spec["model"], **spec.get("kwargs", {}))
     for plan in read_plans(path):
         try:

@@ -76,9 +76,14 @@ class PruneConfig:
         """The allocation part of this config."""
         slim = self.method == "slim"
         glob = self.global_ranking if self.global_ranking is not None else slim
-        return Allocation(ratio=self.ratio, global_ranking=glob, floor=self.floor,
-                          round_to=self.round_to, overrides=self.overrides,
-                          normalize=None if slim else "mean")
+        return Allocation(
+            ratio=self.ratio,
+            global_ranking=glob,
+            floor=self.floor,
+            round_to=self.round_to,
+            overrides=self.overrides,
+            normalize=None if slim else "mean",
+        )
 
 
 @dataclass
@@ -91,10 +96,15 @@ class PruneResult:
     scores: dict[str, torch.Tensor]
 
 
-def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | None = None, *,
-          batches: Iterable[Any] | None = None,
-          loss_fn: Callable[..., torch.Tensor] | None = None,
-          soft: bool = False) -> PruneResult:
+def prune(
+    model: nn.Module,
+    example_inputs: Any,
+    config: PruneConfig | None = None,
+    *,
+    batches: Iterable[Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    soft: bool = False,
+) -> PruneResult:
     """Trace, score, plan and prune ``model`` in place.
 
     Args:
@@ -109,16 +119,20 @@ def prune(model: nn.Module, example_inputs: Any, config: PruneConfig | None = No
         A :class:`PruneResult` (the model is the same object, now pruned).
     """
     cfg = config or PruneConfig()
-    graph = trace(model, example_inputs, ignored_layers=cfg.ignored_layers,
-                  unknown_ops=cfg.unknown_ops)
+    graph = trace(
+        model, example_inputs, ignored_layers=cfg.ignored_layers, unknown_ops=cfg.unknown_ops
+    )
     criterion = cfg.criterion or ("bn_scale" if cfg.method == "slim" else "l2")
     scores = score(model, graph, criterion, reduce=cfg.reduce, batches=batches, loss_fn=loss_fn)
     alloc = cfg.allocation()
     if cfg.target is not None:
-        kw = {k: getattr(alloc, k) for k in ("global_ranking", "floor", "round_to", "overrides",
-                                              "normalize")}
-        plan = plan_for_target(graph, scores, target=cfg.target,
-                               reduction=float(cfg.reduction or 0.0), **kw)
+        kw = {
+            k: getattr(alloc, k)
+            for k in ("global_ranking", "floor", "round_to", "overrides", "normalize")
+        }
+        plan = plan_for_target(
+            graph, scores, target=cfg.target, reduction=float(cfg.reduction or 0.0), **kw
+        )
     else:
         plan = make_plan(graph, scores, alloc)
     plan.meta.update({"criterion": criterion, "method": cfg.method})

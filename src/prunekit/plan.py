@@ -47,7 +47,9 @@ class PruningPlan:
             "format": FORMAT,
             "meta": self.meta,
             "groups": self.groups,
-            "tensors": {t: {str(d): idx for d, idx in dims.items()} for t, dims in self.tensors.items()},
+            "tensors": {
+                t: {str(d): idx for d, idx in dims.items()} for t, dims in self.tensors.items()
+            },
             "shapes": self.shapes,
         }
 
@@ -66,8 +68,10 @@ class PruningPlan:
                 for t, dims in data["tensors"].items()
             }
             shapes = {str(t): [int(s) for s in sh] for t, sh in data["shapes"].items()}
-            groups = {str(g): {"size": int(v["size"]), "keep": [int(i) for i in v["keep"]]}
-                      for g, v in data["groups"].items()}
+            groups = {
+                str(g): {"size": int(v["size"]), "keep": [int(i) for i in v["keep"]]}
+                for g, v in data["groups"].items()
+            }
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanError(f"malformed plan: {exc!r}") from None
         for t in tensors:
@@ -89,8 +93,9 @@ class PruningPlan:
         return sum(g["size"] - len(g["keep"]) for g in self.groups.values())
 
 
-def plan_from_keep(graph: DependencyGraph, keep: Mapping[str, Any],
-                   meta: Mapping[str, Any] | None = None) -> PruningPlan:
+def plan_from_keep(
+    graph: DependencyGraph, keep: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+) -> PruningPlan:
     """Build a plan from kept unit indices per group id (groups not named keep everything).
 
     Args:
@@ -112,9 +117,9 @@ def plan_from_keep(graph: DependencyGraph, keep: Mapping[str, Any],
         groups[g.id] = {"size": g.size, "keep": kept}
         drop = np.setdiff1d(np.arange(g.size), np.array(kept, dtype=np.int64))
         for s in g.slots:
-            gone = s.positions[np.isin(s.units, drop)]
-            if gone.size:
-                removed.setdefault((s.tensor, s.dim), set()).update(gone.tolist())
+            lost = s.positions[np.isin(s.units, drop)]
+            if lost.size:
+                removed.setdefault((s.tensor, s.dim), set()).update(lost.tolist())
     plan = PruningPlan(groups=groups, meta=dict(meta or {}))
     for (name, dim), gone in sorted(removed.items()):
         n = graph.tensor_shapes[name][dim]
@@ -139,14 +144,18 @@ class Allocation:
         if not 0.0 <= self.ratio < 1.0:
             raise ConfigError(f"ratio must be in [0, 1), got {self.ratio}")
         if self.floor < 1:
-            raise ConfigError(f"floor must be >= 1 (a layer never loses all channels), got {self.floor}")
+            raise ConfigError(
+                f"floor must be >= 1 (a layer never loses all channels), got {self.floor}"
+            )
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to must be a positive integer, got {self.round_to}")
         for k, v in (self.overrides or {}).items():
             if not 0.0 <= float(v) < 1.0:
                 raise ConfigError(f"override ratio for {k!r} must be in [0, 1), got {v}")
         if self.normalize not in (None, "mean", "max", "sum"):
-            raise ConfigError(f"normalize must be None, 'mean', 'max' or 'sum', got {self.normalize!r}")
+            raise ConfigError(
+                f"normalize must be None, 'mean', 'max' or 'sum', got {self.normalize!r}"
+            )
 
 
 def _override(group: Group, overrides: Mapping[str, float] | None) -> float | None:
@@ -172,8 +181,12 @@ def _normalized(s: torch.Tensor, how: str | None) -> torch.Tensor:
     return s / d if float(d) > 0 else s
 
 
-def make_plan(graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
-              alloc: Allocation | None = None, **kwargs: Any) -> PruningPlan:
+def make_plan(
+    graph: DependencyGraph,
+    scores: Mapping[str, torch.Tensor],
+    alloc: Allocation | None = None,
+    **kwargs: Any,
+) -> PruningPlan:
     """Choose kept units from importance scores.
 
     Args:
@@ -192,8 +205,9 @@ def make_plan(graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
     alloc = alloc or Allocation(**kwargs)
     scored = [g for g in graph.groups if g.id in scores]
     ratios = {g.id: _override(g, alloc.overrides) for g in scored}
-    local_ratio = {g.id: (r if r is not None else alloc.ratio) for g, r in
-                   ((g, ratios[g.id]) for g in scored)}
+    local_ratio = {
+        g.id: (r if r is not None else alloc.ratio) for g, r in ((g, ratios[g.id]) for g in scored)
+    }
     if alloc.global_ranking:
         local_ratio.update(_global_ratios(scored, scores, alloc, ratios))
     keep = {}
@@ -204,13 +218,21 @@ def make_plan(graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
         n = _n_keep(g.size, min(local_ratio[g.id], alloc.max_ratio), alloc)
         order = torch.argsort(s.double(), descending=True, stable=True)
         keep[g.id] = sorted(order[:n].tolist())
-    meta = {"ratio": alloc.ratio, "global": alloc.global_ranking, "floor": alloc.floor,
-            "round_to": alloc.round_to}
+    meta = {
+        "ratio": alloc.ratio,
+        "global": alloc.global_ranking,
+        "floor": alloc.floor,
+        "round_to": alloc.round_to,
+    }
     return plan_from_keep(graph, keep, meta)
 
 
-def _global_ratios(groups: list[Group], scores: Mapping[str, torch.Tensor], alloc: Allocation,
-                   fixed: Mapping[str, float | None]) -> dict[str, float]:
+def _global_ratios(
+    groups: list[Group],
+    scores: Mapping[str, torch.Tensor],
+    alloc: Allocation,
+    fixed: Mapping[str, float | None],
+) -> dict[str, float]:
     """One threshold over all (normalised) scores; each group's share below it is its ratio."""
     free = [g for g in groups if fixed.get(g.id) is None]
     if not free:
@@ -236,7 +258,7 @@ def estimate(graph: DependencyGraph, plan: PruningPlan | None = None) -> dict[st
     params = 0.0
     macs = 0.0
     for name, shape in graph.tensor_shapes.items():
-        dims = (plan.tensors.get(name, {}) if plan else {})
+        dims = plan.tensors.get(name, {}) if plan else {}
         numel = float(np.prod([len(dims[d]) if d in dims else s for d, s in enumerate(shape)]))
         if name in graph.params:
             params += numel
@@ -244,9 +266,15 @@ def estimate(graph: DependencyGraph, plan: PruningPlan | None = None) -> dict[st
     return {"params": params, "macs": macs}
 
 
-def plan_for_target(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], *,
-                    target: str = "macs", reduction: float = 0.5, tol: float = 0.005,
-                    **kwargs: Any) -> PruningPlan:
+def plan_for_target(
+    graph: DependencyGraph,
+    scores: Mapping[str, torch.Tensor],
+    *,
+    target: str = "macs",
+    reduction: float = 0.5,
+    tol: float = 0.005,
+    **kwargs: Any,
+) -> PruningPlan:
     """Find the ratio whose plan removes ``reduction`` of the model's MACs or params.
 
     Args:
@@ -273,6 +301,11 @@ def plan_for_target(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], 
         if abs(got - reduction) <= tol:
             break
         lo, hi = (mid, hi) if got < reduction else (lo, mid)
-    best.meta.update({"target": target, "reduction": reduction,
-                      "achieved": 1.0 - estimate(graph, best)[target] / base})
+    best.meta.update(
+        {
+            "target": target,
+            "reduction": reduction,
+            "achieved": 1.0 - estimate(graph, best)[target] / base,
+        }
+    )
     return best

@@ -97,8 +97,10 @@ class Report:
             _row("MACs", b.macs, a.macs),
         ]
         if b.latency_ms is not None and a.latency_ms is not None:
-            rows.append(f"{'latency ms':<12}{b.latency_ms:>16.2f}{a.latency_ms:>16.2f}"
-                        f"{b.latency_ms / max(a.latency_ms, 1e-9):>9.2f}x")
+            rows.append(
+                f"{'latency ms':<12}{b.latency_ms:>16.2f}{a.latency_ms:>16.2f}"
+                f"{b.latency_ms / max(a.latency_ms, 1e-9):>9.2f}x"
+            )
         for k, v in self.extra.items():
             rows.append(f"{k:<12}{v!s:>16}")
         changed = [r for r in self.layers if r["before"] != r["after"]]
@@ -118,15 +120,25 @@ def _row(label: str, before: float, after: float) -> str:
 
 def measure(model: nn.Module, inputs: Any, *, latency: bool = True) -> Measurement:
     """Params, MACs and (optionally) latency of ``model`` on ``inputs``."""
-    return Measurement(count_params(model), count_macs(model, inputs),
-                       latency_ms(model, inputs) if latency else None)
+    return Measurement(
+        count_params(model),
+        count_macs(model, inputs),
+        latency_ms(model, inputs) if latency else None,
+    )
 
 
-def compare(before: nn.Module, after: nn.Module, inputs: Any, *, latency: bool = True,
-            before_layers: dict[str, tuple[int, ...]] | None = None) -> Report:
+def compare(
+    before: nn.Module,
+    after: nn.Module,
+    inputs: Any,
+    *,
+    latency: bool = True,
+    before_layers: dict[str, tuple[int, ...]] | None = None,
+) -> Report:
     """Measure two models on the same inputs and list per-layer shape changes."""
     lb = before_layers if before_layers is not None else layer_channels(before)
     la = layer_channels(after)
     layers = [{"layer": k, "before": list(v), "after": list(la.get(k, ()))} for k, v in lb.items()]
-    return Report(measure(before, inputs, latency=latency), measure(after, inputs, latency=latency),
-                  layers)
+    return Report(
+        measure(before, inputs, latency=latency), measure(after, inputs, latency=latency), layers
+    )

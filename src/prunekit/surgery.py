@@ -17,7 +17,8 @@ from torch import nn
 from prunekit.errors import PlanError
 from prunekit.plan import PruningPlan
 
-ModuleFix = Callable[[nn.Module, dict[str, Any]], None]
+# Handlers take Any: nn.Module attribute access is untyped (Tensor | Module) for mypy.
+ModuleFix = Callable[[Any, dict[str, Any]], None]
 #: module class -> handler updating its attributes after its tensors were sliced.
 MODULE_FIXES: dict[type[nn.Module], ModuleFix] = {}
 
@@ -43,7 +44,7 @@ def _fix_for(mod: nn.Module) -> ModuleFix | None:
 
 
 @register_module(nn.modules.conv._ConvNd)
-def _conv(mod: nn.Module, before: dict[str, Any]) -> None:
+def _conv(mod: Any, before: dict[str, Any]) -> None:
     w = mod.weight
     g0, cin0, cout0 = before["groups"], before["in_channels"], before["out_channels"]
     depthwise = g0 > 1 and g0 == cin0
@@ -59,19 +60,19 @@ def _conv(mod: nn.Module, before: dict[str, Any]) -> None:
 
 
 @register_module(nn.Linear)
-def _linear(mod: nn.Module, before: dict[str, Any]) -> None:
+def _linear(mod: Any, before: dict[str, Any]) -> None:
     mod.out_features, mod.in_features = mod.weight.shape
 
 
 @register_module(nn.modules.batchnorm._NormBase)
-def _norm(mod: nn.Module, before: dict[str, Any]) -> None:
+def _norm(mod: Any, before: dict[str, Any]) -> None:
     ref = mod.weight if mod.weight is not None else mod.running_mean
     if ref is not None:
         mod.num_features = ref.shape[0]
 
 
 @register_module(nn.GroupNorm)
-def _group_norm(mod: nn.Module, before: dict[str, Any]) -> None:
+def _group_norm(mod: Any, before: dict[str, Any]) -> None:
     if mod.weight is not None:
         if before["num_groups"] == before["num_channels"]:
             mod.num_groups = mod.weight.shape[0]
@@ -79,18 +80,18 @@ def _group_norm(mod: nn.Module, before: dict[str, Any]) -> None:
 
 
 @register_module(nn.LayerNorm)
-def _layer_norm(mod: nn.Module, before: dict[str, Any]) -> None:
+def _layer_norm(mod: Any, before: dict[str, Any]) -> None:
     if mod.weight is not None:
         mod.normalized_shape = tuple(mod.weight.shape)
 
 
 @register_module(nn.PReLU)
-def _prelu(mod: nn.Module, before: dict[str, Any]) -> None:
+def _prelu(mod: Any, before: dict[str, Any]) -> None:
     mod.num_parameters = mod.weight.numel()
 
 
 @register_module(nn.Embedding)
-def _embedding(mod: nn.Module, before: dict[str, Any]) -> None:
+def _embedding(mod: Any, before: dict[str, Any]) -> None:
     mod.embedding_dim = mod.weight.shape[1]
 
 
@@ -99,7 +100,9 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     try:
         mod = model.get_submodule(path) if path else model
     except AttributeError:
-        raise PlanError(f"plan names tensor {name!r}, but the model has no module {path!r}") from None
+        raise PlanError(
+            f"plan names tensor {name!r}, but the model has no module {path!r}"
+        ) from None
     if attr not in mod._parameters and attr not in mod._buffers:
         raise PlanError(f"plan names tensor {name!r}, which the model does not have")
     return mod, attr
@@ -108,7 +111,7 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 def _check(model: nn.Module, plan: PruningPlan) -> None:
     for name, shape in plan.shapes.items():
         mod, attr = _owner(model, name)
-        t = mod._parameters.get(attr)
+        t: torch.Tensor | None = mod._parameters.get(attr)
         t = t if t is not None else mod._buffers.get(attr)
         if t is None or list(t.shape) != list(shape):
             got = None if t is None else list(t.shape)
@@ -122,7 +125,11 @@ def _slice(t: torch.Tensor, dims: dict[int, list[int]]) -> torch.Tensor:
     out = t.detach()
     for d, idx in sorted(dims.items()):
         out = out.index_select(d, torch.tensor(idx, dtype=torch.long, device=t.device))
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+    if (
+        t.dim() == 4
+        and t.is_contiguous(memory_format=torch.channels_last)
+        and not t.is_contiguous()
+    ):
         return out.contiguous(memory_format=torch.channels_last)
     return out.contiguous()
 
@@ -153,7 +160,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
         if id(mod) not in touched:
             touched[id(mod)] = (mod, {k: v for k, v in vars(mod).items() if not k.startswith("_")})
         if attr in mod._parameters:
-            old = mod._parameters[attr]
+            old: Any = mod._parameters[attr]
             assert old is not None
             mod._parameters[attr] = nn.Parameter(_slice(old, dims), requires_grad=old.requires_grad)
         else:
@@ -173,7 +180,7 @@ def _zero(model: nn.Module, plan: PruningPlan) -> None:
     with torch.no_grad():
         for name, dims in plan.tensors.items():
             mod, attr = _owner(model, name)
-            p = mod._parameters.get(attr)
+            p: Any = mod._parameters.get(attr)
             if p is None:
                 continue
             for d, keep in dims.items():

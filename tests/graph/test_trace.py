@@ -33,8 +33,14 @@ def test_conv_bn_consumer_coupled():
     g = trace(ConvBN(), torch.randn(1, 3, 8, 8))
     m = groups_by_tensor(g)
     gid = m["c1.weight:0"]
-    for k in ("c1.bias:0", "b1.weight:0", "b1.bias:0", "b1.running_mean:0", "b1.running_var:0",
-              "c2.weight:1"):
+    for k in (
+        "c1.bias:0",
+        "b1.weight:0",
+        "b1.bias:0",
+        "b1.running_mean:0",
+        "b1.running_var:0",
+        "c2.weight:1",
+    ):
         assert m[k] == gid
     assert "c2.weight:0" not in m  # model output: frozen
     assert g.group(gid).size == 8

@@ -19,7 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from prunekit.demo import run_demo
 
-    r = run_demo(epochs=args.epochs, finetune_epochs=args.finetune_epochs, ratio=args.ratio,
-                 criterion=args.criterion, out=args.out, seed=args.seed)
+    r = run_demo(
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        ratio=args.ratio,
+        criterion=args.criterion,
+        out=args.out,
+        seed=args.seed,
+    )
     print(f"done in {r.seconds:.1f}s")
     return 0

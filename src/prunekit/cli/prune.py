@@ -17,7 +17,9 @@ def _shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"input shape must be comma-separated ints, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"input shape must be comma-separated ints, got {text!r}"
+        ) from None
     if not dims or any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"input shape must be positive ints, got {text!r}")
     return dims
@@ -69,12 +71,24 @@ def _config(args: argparse.Namespace) -> Any:
     ratio = args.ratio if args.ratio is not None else args.percent
     if args.target_macs is not None and args.target_params is not None:
         raise ConfigError("give at most one of --target-macs and --target-params")
-    target = "macs" if args.target_macs is not None else "params" if args.target_params is not None else None
+    target = (
+        "macs"
+        if args.target_macs is not None
+        else "params"
+        if args.target_params is not None
+        else None
+    )
     return PruneConfig(
-        method=args.method, ratio=0.5 if ratio is None else ratio, criterion=args.criterion,
-        global_ranking=args.global_ranking, floor=args.floor, round_to=args.round_to,
-        target=target, reduction=args.target_macs if target == "macs" else args.target_params,
-        ignored_layers=list(args.ignore), unknown_ops=args.unknown_ops,
+        method=args.method,
+        ratio=0.5 if ratio is None else ratio,
+        criterion=args.criterion,
+        global_ranking=args.global_ranking,
+        floor=args.floor,
+        round_to=args.round_to,
+        target=target,
+        reduction=args.target_macs if target == "macs" else args.target_params,
+        ignored_layers=list(args.ignore),
+        unknown_ops=args.unknown_ops,
     )
 
 
@@ -88,7 +102,8 @@ def run_prune(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.from_dir:
         model = io.load(args.from_dir)
-        spec = {"model": model.prunekit_spec["model"], "kwargs": model.prunekit_spec.get("kwargs", {})}
+        saved = io.read_spec(args.from_dir)
+        spec = {"model": saved["model"], "kwargs": saved.get("kwargs", {})}
     else:
         model = build_model(args.model, **args.kwargs).eval()
         spec = {"model": args.model, "kwargs": args.kwargs}
@@ -97,14 +112,19 @@ def run_prune(args: argparse.Namespace) -> int:
     layers = layer_channels(model)
     print(f"tracing {spec['model']} on input {tuple(args.input_shape)} ...", flush=True)
     result = prune(model, x, cfg)
-    print(f"{len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed", flush=True)
+    print(
+        f"{len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed",
+        flush=True,
+    )
     report = compare(before, model, x, latency=not args.no_latency, before_layers=layers)
     if not args.no_verify:
         diff = max_rel_diff(soft_copy(before, result.plan), model, x)
         report.extra["max_rel_diff"] = f"{diff:.2e}"
         if diff > 1e-4:
-            raise ConfigError(f"pruned model differs from its soft mask by {diff:.2e} (> 1e-4); "
-                              "please report this model")
+            raise ConfigError(
+                f"pruned model differs from its soft mask by {diff:.2e} (> 1e-4); "
+                "please report this model"
+            )
     out = io.save(model, args.out, spec)
     from prunekit.io import atomic_write
 
@@ -122,7 +142,9 @@ def run_info(args: argparse.Namespace) -> int:
     plans = io.read_plans(args.dir)
     model = io.load(args.dir)
     info: dict[str, Any] = {
-        "model": spec["model"], "kwargs": spec.get("kwargs", {}), "plans": len(plans),
+        "model": spec["model"],
+        "kwargs": spec.get("kwargs", {}),
+        "plans": len(plans),
         "channels_removed": sum(p.removed_units() for p in plans),
         "params": count_params(model),
         "plan_meta": [p.meta for p in plans],

@@ -53,7 +53,7 @@ def _visible_dirs(path: Path) -> list[Path]:
 
 
 def _scan_classes(split_dir: Path) -> dict[str, list[ImageItem]]:
-    classes = {}
+    classes: dict[str, list[ImageItem]] = {}
     for class_dir in _visible_dirs(split_dir):
         files = sorted(p for p in class_dir.iterdir() if p.is_file() and _is_image(p.name))
         classes[class_dir.name] = [(str(p), str(p)) for p in files]

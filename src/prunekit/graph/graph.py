@@ -88,7 +88,9 @@ class DependencyGraph:
         for g in self.groups:
             if g.id == gid:
                 return g
-        raise ConfigError(f"no prunable group {gid!r}; known: {[g.id for g in self.groups][:10]}...")
+        raise ConfigError(
+            f"no prunable group {gid!r}; known: {[g.id for g in self.groups][:10]}..."
+        )
 
     def summary(self) -> str:
         """Human-readable table of groups."""
@@ -102,9 +104,15 @@ class DependencyGraph:
         return "\n".join(lines)
 
 
-def trace(model: nn.Module, example_inputs: Any, *, ignored_layers: Iterable[str] = (),
-          unknown_ops: str = "error", barrier_modules: Iterable[str] = (),
-          training_pass: str = "auto") -> DependencyGraph:
+def trace(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ignored_layers: Iterable[str] = (),
+    unknown_ops: str = "error",
+    barrier_modules: Iterable[str] = (),
+    training_pass: str = "auto",
+) -> DependencyGraph:
     """Trace ``model`` on ``example_inputs`` and build its dependency graph.
 
     Args:
@@ -146,8 +154,11 @@ def _double(x: Any) -> Any:
 
 
 def _missed(tr: Tracer, model: nn.Module) -> bool:
-    leaves = [p for p, m in model.named_modules() if not list(m.children()) and
-              any(True for _ in m.parameters(recurse=False))]
+    leaves = [
+        p
+        for p, m in model.named_modules()
+        if not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+    ]
     return any(p not in tr.called for p in leaves)
 
 
@@ -157,10 +168,10 @@ def _run(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], *, train: bool) 
     Parameters, buffers and inputs are swapped for ``meta`` tensors (shapes only, no compute,
     no mutation of the real model); models whose forward needs real values are run as they are.
     """
-    named = dict(model.named_parameters(remove_duplicate=False))
+    named: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     named.update(model.named_buffers(remove_duplicate=False))
     meta_of: dict[int, torch.Tensor] = {}
-    state = {}
+    state: dict[str, torch.Tensor] = {}
     for name, t in named.items():
         state[name] = meta_of.setdefault(id(t), torch.empty_like(t, device="meta"))
     real_names = tr.real_names
@@ -169,7 +180,7 @@ def _run(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], *, train: bool) 
     model.train(train)
     try:
         out = _forward(tr, model, state, tuple(_to_meta(x) for x in inputs))
-    except Exception as exc:  # noqa: BLE001 - value-dependent code cannot run on meta
+    except Exception as exc:
         if isinstance(exc, PrunekitError):
             raise
         tr.names = dict(real_names)
@@ -183,8 +194,9 @@ def _to_meta(x: Any) -> Any:
     return x.to("meta") if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
-def _forward(tr: Tracer, model: nn.Module, state: dict[str, torch.Tensor],
-             inputs: tuple[Any, ...]) -> Any:
+def _forward(
+    tr: Tracer, model: nn.Module, state: dict[str, torch.Tensor], inputs: tuple[Any, ...]
+) -> Any:
     handles = tr.hook_modules()
     try:
         with torch.no_grad(), tr:
@@ -195,8 +207,11 @@ def _forward(tr: Tracer, model: nn.Module, state: dict[str, torch.Tensor],
 
 
 def _forward_real(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], train: bool) -> Any:
-    saved = {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()
-             if not isinstance(v, nn.Parameter)}
+    saved = {
+        k: v.clone()
+        for k, v in model.state_dict(keep_vars=True).items()
+        if not isinstance(v, nn.Parameter)
+    }
     rng = torch.get_rng_state()
     handles = tr.hook_modules()
     try:
@@ -217,7 +232,7 @@ def _ignore(tr: Tracer, model: nn.Module, path: str) -> None:
         mod = model.get_submodule(path)
     except AttributeError:
         raise ConfigError(f"ignored layer {path!r} is not a module of the model") from None
-    for name, p in mod.named_parameters(recurse=False):
+    for name, _ in mod.named_parameters(recurse=False):
         key = (f"{path}.{name}" if path else name, 0)
         if key in tr.slots:
             tr.freeze(tr.slots[key], f"ignored layer {path!r}")
@@ -319,10 +334,13 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
     groups = [_make_group(keys, units, slots, order) for keys, units in by_sig.items()]
     groups.sort(key=lambda g: order.get(_key(g.id), len(order)))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    return DependencyGraph(groups=[g for g in groups if g.size > 0],
-                           frozen=_frozen_reasons(tr, slots, frozen),
-                           positions=dict(tr.positions), tensor_shapes=shapes,
-                           params={n for n, _ in model.named_parameters()})
+    return DependencyGraph(
+        groups=[g for g in groups if g.size > 0],
+        frozen=_frozen_reasons(tr, slots, frozen),
+        positions=dict(tr.positions),
+        tensor_shapes=shapes,
+        params={n for n, _ in model.named_parameters()},
+    )
 
 
 def _key(gid: str) -> tuple[str, int]:
@@ -330,14 +348,18 @@ def _key(gid: str) -> tuple[str, int]:
     return name, int(dim)
 
 
-def _make_group(keys: frozenset[tuple[str, int]], units: list[int],
-                slots: dict[tuple[str, int], np.ndarray], order: dict[Any, int]) -> Group:
+def _make_group(
+    keys: frozenset[tuple[str, int]],
+    units: list[int],
+    slots: dict[tuple[str, int], np.ndarray],
+    order: dict[Any, int],
+) -> Group:
     producers = [k for k in keys if k[1] == 0 and k in order]
     anchor = min(producers or keys, key=lambda k: (order.get(k, 1 << 30), k))
     uset = np.array(sorted(units))
     # Units are numbered by first position in the anchor, so ids are stable across traces.
     a = slots[anchor]
-    first = {}
+    first: dict[int, int] = {}
     for pos, u in enumerate(a.tolist()):
         first.setdefault(u, pos)
     ordered = sorted(uset.tolist(), key=lambda u: first.get(u, 1 << 30))
@@ -346,17 +368,21 @@ def _make_group(keys: frozenset[tuple[str, int]], units: list[int],
     for key in sorted(keys, key=lambda k: (order.get(k, 1 << 30), k)):
         arr = slots[key]
         mask = np.isin(arr, uset)
-        pos = np.nonzero(mask)[0]
-        out.append(Slot(key[0], key[1], pos, np.array([index[u] for u in arr[mask].tolist()])))
+        where = np.nonzero(mask)[0]
+        out.append(Slot(key[0], key[1], where, np.array([index[u] for u in arr[mask].tolist()])))
     return Group(id=f"{anchor[0]}:{anchor[1]}", size=len(ordered), slots=out)
 
 
-def _frozen_reasons(tr: Tracer, slots: dict[tuple[str, int], np.ndarray],
-                    frozen: int) -> dict[str, list[str]]:
+def _frozen_reasons(
+    tr: Tracer, slots: dict[tuple[str, int], np.ndarray], frozen: int
+) -> dict[str, list[str]]:
     # Components without the FROZEN merges tell which frozen slot each freeze event hit.
     loose = _components_without_frozen(tr)
-    hit = {k: np.unique(loose[tr.slots[k]]) for k, units in slots.items()
-           if k in tr.slots and np.any(units == frozen)}
+    hit = {
+        k: np.unique(loose[tr.slots[k]])
+        for k, units in slots.items()
+        if k in tr.slots and np.any(units == frozen)
+    }
     wanted = np.unique(np.concatenate(list(hit.values()))) if hit else np.zeros(0, np.int64)
     event_comps: dict[int, list[str]] = defaultdict(list)
     for ids, why in tr.freeze_events:

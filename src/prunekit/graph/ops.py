@@ -25,16 +25,16 @@ from prunekit.graph.labels import (
     TrackedFloat,
     TrackedInt,
     along,
-    compact,
     provenance,
-    untrack,
 )
 from prunekit.graph.tracer import Tracer, iter_tensors, register_op
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any = None) -> Any:
+def _arg(
+    args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any = None
+) -> Any:
     if len(args) > i:
         return args[i]
     return kwargs.get(name, default)
@@ -77,24 +77,201 @@ def _numel(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> Any:
 
 # --------------------------------------------------------------------------- elementwise
 
-UNARY = """relu relu_ relu6 gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_
-hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu celu_
-softplus mish mish_ logsigmoid softsign tanhshrink hardshrink softshrink threshold threshold_ rrelu
-dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout clone contiguous
-detach detach_ float half bfloat16 double to type type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__
-exp exp_ log log_ log2 log10 log1p expm1 sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin
-cos tan reciprocal reciprocal_ floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min
-clamp_min_ clamp_max clamp_max_ nan_to_num requires_grad_ __invert__ logical_not isnan isinf
-isfinite bitwise_not sigmoid_ exponential_ fill_ zero_ normal_ uniform_ bernoulli bernoulli_
-pin_memory float_power""".split()
+UNARY = [
+    "relu",
+    "relu_",
+    "relu6",
+    "gelu",
+    "gelu_",
+    "silu",
+    "silu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "hardswish",
+    "hardswish_",
+    "hardsigmoid",
+    "hardsigmoid_",
+    "hardtanh",
+    "hardtanh_",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "selu_",
+    "celu",
+    "celu_",
+    "softplus",
+    "mish",
+    "mish_",
+    "logsigmoid",
+    "softsign",
+    "tanhshrink",
+    "hardshrink",
+    "softshrink",
+    "threshold",
+    "threshold_",
+    "rrelu",
+    "dropout",
+    "dropout_",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "clone",
+    "contiguous",
+    "detach",
+    "detach_",
+    "float",
+    "half",
+    "bfloat16",
+    "double",
+    "to",
+    "type",
+    "type_as",
+    "cpu",
+    "cuda",
+    "abs",
+    "abs_",
+    "neg",
+    "neg_",
+    "__neg__",
+    "__pos__",
+    "exp",
+    "exp_",
+    "log",
+    "log_",
+    "log2",
+    "log10",
+    "log1p",
+    "expm1",
+    "sqrt",
+    "sqrt_",
+    "rsqrt",
+    "rsqrt_",
+    "square",
+    "sign",
+    "sgn",
+    "erf",
+    "erfc",
+    "erfinv",
+    "sin",
+    "cos",
+    "tan",
+    "reciprocal",
+    "reciprocal_",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "frac",
+    "clamp",
+    "clamp_",
+    "clip",
+    "clip_",
+    "clamp_min",
+    "clamp_min_",
+    "clamp_max",
+    "clamp_max_",
+    "nan_to_num",
+    "requires_grad_",
+    "__invert__",
+    "logical_not",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "bitwise_not",
+    "sigmoid_",
+    "exponential_",
+    "fill_",
+    "zero_",
+    "normal_",
+    "uniform_",
+    "bernoulli",
+    "bernoulli_",
+    "pin_memory",
+    "float_power",
+]
 
-BINARY = """add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub mul mul_
-__mul__ __rmul__ __imul__ div div_ __truediv__ __rtruediv__ __itruediv__ __div__ true_divide
-floor_divide floor_divide_ __floordiv__ __rfloordiv__ pow pow_ __pow__ __rpow__ __ipow__ remainder
-__mod__ fmod maximum minimum fmax fmin where addcmul addcmul_ addcdiv addcdiv_ lerp lerp_ eq ne gt
-lt ge le __eq__ __ne__ __gt__ __lt__ __ge__ __le__ logical_and logical_or logical_xor __and__
-__or__ __xor__ __iand__ __ior__ bitwise_and bitwise_or masked_fill masked_fill_ copy_ atan2
-hypot xlogy""".split()
+BINARY = [
+    "add",
+    "add_",
+    "__add__",
+    "__radd__",
+    "__iadd__",
+    "sub",
+    "sub_",
+    "__sub__",
+    "__rsub__",
+    "__isub__",
+    "rsub",
+    "mul",
+    "mul_",
+    "__mul__",
+    "__rmul__",
+    "__imul__",
+    "div",
+    "div_",
+    "__truediv__",
+    "__rtruediv__",
+    "__itruediv__",
+    "__div__",
+    "true_divide",
+    "floor_divide",
+    "floor_divide_",
+    "__floordiv__",
+    "__rfloordiv__",
+    "pow",
+    "pow_",
+    "__pow__",
+    "__rpow__",
+    "__ipow__",
+    "remainder",
+    "__mod__",
+    "fmod",
+    "maximum",
+    "minimum",
+    "fmax",
+    "fmin",
+    "where",
+    "addcmul",
+    "addcmul_",
+    "addcdiv",
+    "addcdiv_",
+    "lerp",
+    "lerp_",
+    "eq",
+    "ne",
+    "gt",
+    "lt",
+    "ge",
+    "le",
+    "__eq__",
+    "__ne__",
+    "__gt__",
+    "__lt__",
+    "__ge__",
+    "__le__",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "__and__",
+    "__or__",
+    "__xor__",
+    "__iand__",
+    "__ior__",
+    "bitwise_and",
+    "bitwise_or",
+    "masked_fill",
+    "masked_fill_",
+    "copy_",
+    "atan2",
+    "hypot",
+    "xlogy",
+]
 
 
 @register_op(*UNARY, *BINARY)
@@ -127,8 +304,12 @@ def _couple(tr: Tracer, operands: list[torch.Tensor], shape: tuple[int, ...]) ->
     return best
 
 
-def _pair(tr: Tracer, a: tuple[torch.Tensor, set[int]], b: tuple[torch.Tensor, set[int]],
-          shape: tuple[int, ...]) -> None:
+def _pair(
+    tr: Tracer,
+    a: tuple[torch.Tensor, set[int]],
+    b: tuple[torch.Tensor, set[int]],
+    shape: tuple[int, ...],
+) -> None:
     (la, ra), (lb, rb) = a, b
     if not ra or not rb:
         return  # scalar-like operand: broadcast everywhere, ties nothing
@@ -168,8 +349,18 @@ def _conv_t(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=0, out_dim=1)
 
 
-def _grouped_layer(tr: Tracer, x: torch.Tensor, w: torch.Tensor, b: Any, out: torch.Tensor, *,
-                   ch: int, groups: int, in_dim: int, out_dim: int) -> None:
+def _grouped_layer(
+    tr: Tracer,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: Any,
+    out: torch.Tensor,
+    *,
+    ch: int,
+    groups: int,
+    in_dim: int,
+    out_dim: int,
+) -> None:
     wname, cin, cout = tr.name_of(w), x.shape[ch], out.shape[ch]
     rows = along(tr.labels(x), ch, cin)
     if wname is None:
@@ -199,8 +390,9 @@ def _grouped_layer(tr: Tracer, x: torch.Tensor, w: torch.Tensor, b: Any, out: to
     tr.positions[wname] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
 
 
-def _out_slot(tr: Tracer, wname: str, w: torch.Tensor, out_dim: int, cout: int,
-              groups: int) -> np.ndarray:
+def _out_slot(
+    tr: Tracer, wname: str, w: torch.Tensor, out_dim: int, cout: int, groups: int
+) -> np.ndarray:
     if out_dim == 0:
         return tr.slot(wname, 0, cout)
     # Transposed conv: weight dim 1 holds cout/groups positions, shared by all groups.
@@ -247,16 +439,20 @@ def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: 
 @register_op("batch_norm")
 def _batch_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x = args[0]
-    ts = [_arg(args, kwargs, i, n) for i, n in
-          ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+    ts = [
+        _arg(args, kwargs, i, n)
+        for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
+    ]
     _per_channel(tr, x, 1 if x.dim() > 1 else 0, [t for t in ts if t is not None], out)
 
 
 @register_op("instance_norm")
 def _instance_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x = args[0]
-    ts = [_arg(args, kwargs, i, n) for i, n in
-          ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+    ts = [
+        _arg(args, kwargs, i, n)
+        for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
+    ]
     _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
 
 
@@ -307,9 +503,28 @@ def _embedding(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 # --------------------------------------------------------------------------- mixing ops
 
 
-@register_op("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "baddbmm", "addmm", "addbmm",
-             "einsum", "bilinear", "scaled_dot_product_attention", "multi_head_attention_forward",
-             "tensordot", "cdist", "outer", "dot", "inner", "kron", "cross", "linalg_vector_norm")
+@register_op(
+    "matmul",
+    "__matmul__",
+    "__rmatmul__",
+    "mm",
+    "bmm",
+    "baddbmm",
+    "addmm",
+    "addbmm",
+    "einsum",
+    "bilinear",
+    "scaled_dot_product_attention",
+    "multi_head_attention_forward",
+    "tensordot",
+    "cdist",
+    "outer",
+    "dot",
+    "inner",
+    "kron",
+    "cross",
+    "linalg_vector_norm",
+)
 def _mixing(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     # Products over feature dims (attention scores, einsum) tie channel counts to scales,
     # head splits and the other operand's layout; prunekit keeps them whole (recorded reason).
@@ -317,9 +532,43 @@ def _mixing(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         tr.freeze(tr.known_labels(t), f"{func.__name__} mixes feature dims (kept whole)")
 
 
-REDUCE = """sum mean amax amin max min prod std var std_mean var_mean norm logsumexp argmax
-argmin median nanmean nansum all any count_nonzero softmax log_softmax _softmax cumsum cumprod
-normalize topk sort argsort kthvalue mode aminmax nanmedian local_response_norm""".split()
+REDUCE = [
+    "sum",
+    "mean",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "prod",
+    "std",
+    "var",
+    "std_mean",
+    "var_mean",
+    "norm",
+    "logsumexp",
+    "argmax",
+    "argmin",
+    "median",
+    "nanmean",
+    "nansum",
+    "all",
+    "any",
+    "count_nonzero",
+    "softmax",
+    "log_softmax",
+    "_softmax",
+    "cumsum",
+    "cumprod",
+    "normalize",
+    "topk",
+    "sort",
+    "argsort",
+    "kthvalue",
+    "mode",
+    "aminmax",
+    "nanmedian",
+    "local_response_norm",
+]
 
 
 @register_op(*REDUCE)
@@ -337,8 +586,9 @@ def _reduce(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         for d in dims:
             red = red.narrow(d, 0, 1)
         if o.dim() < red.dim():
-            red = red.reshape([s for i, s in enumerate(red.shape) if i not in dims][: o.dim()]
-                              if o.dim() else [])
+            red = red.reshape(
+                [s for i, s in enumerate(red.shape) if i not in dims][: o.dim()] if o.dim() else []
+            )
         tr.set_labels(o, red if o.dim() == red.dim() else torch.full((1,) * o.dim(), FROZEN))
     return None
 
@@ -346,7 +596,9 @@ def _reduce(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 def _reduced_dims(name: str, x: torch.Tensor, args: Any, kwargs: Any) -> list[int]:
     default = 1 if name == "normalize" else None
     pos = 2 if name in ("normalize", "norm", "topk", "kthvalue", "local_response_norm") else 1
-    d = kwargs.get("dim", args[pos] if len(args) > pos and not isinstance(args[pos], bool) else default)
+    d = kwargs.get(
+        "dim", args[pos] if len(args) > pos and not isinstance(args[pos], bool) else default
+    )
     if name == "local_response_norm":
         return [1]
     if d is None or (isinstance(d, (list, tuple)) and len(d) == 0):
@@ -358,12 +610,34 @@ def _reduced_dims(name: str, x: torch.Tensor, args: Any, kwargs: Any) -> list[in
     return [int(d) % max(1, x.dim())]
 
 
-POOL = """max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d
-adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d
-adaptive_max_pool3d lp_pool1d lp_pool2d max_pool1d_with_indices max_pool2d_with_indices
-max_pool3d_with_indices adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices
-fractional_max_pool2d interpolate upsample upsample_nearest upsample_bilinear grid_sample
-channel_shuffle_placeholder""".split()
+POOL = [
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "lp_pool1d",
+    "lp_pool2d",
+    "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "adaptive_max_pool1d_with_indices",
+    "adaptive_max_pool2d_with_indices",
+    "fractional_max_pool2d",
+    "interpolate",
+    "upsample",
+    "upsample_nearest",
+    "upsample_bilinear",
+    "grid_sample",
+    "channel_shuffle_placeholder",
+]
 
 
 @register_op(*POOL)
@@ -395,9 +669,36 @@ def _pad(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 
 # --------------------------------------------------------------------------- creation
 
-CREATE = """zeros ones empty full rand randn randint arange linspace new_zeros new_ones new_empty
-new_full new_tensor tensor as_tensor scalar_tensor zeros_like ones_like empty_like full_like
-rand_like randn_like randint_like eye meshgrid tril_indices triu_indices""".split()
+CREATE = [
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "rand",
+    "randn",
+    "randint",
+    "arange",
+    "linspace",
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+    "new_tensor",
+    "tensor",
+    "as_tensor",
+    "scalar_tensor",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+    "rand_like",
+    "randn_like",
+    "randint_like",
+    "eye",
+    "meshgrid",
+    "tril_indices",
+    "triu_indices",
+]
 
 
 @register_op(*CREATE)

@@ -18,23 +18,64 @@ from prunekit.graph.ops import _arg
 from prunekit.graph.tracer import Tracer, iter_tensors, register_op
 
 # Ops that are exact on compact labels (size-1 dims stand for constant labels).
-COMPACT_OK = """permute transpose transpose_ t T.__get__ mT.__get__ unsqueeze unsqueeze_ squeeze
-squeeze_ movedim moveaxis swapaxes swapdims flip fliplr flipud roll contiguous expand expand_as
-repeat tile broadcast_to""".split()
+COMPACT_OK = [
+    "permute",
+    "transpose",
+    "transpose_",
+    "t",
+    "T.__get__",
+    "mT.__get__",
+    "unsqueeze",
+    "unsqueeze_",
+    "squeeze",
+    "squeeze_",
+    "movedim",
+    "moveaxis",
+    "swapaxes",
+    "swapdims",
+    "flip",
+    "fliplr",
+    "flipud",
+    "roll",
+    "contiguous",
+    "expand",
+    "expand_as",
+    "repeat",
+    "tile",
+    "broadcast_to",
+]
 
-SELF_ONLY = """select diagonal index_select gather take_along_dim unfold pixel_shuffle
-pixel_unshuffle channel_shuffle native_channel_shuffle view_as reshape_as flatten ravel
-repeat_interleave""".split() + COMPACT_OK
+SELF_ONLY = [
+    "select",
+    "diagonal",
+    "index_select",
+    "gather",
+    "take_along_dim",
+    "unfold",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "channel_shuffle",
+    "native_channel_shuffle",
+    "view_as",
+    "reshape_as",
+    "flatten",
+    "ravel",
+    "repeat_interleave",
+    *COMPACT_OK,
+]
 
-LIST_FIRST = "cat concat concatenate stack hstack vstack dstack column_stack".split()
+LIST_FIRST = ["cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"]
 
 
 def _labels_call(tr: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call ``func`` with data tensors replaced by their label tensors."""
     name = func.__name__
     if name in LIST_FIRST:
-        return func(_cat_operands(tr, name, list(args[0]), args, kwargs), *untrack(args[1:]),
-                    **untrack(kwargs))
+        return func(
+            _cat_operands(tr, name, list(args[0]), args, kwargs),
+            *untrack(args[1:]),
+            **untrack(kwargs),
+        )
     rest, kw = tr.concrete(untrack(args[1:])), tr.concrete(untrack(kwargs))
     if name in COMPACT_OK:
         return func(tr.labels(args[0]), *rest, **kw)
@@ -43,12 +84,15 @@ def _labels_call(tr: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str,
     return func(tr.full(args[0]), *rest, **kw)
 
 
-def _cat_operands(tr: Tracer, name: str, ts: list[Any], args: Any,
-                  kwargs: Any) -> list[torch.Tensor]:
+def _cat_operands(
+    tr: Tracer, name: str, ts: list[Any], args: Any, kwargs: Any
+) -> list[torch.Tensor]:
     """Labels of cat/stack inputs, expanded only as far as needed to line them up."""
     nd = ts[0].dim() if ts else 0
-    if name not in ("cat", "concat", "concatenate", "stack") or nd == 0 or any(
-        t.dim() != nd for t in ts
+    if (
+        name not in ("cat", "concat", "concatenate", "stack")
+        or nd == 0
+        or any(t.dim() != nd for t in ts)
     ):
         return [tr.full(t) for t in ts]
     labs = [tr.labels(t) for t in ts]
@@ -92,7 +136,8 @@ def _reshape(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     else:
         target = _target_sizes(args, kwargs)
     if func.__name__ in ("repeat", "tile"):
-        target = [t if int(t) == 1 else t for t in target]
+        # repeat counts of 1 leave a dim as it is, whatever its size becomes
+        target = [-1 if not isinstance(t, TrackedInt) and int(t) == 1 else t for t in target]
     lab = _check_sizes(tr, lab, target, func.__name__)
     tr.set_labels(out, lab)
 
@@ -203,8 +248,19 @@ def _setitem(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     tr.set_labels(x, full)
 
 
-@register_op("index_put_", "index_put", "scatter", "scatter_", "scatter_add", "scatter_add_",
-             "masked_scatter", "index_add", "index_add_", "index_copy", "index_copy_")
+@register_op(
+    "index_put_",
+    "index_put",
+    "scatter",
+    "scatter_",
+    "scatter_add",
+    "scatter_add_",
+    "masked_scatter",
+    "index_add",
+    "index_add_",
+    "index_copy",
+    "index_copy_",
+)
 def _scatter(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     for t in iter_tensors(args):
         tr.freeze(tr.known_labels(t), f"{func.__name__} writes at data-dependent positions")

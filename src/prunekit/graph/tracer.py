@@ -78,8 +78,9 @@ class NeedsRealValues(Exception):
 class Tracer(TorchFunctionMode):
     """Records label propagation for one model. Use :func:`prunekit.graph.trace`."""
 
-    def __init__(self, model: nn.Module, *, unknown_ops: str = "error",
-                 barrier_modules: Iterable[str] = ()) -> None:
+    def __init__(
+        self, model: nn.Module, *, unknown_ops: str = "error", barrier_modules: Iterable[str] = ()
+    ) -> None:
         super().__init__()
         self.model = model
         self.unknown_ops = unknown_ops
@@ -233,8 +234,13 @@ class Tracer(TorchFunctionMode):
         return self.stack[-1] if self.stack and self.stack[-1] else "<model>"
 
     # ----------------------------------------------------------------- mode hook
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
-                           kwargs: dict[str, Any] | None = None) -> Any:
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self.opaque_depth:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from prunekit.train._fileio import atomic_path
+from prunekit._fileio import atomic_path
 from prunekit.train.regularizers import BN_TYPES
 
 

@@ -32,7 +32,7 @@ import safetensors.torch
 import torch
 
 from prunekit.errors import CheckpointError
-from prunekit.train._fileio import atomic_write_bytes, make_temp_dir
+from prunekit._fileio import atomic_write_bytes, make_temp_dir
 
 FORMAT = "prunekit-train-checkpoint/1"
 TENSORS = "tensors.safetensors"

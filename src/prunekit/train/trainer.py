@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.errors import CheckpointError, ConfigError
-from prunekit.train._fileio import atomic_write_text
+from prunekit._fileio import atomic_write_text
 from prunekit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from prunekit.train.config import TrainConfig
 from prunekit.train.cuda_graphs import GraphedSGDStep

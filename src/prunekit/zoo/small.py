@@ -12,15 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.errors import ConfigError
-
 from prunekit.zoo._registry import register_model
 
 __all__ = ["DigitsCNN", "digits_cnn"]
 
 
 def _cbr(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()
+    )
 
 
 class DigitsCNN(nn.Module):
@@ -37,8 +37,9 @@ class DigitsCNN(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(self, *, cfg: Sequence[int] | None = None, num_classes: int = 10,
-                 in_channels: int = 1) -> None:
+    def __init__(
+        self, *, cfg: Sequence[int] | None = None, num_classes: int = 10, in_channels: int = 1
+    ) -> None:
         super().__init__()
         widths = [int(v) for v in cfg] if cfg is not None else [32, 32, 32, 32, 32, 64]
         if len(widths) != 6 or widths[2] != widths[0] or min(widths) < 1:
@@ -48,11 +49,13 @@ class DigitsCNN(nn.Module):
             )
         stem, mid, _, a, b, hidden = widths
         self.stem = _cbr(in_channels, stem)
-        self.block = nn.Sequential(_cbr(stem, mid), nn.Conv2d(mid, stem, 3, padding=1,
-                                                               bias=False), nn.BatchNorm2d(stem))
+        self.block = nn.Sequential(
+            _cbr(stem, mid), nn.Conv2d(mid, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem)
+        )
         self.branch_a = _cbr(stem, a)
-        self.branch_b = nn.Sequential(nn.Conv2d(stem, b, 1, bias=False), nn.BatchNorm2d(b),
-                                      nn.ReLU())
+        self.branch_b = nn.Sequential(
+            nn.Conv2d(stem, b, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU()
+        )
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.fc1 = nn.Linear((a + b) * 4, hidden)
         self.fc2 = nn.Linear(hidden, num_classes)
@@ -66,7 +69,8 @@ class DigitsCNN(nn.Module):
 
 
 @register_model("digits_cnn")
-def digits_cnn(*, cfg: Sequence[int] | None = None, num_classes: int = 10,
-               in_channels: int = 1) -> nn.Module:
+def digits_cnn(
+    *, cfg: Sequence[int] | None = None, num_classes: int = 10, in_channels: int = 1
+) -> nn.Module:
     """The demo CNN (:class:`DigitsCNN`)."""
     return DigitsCNN(cfg=cfg, num_classes=num_classes, in_channels=in_channels)
