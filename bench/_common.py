@@ -137,7 +137,8 @@ def env_meta(packages: Sequence[str] = ("torch", "torchvision")) -> dict[str, An
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     cores = os.cpu_count()
     meta: dict[str, Any] = {
-        "hardware": f"{cores}-core CPU, {_mem_gib()} GiB RAM, " + (f"GPU {gpu}" if gpu else "no GPU"),
+        "hardware": f"{cores}-core CPU, {_mem_gib()} GiB RAM, "
+        + (f"GPU {gpu}" if gpu else "no GPU"),
         "cpu": _cpu_name(),
         "cpu_count": cores,
         "threads": torch.get_num_threads(),

@@ -107,6 +107,28 @@ def input_size(name: str, override: int | None = None) -> int:
     return 299 if name == "inception_v3" else 224
 
 
+def fill_zero_params(model: Any, std: float = 0.02) -> int:
+    """Redraw constant, near-zero parameters from N(0, std²); returns how many were redrawn.
+
+    torchvision initialises biases, norm shifts, ViT's class token and head to 0 and ConvNeXt's
+    layer scale to 1e-6. With those the equivalence check is blind: ViT's output is exactly 0
+    whatever the pruning does, and a ConvNeXt block adds only 1e-6 of its output to the residual
+    stream, so a wrong slice inside it would not show. Same seed and rule for both tools.
+    """
+    import torch
+
+    n = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.is_floating_point() or p.numel() == 0:
+                continue
+            first = p.flatten()[0]
+            if first.abs() < 1e-3 and bool((p == first).all()):
+                p.normal_(0.0, std)
+                n += 1
+    return n
+
+
 def final_layers(model: Any, name: str) -> list[Any]:
     """The layer(s) producing the model's outputs, which must keep all output channels.
 
@@ -229,6 +251,7 @@ def run_worker(
     model = _stage(row, "build", lambda: build(name))
     if model is None:
         return row
+    row["zero_params_filled"] = fill_zero_params(model)
     with torch.no_grad():
         ref_shapes = _stage(row, "dense forward", lambda: _shapes(model(x)))
     row["params_before"] = count_params(model)
@@ -276,11 +299,15 @@ def param_cut(row: dict[str, Any]) -> float | None:
 
 def row_ok(row: dict[str, Any]) -> bool:
     """The success rule for a row (stricter for prunekit: exact equivalence and a real cut)."""
-    base = row.get("error") is None and bool(row.get("forward_ok")) and bool(row.get("out_shape_ok"))
+    base = (
+        row.get("error") is None and bool(row.get("forward_ok")) and bool(row.get("out_shape_ok"))
+    )
     if row.get("tool") != "prunekit" or row.get("timing_only"):
         return base  # torch-pruning, or a timing run (no equivalence check there)
     diff, cut = row.get("max_rel_diff"), param_cut(row)
-    return base and diff is not None and diff <= MAX_DIFF and cut is not None and cut >= MIN_PARAM_CUT
+    return (
+        base and diff is not None and diff <= MAX_DIFF and cut is not None and cut >= MIN_PARAM_CUT
+    )
 
 
 # --------------------------------------------------------------------------- driver
@@ -341,7 +368,9 @@ def run_coverage(args: argparse.Namespace, state: dict[str, Any], save: Callable
     names = args.models or model_names()
     rows = {(r["tool"], r["model"]): r for r in state["rows"]}
     todo = [(n, t) for n in names for t in args.tools if args.redo or (t, n) not in rows]
-    print(f"coverage: {len(names)} models x {len(args.tools)} tools, {len(todo)} to run", flush=True)
+    print(
+        f"coverage: {len(names)} models x {len(args.tools)} tools, {len(todo)} to run", flush=True
+    )
     for i, (name, tool) in enumerate(todo, 1):
         known = [r.get("macs_before") for (_, m), r in rows.items() if m == name]
         macs = next((m for m in known if m), None) if args.input_size is None else None
@@ -433,7 +462,7 @@ def render_md(state: dict[str, Any]) -> str:
                      f"| {_secs((pk or {}).get('seconds'))} | {_okcell(tp)} "
                      f"| {_pct(param_cut(tp or {}))} | {_pct(_mac_cut(tp))} "
                      f"| {_secs((tp or {}).get('seconds'))} | {errs} |")  # fmt: skip
-    lines += [""] + _md_timing(state.get("timing"))
+    lines += ["", *_md_timing(state.get("timing"))]
     return "\n".join(lines) + "\n"
 
 
@@ -462,7 +491,10 @@ def _md_intro(meta: dict[str, Any]) -> list[str]:
         "classifier ignored runs, and the pruned model runs with unchanged output shape (it has no "
         "soft-mask equivalence check). Times are wall seconds of the prune call only (prunekit: "
         "trace + score + plan + surgery; torch-pruning: pruner construction + `step()`), on a "
-        "shared machine, so they are noisy.",
+        "shared machine, so they are noisy. Before pruning, parameters that torchvision "
+        "initialises to a constant near 0 (biases, norm shifts, ViT's class token and head, "
+        "ConvNeXt's 1e-6 layer scale) are redrawn from N(0, 0.02²), the same for both tools: "
+        "otherwise ViT's output is identically 0 and the equivalence check could not fail.",
         "",
     ]
 
@@ -551,10 +583,18 @@ def _md_timing(t: dict[str, Any] | None) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=lambda s: [m for m in s.split(",") if m], default=None,
-                   help="comma-separated model names (default: all)")
-    p.add_argument("--tools", type=lambda s: s.split(","), default=list(TOOLS),
-                   help="comma-separated: prunekit,torch-pruning")
+    p.add_argument(
+        "--models",
+        type=lambda s: [m for m in s.split(",") if m],
+        default=None,
+        help="comma-separated model names (default: all)",
+    )
+    p.add_argument(
+        "--tools",
+        type=lambda s: s.split(","),
+        default=list(TOOLS),
+        help="comma-separated: prunekit,torch-pruning",
+    )
     p.add_argument("--redo", action="store_true", help="recompute rows that already exist")
     p.add_argument("--timing", action="store_true", help="only the resnet50 timing comparison")
     p.add_argument("--repeats", type=int, default=3, help="timing runs per tool")
@@ -588,9 +628,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     json_path, md_path = args.out_dir / "coverage.json", args.out_dir / "coverage.md"
     state = read_json(json_path) or {"meta": {}, "rows": []}
+    # A resumed result is built by several invocations: keep all their command lines.
+    history = [c for c in state["meta"].get("commands", []) if isinstance(c, str)]
     state["meta"] = {**env_meta(("torch", "torchvision", "torch-pruning")),
                      "ratio": RATIO, "criterion": CRITERION, "ranking": "local",
                      "timeout_s": args.timeout, "input_size": args.input_size or "224 (299 inception_v3)"}  # fmt: skip
+    state["meta"]["commands"] = [*history, state["meta"]["command"]]
 
     def save() -> None:
         atomic_write_json(json_path, state)

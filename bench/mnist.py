@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._fileio import atomic_write_text
 from prunekit.data import ImageTensors, TensorLoader, load_dataset, stratified_subset
 from prunekit.schedules import agp_sparsity, iterative
 from prunekit.sparse import (
@@ -46,7 +47,6 @@ from prunekit.sparse import (
     prune_to_sparsity,
     sparsity_report,
 )
-from prunekit._fileio import atomic_write_text
 from prunekit.train import TrainConfig, Trainer, evaluate
 from prunekit.zoo import build
 
@@ -78,16 +78,21 @@ SETUPS: dict[str, ModelSetup] = {
         retrain_epochs=4,
         agp_epochs=8,
         iter_cycles=3,
-        iter_epochs_per_cycle=2,
+        iter_epochs_per_cycle=3,
     ),
-    # Han et al.: conv1 66%, conv2 12%, fc1 8%, fc2 19% kept -> 12x.
+    # Han et al.: conv1 66%, conv2 12%, fc1 8%, fc2 19% kept -> 12x. We keep a few more conv2
+    # and fc2 weights (16% / 25%; ~3,400 weights in all, 12.6x instead of 13.1x): the conv
+    # layers are the sensitive ones (Han et al. fig. 6), and with a short CPU retraining budget
+    # they were what kept LeNet-5 just under 99.0%.
     "lenet5": ModelSetup(
         "lenet5",
         target_acc=0.990,
-        sparsity=(0.34, 0.88, 0.93, 0.81),
-        dense_epochs=5,
-        retrain_epochs=2,
-        agp_epochs=4,
+        sparsity=(0.34, 0.84, 0.93, 0.75),
+        dense_epochs=8,
+        retrain_epochs=4,
+        agp_epochs=5,
+        iter_cycles=3,
+        iter_epochs_per_cycle=1,
     ),
 }
 
@@ -105,6 +110,9 @@ class Hyper:
     agp_fraction: float = 0.7  # share of the AGP run spent pruning; the rest fine-tunes
     agp_frequency: int = 50  # steps between AGP pruning events
     device: str = "cpu"
+    # NHWC convolutions are ~1.7x faster than NCHW for LeNet-5 on CPU (oneDNN), and the
+    # masked weights must be in the same format or every step converts them back.
+    channels_last: bool = True
 
 
 @dataclass
@@ -137,6 +145,9 @@ class PruneCallback:
         levels = self.levels_at(t)
         if levels is not None:
             prune_to_sparsity(trainer.model, levels)
+            if trainer.channels_last:
+                # New mask buffers are NCHW; converting them keeps the masked weight NHWC.
+                trainer.model.to(memory_format=torch.channels_last)
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if self.unit == "epoch":
@@ -180,6 +191,7 @@ def train(
         eval_every=epochs,  # only the last epoch: evaluation costs a sixth of an epoch
         progress=sys.stderr.isatty(),
         device=hp.device,
+        channels_last=hp.channels_last,
     )
     loader = TensorLoader(data[0], hp.batch_size, shuffle=True, seed=seed, device=hp.device)
     with tempfile.TemporaryDirectory(prefix="prunekit-mnist-") as run_dir:
@@ -195,7 +207,8 @@ def _test_loader(test: ImageTensors, hp: Hyper) -> TensorLoader:
 
 def accuracy(model: nn.Module, test: ImageTensors, hp: Hyper) -> float:
     """Top-1 test accuracy in [0, 1]."""
-    return float(evaluate(model, _test_loader(test, hp), device=hp.device)["acc"])
+    loader = _test_loader(test, hp)
+    return float(evaluate(model, loader, device=hp.device, channels_last=hp.channels_last)["acc"])
 
 
 def make_row(model: nn.Module, name: str, method: str, acc: float, t0: float, **kw: Any) -> Row:
@@ -376,6 +389,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _loadavg() -> tuple[float, float, float]:
+    """1/5/15-minute load averages (zeros where the OS has none): how shared the CPU was."""
+    return os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+
+
 def meta_block(
     args: argparse.Namespace, hp: Hyper, seconds: float, cpu_seconds: float
 ) -> dict[str, Any]:
@@ -385,6 +403,7 @@ def meta_block(
         "threads": torch.get_num_threads(),
         "cores_visible": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in args.load_at_start],
+        "load_average_at_end": [round(x, 2) for x in _loadavg()],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -407,8 +426,9 @@ def to_markdown(rows: list[Row], meta: dict[str, Any]) -> str:
         "",
         f"CPU: {meta['cpu']} ({meta['threads']} threads); torch {meta['torch']}; "
         f"seeds {meta['seeds']}; total {meta['total_seconds']:.0f} s wall, "
-        f"{meta['total_cpu_seconds']:.0f} s CPU; load average at start "
-        f"{meta['load_average_at_start']} (the machine was shared).",
+        f"{meta['total_cpu_seconds']:.0f} s CPU; load average (1/5/15 min) at start "
+        f"{meta['load_average_at_start']}, at end {meta.get('load_average_at_end', '?')} "
+        f"on {meta.get('cores_visible', '?')} cores (the machine was shared).",
         "",
         "Compression = all parameters / non-zero parameters (biases count as dense).",
         "",
@@ -439,7 +459,7 @@ def to_markdown(rows: list[Row], meta: dict[str, Any]) -> str:
         "",
         f"Settings: SGD (Nesterov, momentum {hp['momentum']}), weight decay {hp['weight_decay']}, "
         f"{hp['schedule']} LR from {hp['lr']} (dense) / {hp['retrain_lr']} (retraining), "
-        f"batch {hp['batch_size']}; AGP prunes every {hp['agp_frequency']} steps (fewer on tiny runs) during the first "
+        f"batch {hp['batch_size']}, channels_last {hp.get('channels_last', False)}; AGP prunes every {hp['agp_frequency']} steps (fewer on tiny runs) during the first "
         f"{100 * hp['agp_fraction']:.0f}% of its run. Epochs and per-layer targets per model are in "
         "`mnist.json` (`meta.setups`).",
         "",
@@ -482,7 +502,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write the JSON and Markdown results atomically."""
     args = parse_args(argv)
-    args.load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    args.load_at_start = _loadavg()
     torch.set_num_threads(args.threads)
     hp = Hyper(
         batch_size=args.batch_size, lr=args.lr, retrain_lr=args.retrain_lr, device=args.device

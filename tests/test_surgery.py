@@ -139,3 +139,44 @@ def test_every_module_handler_is_exercised(cls):
         assert model.layer.num_parameters == 3
     else:
         assert model.layer.num_features == 3
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: nn.Conv1d(4, 8, 3, padding=1), (2, 4, 9)),
+        (lambda: nn.Conv3d(4, 8, 3, padding=1), (2, 4, 5, 5, 5)),
+        (lambda: nn.Conv2d(4, 8, 3, padding=1, groups=2), (2, 4, 6, 6)),
+        (lambda: nn.ConvTranspose2d(4, 8, 2, stride=2), (2, 4, 3, 3)),
+        (lambda: nn.ConvTranspose2d(4, 8, 2, stride=2, groups=2), (2, 4, 3, 3)),
+        (lambda: nn.ConvTranspose1d(4, 4, 3, groups=4), (2, 4, 7)),
+    ],
+    ids=["conv1d", "conv3d", "grouped2d", "convT2d", "groupedT2d", "depthwiseT1d"],
+)
+def test_conv_variants_equal_soft_mask(make, shape):
+    torch.manual_seed(0)
+    nd = len(shape) - 2
+    conv_cls = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
+    bn_cls = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[nd]
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pre = conv_cls(shape[1], shape[1], 1)
+            self.layer = make()
+            c = self.layer.out_channels
+            self.bn = bn_cls(c)
+            self.post = conv_cls(c, 3, 1)
+
+        def forward(self, x):
+            return self.post(torch.relu(self.bn(self.layer(self.pre(x)))))
+
+    model = M().eval()
+    x = torch.randn(*shape)
+    graph = trace(model, x)
+    plan = make_plan(graph, score(model, graph, "l2"), ratio=0.5)
+    assert plan.removed_units() > 0
+    dense = copy.deepcopy(model)
+    apply_plan(model, plan)
+    assert max_rel_diff(apply_plan(dense, plan, soft=True), model, x) <= 1e-5
+    assert model.layer.weight.numel() < dense.layer.weight.numel()

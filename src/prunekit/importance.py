@@ -48,11 +48,21 @@ NEEDS_DATA = {"taylor": "grads", "activation": "activations"}
 
 
 def _per_position(slot: Slot, t: torch.Tensor, p: float) -> torch.Tensor:
-    """L_p norm of each slice along ``slot.dim`` at the slot's positions (one fused pass)."""
-    others = [d for d in range(t.dim()) if d != slot.dim]
-    v = t.detach()
-    v = torch.linalg.vector_norm(v, ord=p, dim=others) if others else v.abs()
-    return v.float()[torch.as_tensor(slot.positions, dtype=torch.long, device=t.device)]
+    """L_p norm of each slice along ``slot.dim`` at the slot's positions.
+
+    Reduces over the leading dims first and then over the trailing ones, both as contiguous
+    reductions: several times faster than one strided multi-dim ``vector_norm`` on CPU.
+    """
+    v = t.detach().float()
+    v = v.abs() if p == 1 else v.square()
+    size = v.shape[slot.dim]
+    before = int(torch.tensor(v.shape[: slot.dim]).prod()) if slot.dim else 1
+    if before > 1:
+        v = v.reshape(before, -1).sum(0)
+    v = v.reshape(size, -1).sum(1)
+    if p != 1:
+        v = v.sqrt()
+    return v[torch.as_tensor(slot.positions, dtype=torch.long, device=t.device)]
 
 
 def _is_weight(name: str, ctx: Context) -> bool:

@@ -39,9 +39,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from prunekit._fileio import atomic_path, atomic_write_text
 from prunekit.errors import ConfigError
 from prunekit.sparse import compute_masks, default_param_names, stored_tensor
-from prunekit._fileio import atomic_path, atomic_write_text
 
 Pruner = Callable[[nn.Module, Any, float], AbstractContextManager[Any]]
 """``pruner(model, target, level)`` -> context manager; pruned inside, restored on exit."""

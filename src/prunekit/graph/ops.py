@@ -32,6 +32,11 @@ from prunekit.graph.tracer import Tracer, iter_tensors, register_op
 # --------------------------------------------------------------------------- helpers
 
 
+def _names(text: str) -> list[str]:
+    """Op names from a whitespace-separated block."""
+    return text.split()
+
+
 def _arg(
     args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any = None
 ) -> Any:
@@ -77,201 +82,33 @@ def _numel(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> Any:
 
 # --------------------------------------------------------------------------- elementwise
 
-UNARY = [
-    "relu",
-    "relu_",
-    "relu6",
-    "gelu",
-    "gelu_",
-    "silu",
-    "silu_",
-    "sigmoid",
-    "sigmoid_",
-    "tanh",
-    "tanh_",
-    "hardswish",
-    "hardswish_",
-    "hardsigmoid",
-    "hardsigmoid_",
-    "hardtanh",
-    "hardtanh_",
-    "leaky_relu",
-    "leaky_relu_",
-    "elu",
-    "elu_",
-    "selu",
-    "selu_",
-    "celu",
-    "celu_",
-    "softplus",
-    "mish",
-    "mish_",
-    "logsigmoid",
-    "softsign",
-    "tanhshrink",
-    "hardshrink",
-    "softshrink",
-    "threshold",
-    "threshold_",
-    "rrelu",
-    "dropout",
-    "dropout_",
-    "dropout1d",
-    "dropout2d",
-    "dropout3d",
-    "alpha_dropout",
-    "feature_alpha_dropout",
-    "clone",
-    "contiguous",
-    "detach",
-    "detach_",
-    "float",
-    "half",
-    "bfloat16",
-    "double",
-    "to",
-    "type",
-    "type_as",
-    "cpu",
-    "cuda",
-    "abs",
-    "abs_",
-    "neg",
-    "neg_",
-    "__neg__",
-    "__pos__",
-    "exp",
-    "exp_",
-    "log",
-    "log_",
-    "log2",
-    "log10",
-    "log1p",
-    "expm1",
-    "sqrt",
-    "sqrt_",
-    "rsqrt",
-    "rsqrt_",
-    "square",
-    "sign",
-    "sgn",
-    "erf",
-    "erfc",
-    "erfinv",
-    "sin",
-    "cos",
-    "tan",
-    "reciprocal",
-    "reciprocal_",
-    "floor",
-    "ceil",
-    "round",
-    "trunc",
-    "frac",
-    "clamp",
-    "clamp_",
-    "clip",
-    "clip_",
-    "clamp_min",
-    "clamp_min_",
-    "clamp_max",
-    "clamp_max_",
-    "nan_to_num",
-    "requires_grad_",
-    "__invert__",
-    "logical_not",
-    "isnan",
-    "isinf",
-    "isfinite",
-    "bitwise_not",
-    "sigmoid_",
-    "exponential_",
-    "fill_",
-    "zero_",
-    "normal_",
-    "uniform_",
-    "bernoulli",
-    "bernoulli_",
-    "pin_memory",
-    "float_power",
-]
+UNARY = _names(
+    """
+    relu relu_ relu6 gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_
+    hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu
+    celu_ softplus mish mish_ logsigmoid softsign tanhshrink hardshrink softshrink threshold
+    threshold_ rrelu dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout
+    feature_alpha_dropout clone contiguous detach detach_ float half bfloat16 double to type
+    type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
+    sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin cos tan reciprocal reciprocal_
+    floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min clamp_min_ clamp_max
+    clamp_max_ nan_to_num requires_grad_ __invert__ logical_not isnan isinf isfinite bitwise_not
+    sigmoid_ exponential_ fill_ zero_ normal_ uniform_ bernoulli bernoulli_ pin_memory
+    float_power
+    """
+)
 
-BINARY = [
-    "add",
-    "add_",
-    "__add__",
-    "__radd__",
-    "__iadd__",
-    "sub",
-    "sub_",
-    "__sub__",
-    "__rsub__",
-    "__isub__",
-    "rsub",
-    "mul",
-    "mul_",
-    "__mul__",
-    "__rmul__",
-    "__imul__",
-    "div",
-    "div_",
-    "__truediv__",
-    "__rtruediv__",
-    "__itruediv__",
-    "__div__",
-    "true_divide",
-    "floor_divide",
-    "floor_divide_",
-    "__floordiv__",
-    "__rfloordiv__",
-    "pow",
-    "pow_",
-    "__pow__",
-    "__rpow__",
-    "__ipow__",
-    "remainder",
-    "__mod__",
-    "fmod",
-    "maximum",
-    "minimum",
-    "fmax",
-    "fmin",
-    "where",
-    "addcmul",
-    "addcmul_",
-    "addcdiv",
-    "addcdiv_",
-    "lerp",
-    "lerp_",
-    "eq",
-    "ne",
-    "gt",
-    "lt",
-    "ge",
-    "le",
-    "__eq__",
-    "__ne__",
-    "__gt__",
-    "__lt__",
-    "__ge__",
-    "__le__",
-    "logical_and",
-    "logical_or",
-    "logical_xor",
-    "__and__",
-    "__or__",
-    "__xor__",
-    "__iand__",
-    "__ior__",
-    "bitwise_and",
-    "bitwise_or",
-    "masked_fill",
-    "masked_fill_",
-    "copy_",
-    "atan2",
-    "hypot",
-    "xlogy",
-]
+BINARY = _names(
+    """
+    add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub mul mul_ __mul__
+    __rmul__ __imul__ div div_ __truediv__ __rtruediv__ __itruediv__ __div__ true_divide
+    floor_divide floor_divide_ __floordiv__ __rfloordiv__ pow pow_ __pow__ __rpow__ __ipow__
+    remainder __mod__ fmod maximum minimum fmax fmin where addcmul addcmul_ addcdiv addcdiv_
+    lerp lerp_ eq ne gt lt ge le __eq__ __ne__ __gt__ __lt__ __ge__ __le__ logical_and
+    logical_or logical_xor __and__ __or__ __xor__ __iand__ __ior__ bitwise_and bitwise_or
+    masked_fill masked_fill_ copy_ atan2 hypot xlogy
+    """
+)
 
 
 @register_op(*UNARY, *BINARY)
@@ -367,22 +204,10 @@ def _grouped_layer(
         tr.freeze(rows, "convolution weight computed in forward")
         return
     k, m = cin // groups, cout // groups
-    out_ids = _out_slot(tr, wname, w, out_dim, cout, groups)
-    if groups == 1:
-        tr.merge_rows(rows, tr.slot(wname, in_dim, w.shape[in_dim]))
-    elif k == 1:
-        # Depthwise-like: input channel g feeds outputs g*m..g*m+m-1; they live and die together.
-        tr.merge_rows(rows, out_ids.reshape(groups, m)[:, 0])
-        tr.merge(out_ids, np.repeat(out_ids.reshape(groups, m)[:, :1], m, axis=1))
+    if out_dim == 0:
+        out_ids = _conv_slots(tr, wname, w, rows, groups, k, m)
     else:
-        # Grouped: every group must keep the same count, so position p is one unit across groups.
-        in_ids = tr.slot(wname, in_dim, w.shape[in_dim])
-        per_pos = in_ids if in_dim == 1 else in_ids.reshape(groups, k)[0]
-        tr.merge_rows(rows, np.tile(per_pos, groups))
-        if in_dim == 0:
-            tr.merge(in_ids, np.tile(in_ids.reshape(groups, k)[0], groups))
-        else:
-            tr.merge(out_ids, np.tile(out_ids.reshape(groups, m)[0], groups))
+        out_ids = _conv_t_slots(tr, wname, w, rows, groups, k, m)
     _bias(tr, b, out_ids)
     shape = [1] * out.dim()
     shape[ch] = cout
@@ -390,14 +215,37 @@ def _grouped_layer(
     tr.positions[wname] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
 
 
-def _out_slot(
-    tr: Tracer, wname: str, w: torch.Tensor, out_dim: int, cout: int, groups: int
+def _conv_slots(
+    tr: Tracer, wname: str, w: torch.Tensor, rows: torch.Tensor, groups: int, k: int, m: int
 ) -> np.ndarray:
-    if out_dim == 0:
-        return tr.slot(wname, 0, cout)
-    # Transposed conv: weight dim 1 holds cout/groups positions, shared by all groups.
-    per = tr.slot(wname, 1, w.shape[1])
-    return np.tile(per, groups) if groups > 1 else per
+    """Weight ``[cout, cin/groups, ...]``; returns the output labels."""
+    out_ids = tr.slot(wname, 0, w.shape[0])
+    if groups == 1:
+        tr.merge_rows(rows, tr.slot(wname, 1, w.shape[1]))
+    elif k == 1:
+        # Depthwise-like: input channel g feeds outputs g*m..g*m+m-1; they live and die together.
+        tr.merge_rows(rows, out_ids.reshape(groups, m)[:, 0])
+        tr.merge(out_ids, np.repeat(out_ids.reshape(groups, m)[:, :1], m, axis=1))
+    else:
+        # Grouped: every group keeps the same count, so position p is one unit across groups.
+        tr.merge_rows(rows, np.tile(tr.slot(wname, 1, k), groups))
+        tr.merge(out_ids, np.tile(out_ids.reshape(groups, m)[0], groups))
+    return out_ids
+
+
+def _conv_t_slots(
+    tr: Tracer, wname: str, w: torch.Tensor, rows: torch.Tensor, groups: int, k: int, m: int
+) -> np.ndarray:
+    """Transposed weight ``[cin, cout/groups, ...]``; returns the output labels."""
+    in_ids = tr.slot(wname, 0, w.shape[0])
+    tr.merge_rows(rows, in_ids)
+    if groups == 1:
+        return tr.slot(wname, 1, w.shape[1])
+    if k == 1:
+        # Depthwise-like: input channel g and its m outputs are one unit.
+        return np.repeat(in_ids, m)
+    tr.merge(in_ids, np.tile(in_ids.reshape(groups, k)[0], groups))
+    return np.tile(tr.slot(wname, 1, m), groups)
 
 
 def _bias(tr: Tracer, b: Any, out_ids: np.ndarray) -> None:
@@ -532,43 +380,13 @@ def _mixing(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         tr.freeze(tr.known_labels(t), f"{func.__name__} mixes feature dims (kept whole)")
 
 
-REDUCE = [
-    "sum",
-    "mean",
-    "amax",
-    "amin",
-    "max",
-    "min",
-    "prod",
-    "std",
-    "var",
-    "std_mean",
-    "var_mean",
-    "norm",
-    "logsumexp",
-    "argmax",
-    "argmin",
-    "median",
-    "nanmean",
-    "nansum",
-    "all",
-    "any",
-    "count_nonzero",
-    "softmax",
-    "log_softmax",
-    "_softmax",
-    "cumsum",
-    "cumprod",
-    "normalize",
-    "topk",
-    "sort",
-    "argsort",
-    "kthvalue",
-    "mode",
-    "aminmax",
-    "nanmedian",
-    "local_response_norm",
-]
+REDUCE = _names(
+    """
+    sum mean amax amin max min prod std var std_mean var_mean norm logsumexp argmax argmin
+    median nanmean nansum all any count_nonzero softmax log_softmax _softmax cumsum cumprod
+    normalize topk sort argsort kthvalue mode aminmax nanmedian local_response_norm
+    """
+)
 
 
 @register_op(*REDUCE)
@@ -610,34 +428,16 @@ def _reduced_dims(name: str, x: torch.Tensor, args: Any, kwargs: Any) -> list[in
     return [int(d) % max(1, x.dim())]
 
 
-POOL = [
-    "max_pool1d",
-    "max_pool2d",
-    "max_pool3d",
-    "avg_pool1d",
-    "avg_pool2d",
-    "avg_pool3d",
-    "adaptive_avg_pool1d",
-    "adaptive_avg_pool2d",
-    "adaptive_avg_pool3d",
-    "adaptive_max_pool1d",
-    "adaptive_max_pool2d",
-    "adaptive_max_pool3d",
-    "lp_pool1d",
-    "lp_pool2d",
-    "max_pool1d_with_indices",
-    "max_pool2d_with_indices",
-    "max_pool3d_with_indices",
-    "adaptive_max_pool1d_with_indices",
-    "adaptive_max_pool2d_with_indices",
-    "fractional_max_pool2d",
-    "interpolate",
-    "upsample",
-    "upsample_nearest",
-    "upsample_bilinear",
-    "grid_sample",
-    "channel_shuffle_placeholder",
-]
+POOL = _names(
+    """
+    max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d
+    adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d adaptive_max_pool2d
+    adaptive_max_pool3d lp_pool1d lp_pool2d max_pool1d_with_indices max_pool2d_with_indices
+    max_pool3d_with_indices adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices
+    fractional_max_pool2d interpolate upsample upsample_nearest upsample_bilinear grid_sample
+    channel_shuffle_placeholder
+    """
+)
 
 
 @register_op(*POOL)
@@ -669,36 +469,13 @@ def _pad(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 
 # --------------------------------------------------------------------------- creation
 
-CREATE = [
-    "zeros",
-    "ones",
-    "empty",
-    "full",
-    "rand",
-    "randn",
-    "randint",
-    "arange",
-    "linspace",
-    "new_zeros",
-    "new_ones",
-    "new_empty",
-    "new_full",
-    "new_tensor",
-    "tensor",
-    "as_tensor",
-    "scalar_tensor",
-    "zeros_like",
-    "ones_like",
-    "empty_like",
-    "full_like",
-    "rand_like",
-    "randn_like",
-    "randint_like",
-    "eye",
-    "meshgrid",
-    "tril_indices",
-    "triu_indices",
-]
+CREATE = _names(
+    """
+    zeros ones empty full rand randn randint arange linspace new_zeros new_ones new_empty
+    new_full new_tensor tensor as_tensor scalar_tensor zeros_like ones_like empty_like full_like
+    rand_like randn_like randint_like eye meshgrid tril_indices triu_indices
+    """
+)
 
 
 @register_op(*CREATE)

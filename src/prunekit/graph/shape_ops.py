@@ -14,55 +14,27 @@ from typing import Any
 import torch
 
 from prunekit.graph.labels import TrackedInt, compact, provenance, untrack
-from prunekit.graph.ops import _arg
+from prunekit.graph.ops import _arg, _names
 from prunekit.graph.tracer import Tracer, iter_tensors, register_op
 
 # Ops that are exact on compact labels (size-1 dims stand for constant labels).
-COMPACT_OK = [
-    "permute",
-    "transpose",
-    "transpose_",
-    "t",
-    "T.__get__",
-    "mT.__get__",
-    "unsqueeze",
-    "unsqueeze_",
-    "squeeze",
-    "squeeze_",
-    "movedim",
-    "moveaxis",
-    "swapaxes",
-    "swapdims",
-    "flip",
-    "fliplr",
-    "flipud",
-    "roll",
-    "contiguous",
-    "expand",
-    "expand_as",
-    "repeat",
-    "tile",
-    "broadcast_to",
-]
+COMPACT_OK = _names(
+    """
+    permute transpose transpose_ t T.__get__ mT.__get__ unsqueeze unsqueeze_ squeeze squeeze_
+    movedim moveaxis swapaxes swapdims flip fliplr flipud roll contiguous expand expand_as
+    repeat tile broadcast_to
+    """
+)
 
-SELF_ONLY = [
-    "select",
-    "diagonal",
-    "index_select",
-    "gather",
-    "take_along_dim",
-    "unfold",
-    "pixel_shuffle",
-    "pixel_unshuffle",
-    "channel_shuffle",
-    "native_channel_shuffle",
-    "view_as",
-    "reshape_as",
-    "flatten",
-    "ravel",
-    "repeat_interleave",
-    *COMPACT_OK,
-]
+SELF_ONLY = (
+    _names(
+        """
+    select diagonal index_select gather take_along_dim unfold pixel_shuffle pixel_unshuffle
+    channel_shuffle native_channel_shuffle view_as reshape_as flatten ravel repeat_interleave
+    """
+    )
+    + COMPACT_OK
+)
 
 LIST_FIRST = ["cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"]
 

@@ -31,8 +31,8 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from prunekit.errors import CheckpointError
 from prunekit._fileio import atomic_write_bytes, make_temp_dir
+from prunekit.errors import CheckpointError
 
 FORMAT = "prunekit-train-checkpoint/1"
 TENSORS = "tensors.safetensors"

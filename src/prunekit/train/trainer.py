@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prunekit.errors import CheckpointError, ConfigError
 from prunekit._fileio import atomic_write_text
+from prunekit.errors import CheckpointError, ConfigError
 from prunekit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from prunekit.train.config import TrainConfig
 from prunekit.train.cuda_graphs import GraphedSGDStep

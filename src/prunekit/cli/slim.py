@@ -1,0 +1,145 @@
+"""``prunekit slim``: the whole Network Slimming pipeline in one command.
+
+Sparse training with the BN-L1 penalty, one global |γ| threshold, physical pruning and
+fine-tuning (Liu et al., ICCV 2017), each stage saved under ``--out`` and skipped on re-run
+with ``--resume``.
+
+Example::
+
+    prunekit slim --model zoo:vgg19 --data cifar10:../shared/data/cifar10-jpeg.tar.gz \\
+        --percent 0.7 --sparsity 1e-4 --epochs 160 --finetune-epochs 160 --out runs/vgg19-slim
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from prunekit.errors import ConfigError
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``slim`` subcommand."""
+    p = subparsers.add_parser(
+        "slim", help="Network Slimming: sparse-train, prune by |γ|, fine-tune (one command)"
+    )
+    p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
+    p.add_argument("--model-kwargs", type=_json_object, default=None, help="JSON kwargs")
+    p.add_argument("--data", required=True, help="dataset spec, e.g. digits or cifar10:PATH")
+    p.add_argument("--percent", type=float, default=None, help="fraction of channels removed")
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        metavar="S",
+        help="BN-L1 strength s (1e-4 VGG, 1e-5 ResNet/DenseNet)",
+    )
+    p.add_argument(
+        "--threshold",
+        choices=["prunekit", "reference"],
+        default=None,
+        help="prunekit: global ranking with a per-layer floor (default); "
+        "reference: the paper code's threshold (reports layers it would empty)",
+    )
+    p.add_argument("--floor", type=int, default=None, help="channels every layer keeps (>=1)")
+    p.add_argument("--round-to", type=int, default=None, help="keep multiples of N channels")
+    p.add_argument("--epochs", type=int, default=None, help="sparse-training epochs (160)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tune epochs (160)")
+    p.add_argument("--dense-epochs", type=int, default=None, help="baseline epochs (0 = skip)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (0.1)")
+    p.add_argument("--finetune-lr", type=float, default=None, help="default: --lr")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (64)")
+    p.add_argument("--schedule", choices=["step", "onecycle", "cosine", "constant"], default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--augment", default=None, help="auto (default), cifar, flip or none")
+    p.add_argument("--compile", choices=["none", "cuda-graphs", "reduce-overhead"], default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue in --out: skip finished stages, resume an interrupted one",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run_slim)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from prunekit.methods.slimming import SlimmingConfig
+
+    return SlimmingConfig.from_dict(
+        {
+            "model": args.model,
+            "model_kwargs": args.model_kwargs,
+            "data": args.data,
+            "percent": args.percent,
+            "sparsity": args.sparsity,
+            "threshold": args.threshold,
+            "floor": args.floor,
+            "round_to": args.round_to,
+            "epochs": args.epochs,
+            "finetune_epochs": args.finetune_epochs,
+            "dense_epochs": args.dense_epochs,
+            "lr": args.lr,
+            "finetune_lr": args.finetune_lr,
+            "batch_size": args.batch_size,
+            "schedule": args.schedule,
+            "weight_decay": args.weight_decay,
+            "augment": args.augment,
+            "compile": args.compile,
+            "seed": args.seed,
+            "device": args.device,
+            "progress": not args.no_progress,
+        }
+    )
+
+
+def _print_stage(name: str, summary: dict[str, Any], skipped: bool) -> None:
+    acc = summary.get("acc")
+    text = f"{name:<10} acc {acc:.4f}" if acc is not None else f"{name:<10} acc -"
+    text += f"  params {summary['params']:,}  MACs {summary['macs']:,}"
+    text += f"  {summary.get('seconds', 0.0):.1f} s" + (
+        "  (done before, skipped)" if skipped else ""
+    )
+    print(text, flush=True)
+
+
+def run_slim(args: argparse.Namespace) -> int:
+    """``prunekit slim``: run (or resume) every stage, print one line per stage."""
+    from prunekit.methods.slimming import STAGE_FILE, STAGES, NetworkSlimming
+
+    cfg = _config(args)
+    started = [s for s in STAGES if (args.out / s / STAGE_FILE).exists()]
+    if started and not args.resume:
+        raise ConfigError(
+            f"{args.out} already holds stages {started}; pass --resume to continue "
+            "there, or choose another --out"
+        )
+    if not logging.getLogger().handlers:  # one line per epoch on stderr
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = NetworkSlimming(cfg).run(args.out, resume=args.resume)
+    for name, stage in result.stages.items():
+        _print_stage(name, stage.summary, stage.skipped)
+    report = result.stages["pruned"].summary["report"]
+    line = f"threshold |γ| <= {report['threshold']:.4g} ({report['method']})"
+    if report["collapsed"]:
+        line += f"; it empties {len(report['collapsed_layers'])} BatchNorm layer(s)"
+        line += " (the reference code would crash)" if report["method"] == "reference" else ""
+        line += " -- kept by the floor" if report["method"] == "prunekit" else ""
+    print(line)
+    print(f"saved to {args.out}")
+    return 0

@@ -1,0 +1,256 @@
+"""Gradual structured (channel/filter) pruning driven by a schedule, on the core engine.
+
+:class:`StructuredPruner` prunes *soft* while training: at each schedule event it scores the
+model's groups (:func:`prunekit.importance.score`), makes a plan for the event's level
+(:func:`prunekit.plan.make_plan`) and zeros the removed units
+(:func:`prunekit.surgery.apply_plan` with ``soft=True``); shapes never change, so the optimizer,
+LR scheduler and checkpoints keep working. After every optimizer step the removed entries are
+zeroed again (momentum and weight decay would otherwise revive them). :meth:`~StructuredPruner.
+finalize` then applies the last plan physically: the thin model computes exactly what the soft
+one did (the core engine's soft-mode guarantee, see ``docs/design.md``).
+
+With :class:`~prunekit.schedules.AGPSchedule` this is Automated Gradual Pruning applied to filters
+(Zhu & Gupta 2017, eq. 1, with the level read as the fraction of channels removed per group);
+with :class:`~prunekit.schedules.IterativeSchedule` it is prune → retrain cycles (Li et al.
+2017's iterative filter pruning, Han et al. 2015's schedule).
+
+Once removed, a unit stays removed: later plans keep a subset of the units the previous plan
+kept, so levels only go up and finalizing the last plan removes everything ever zeroed.
+
+Example:
+    >>> pruner = StructuredPruner(model, torch.randn(1, 3, 32, 32),
+    ...                           AGPSchedule(final=0.5, start=0, end=10), criterion="l1")
+    >>> Trainer(model, train, test, {"epochs": 15}, callbacks=[pruner]).fit("runs/agp")
+    >>> pruner.finalize()          # physically thinner model, same outputs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph, trace
+from prunekit.importance import CRITERIA, score
+from prunekit.plan import Allocation, PruningPlan, make_plan, plan_from_keep
+from prunekit.schedules import Schedule, schedule_from_config
+from prunekit.surgery import apply_plan
+
+__all__ = ["PruneEvent", "StructuredPruner"]
+
+
+@dataclass(frozen=True)
+class PruneEvent:
+    """One applied schedule event: when, to which level, and how many units are gone."""
+
+    step: int
+    level: float
+    removed_units: int
+
+
+def _as_schedule(schedule: Schedule | Mapping[str, Any]) -> Schedule:
+    sched = schedule if isinstance(schedule, Schedule) else schedule_from_config(schedule)
+    too_high = [lv for _, lv in sched.events() if lv >= 1.0]
+    if too_high:
+        raise ConfigError(
+            f"structured pruning levels must be < 1 (every group keeps at least `floor` units), "
+            f"got {too_high[0]}; lower the schedule's final level"
+        )
+    return sched
+
+
+class StructuredPruner:
+    """Apply a pruning schedule to a model's channel groups, soft during training.
+
+    Args:
+        model: the model to prune (in place).
+        example_inputs: inputs for tracing (a tensor or a tuple), e.g. one batch.
+        schedule: a :class:`~prunekit.schedules.Schedule` or its config dict
+            (``{"kind": "agp", "final": 0.5, "start": 0, "end": 10}``); level = fraction of
+            each group's units removed (with ``global_ranking``: of all units).
+        criterion: importance criterion (``l1 l2 bn_scale taylor activation random``).
+        global_ranking: rank all groups together instead of pruning each by ``level``.
+        round_to: keep a multiple of this many units per group (e.g. 8 for tensor cores).
+        floor: units every group keeps at least.
+        overrides: glob (group id, tensor or module path) -> level, replacing the schedule's.
+        ignored_layers: module paths whose output channels stay (passed to ``trace``).
+        unit: what :meth:`step` counts when used as a Trainer callback: ``"epoch"`` (events
+            checked before each epoch) or ``"step"`` (after each optimizer step).
+        score_kwargs: extra arguments of :func:`prunekit.importance.score` (``batches``,
+            ``loss_fn``, ``reduce`` ...), e.g. calibration data for ``taylor``.
+        graph: a graph already traced from this model (skips tracing).
+
+    Example:
+        >>> pruner = StructuredPruner(model, x, IterativeSchedule(final=0.6, cycles=3,
+        ...                           cycle_length=2), criterion="l2")
+        >>> for epoch in range(8):
+        ...     pruner.step(epoch)
+        ...     train_one_epoch(model, after_each_step=pruner.zero_pruned)
+        >>> pruner.finalize()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        schedule: Schedule | Mapping[str, Any],
+        criterion: str = "l1",
+        global_ranking: bool = False,
+        round_to: int | None = None,
+        *,
+        floor: int = 1,
+        overrides: Mapping[str, float] | None = None,
+        ignored_layers: Sequence[str] = (),
+        unit: Literal["epoch", "step"] = "epoch",
+        score_kwargs: Mapping[str, Any] | None = None,
+        graph: DependencyGraph | None = None,
+    ) -> None:
+        CRITERIA.get(criterion)  # unknown names fail here, with the known ones listed
+        if unit not in ("epoch", "step"):
+            raise ConfigError(f"unit must be 'epoch' or 'step', got {unit!r}")
+        self.model = model
+        self.schedule = _as_schedule(schedule)
+        self.criterion = criterion
+        self.unit = unit
+        self.score_kwargs = dict(score_kwargs or {})
+        # Validated once here; each event only swaps in its level.
+        self._alloc = dict(
+            global_ranking=global_ranking,
+            round_to=round_to,
+            floor=floor,
+            overrides=dict(overrides or {}),
+        )
+        Allocation(ratio=0.0, **self._alloc)  # type: ignore[arg-type]
+        self.graph = graph if graph is not None else trace(
+            model, example_inputs, ignored_layers=list(ignored_layers)
+        )
+        self.plan: PruningPlan | None = None
+        self.level = 0.0
+        self.history: list[PruneEvent] = []
+        self._done_until: int | None = None  # last schedule step already handled
+        self._zero_index: list[tuple[str, int, torch.Tensor]] = []
+        self._finalized = False
+
+    # ------------------------------------------------------------------ schedule
+    def step(self, t: int) -> PruningPlan | None:
+        """Apply the schedule at step/epoch ``t``: prune softly if an event is due.
+
+        Events skipped over (``t`` jumped past them) collapse into the latest one, so calling
+        this once per epoch with an iteration-based schedule still reaches every level.
+
+        Args:
+            t: current step or epoch, in the schedule's unit.
+
+        Returns:
+            The new plan if the model was pruned now, else None.
+        """
+        if self._finalized:
+            raise ConfigError("this StructuredPruner was finalized; make a new one to prune again")
+        due = [
+            (s, lv)
+            for s, lv in self.schedule.events()
+            if s <= t and (self._done_until is None or s > self._done_until)
+        ]
+        if not due:
+            return None
+        self._done_until = due[-1][0]
+        level = due[-1][1]
+        if level <= self.level or level == 0.0:
+            return None  # levels never go down; level 0 (AGP's first event) prunes nothing
+        return self.prune_to(level, step=t)
+
+    def prune_to(self, level: float, *, step: int = -1) -> PruningPlan:
+        """Soft-prune to ``level`` now (outside the schedule); returns the plan applied."""
+        if not 0.0 <= level < 1.0:
+            raise ConfigError(f"structured pruning level must be in [0, 1), got {level}")
+        scores = score(self.model, self.graph, self.criterion, **self.score_kwargs)
+        plan = make_plan(self.graph, scores, Allocation(ratio=level, **self._alloc))  # type: ignore[arg-type]
+        plan = self._monotone(plan, scores)
+        plan.meta.update({"criterion": self.criterion, "level": level, "step": step})
+        apply_plan(self.model, plan, soft=True)
+        self.plan, self.level = plan, level
+        self._zero_index = self._index(plan)
+        self.history.append(PruneEvent(step, level, plan.removed_units()))
+        return plan
+
+    def _monotone(self, plan: PruningPlan, scores: Mapping[str, torch.Tensor]) -> PruningPlan:
+        """Restrict ``plan`` to units the previous plan kept (same counts, best scores first).
+
+        A unit zeroed earlier usually scores 0 and is dropped again anyway; this makes it a
+        guarantee for every criterion (``random``, ``taylor``, ties), so finalizing the last
+        plan removes exactly what was zeroed during training.
+        """
+        if self.plan is None:
+            return plan
+        keep: dict[str, list[int]] = {}
+        for gid, entry in plan.groups.items():
+            before = self.plan.groups.get(gid)
+            kept = entry["keep"]
+            if before is None or set(kept) <= set(before["keep"]):
+                keep[gid] = kept
+                continue
+            allowed = before["keep"]
+            s = scores.get(gid)
+            order = sorted(allowed, key=lambda u: -float(s[u])) if s is not None else allowed
+            keep[gid] = sorted(order[: min(len(kept), len(allowed))])
+        return plan_from_keep(self.graph, keep, plan.meta)
+
+    # ------------------------------------------------------------------ masking
+    def _index(self, plan: PruningPlan) -> list[tuple[str, int, torch.Tensor]]:
+        """(parameter, dim, removed positions) for every parameter the plan shrinks."""
+        params = dict(self.model.named_parameters())
+        out = []
+        for name, dims in plan.tensors.items():
+            if name not in params:
+                continue  # buffers (BN running stats) are not zeroed, as in soft apply_plan
+            for dim, kept in dims.items():
+                removed = sorted(set(range(plan.shapes[name][dim])) - set(kept))
+                if removed:
+                    out.append((name, dim, torch.tensor(removed, dtype=torch.long)))
+        return out
+
+    @torch.no_grad()
+    def zero_pruned(self) -> None:
+        """Zero the removed entries again (call after every optimizer step)."""
+        if not self._zero_index or self._finalized:
+            return
+        params = dict(self.model.named_parameters())
+        for name, dim, idx in self._zero_index:
+            p = params[name]
+            if idx.device != p.device:
+                idx = idx.to(p.device)
+            p.index_fill_(dim, idx, 0.0)
+
+    # ------------------------------------------------------------------ Trainer hooks
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        """Trainer hook: epoch schedules prune here; step schedules handle step 0 here."""
+        self.step(epoch if self.unit == "epoch" else int(getattr(trainer, "step", 0)))
+
+    def on_step_end(self, trainer: Any, step: int) -> None:
+        """Trainer hook: re-zero after the optimizer step (and prune if a step event is due)."""
+        self.zero_pruned()
+        if self.unit == "step":
+            self.step(step)
+
+    # ------------------------------------------------------------------ the end
+    def finalize(self) -> nn.Module:
+        """Remove the pruned units physically (the last plan, ``soft=False``).
+
+        Returns:
+            The same model object, now smaller; build a new optimizer for any further
+            training. A pruner that never pruned returns the model unchanged.
+        """
+        if self._finalized:
+            raise ConfigError("finalize() was already called on this StructuredPruner")
+        self._finalized = True
+        if self.plan is not None:
+            apply_plan(self.model, self.plan, soft=False)
+        return self.model
+
+    def levels(self, steps: Iterable[int]) -> list[float]:
+        """The schedule's level at each of ``steps`` (what :meth:`step` would prune to)."""
+        return [self.schedule.level(s) for s in steps]
