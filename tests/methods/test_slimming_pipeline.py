@@ -32,7 +32,7 @@ def _slim(digits: dict[str, Any], **over: Any) -> NetworkSlimming:
     cfg = {
         "model": "zoo:vgg",
         "model_kwargs": TINY_VGG,
-        "sparsity": 1e-4,
+        "sparsity": 1e-2,
         "percent": 0.5,
         "epochs": 3,
         "finetune_epochs": 2,

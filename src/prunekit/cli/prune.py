@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-params", type=float, default=None, help="fraction of params to remove")
     p.add_argument("--ignore", action="append", default=[], help="module path to keep whole")
     p.add_argument("--unknown-ops", choices=["error", "barrier"], default="error")
+    p.add_argument("--data", default=None, help="dataset spec for taylor/activation criteria")
+    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (with --data)")
+    p.add_argument("--batch-size", type=int, default=64, help="calibration batch size")
     p.add_argument("--no-verify", action="store_true", help="skip the soft-vs-pruned check")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     p.add_argument("--out", required=True, help="output folder")
@@ -63,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--input-shape", type=_shape, default=None)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=run_info)
+
+    e = sub.add_parser("export", help="export a saved prunekit model to ONNX")
+    e.add_argument("dir")
+    e.add_argument("--onnx", required=True, help="output .onnx file")
+    e.add_argument("--input-shape", type=_shape, required=True)
+    e.add_argument("--opset", type=int, default=17)
+    e.set_defaults(func=run_export)
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -111,7 +121,7 @@ def run_prune(args: argparse.Namespace) -> int:
     before = copy.deepcopy(model)
     layers = layer_channels(model)
     print(f"tracing {spec['model']} on input {tuple(args.input_shape)} ...", flush=True)
-    result = prune(model, x, cfg)
+    result = prune(model, x, cfg, batches=_calibration(args))
     print(
         f"{len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed",
         flush=True,
@@ -132,6 +142,22 @@ def run_prune(args: argparse.Namespace) -> int:
     print(report.to_table())
     print(f"saved to {out}")
     return 0
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    """Real batches for data-driven criteria (``--data``), or None."""
+    if args.data is None:
+        return None
+    from prunekit.data import TensorLoader, load_dataset
+
+    train = load_dataset(args.data, "train")
+    loader = TensorLoader(train, args.batch_size, shuffle=True, seed=0)
+    batches = []
+    for i, batch in enumerate(loader):
+        if i >= args.calib_batches:
+            break
+        batches.append(batch)
+    return batches
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -156,4 +182,13 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         for k, v in info.items():
             print(f"{k:<18} {v}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from prunekit import io
+    from prunekit.export import to_onnx
+
+    path = to_onnx(io.load(args.dir), torch.randn(*args.input_shape), args.onnx, opset=args.opset)
+    print(f"wrote {path}")
     return 0
