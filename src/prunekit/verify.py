@@ -13,17 +13,20 @@ from prunekit.plan import PruningPlan
 from prunekit.surgery import apply_plan
 
 
-def _outputs(model: nn.Module, inputs: tuple[Any, ...]) -> list[torch.Tensor]:
+def _outputs(model: nn.Module, inputs: Any) -> list[torch.Tensor]:
     with torch.no_grad():
-        return [t.float() for t in iter_tensors(model(*inputs))]
+        if isinstance(inputs, dict):
+            out = model(**inputs)
+        else:
+            out = model(*(inputs if isinstance(inputs, tuple) else (inputs,)))
+        return [t.float() for t in iter_tensors(out)]
 
 
 def max_rel_diff(a: nn.Module, b: nn.Module, inputs: Any) -> float:
     """max |a(x) - b(x)| / max |a(x)| over all outputs, eval mode."""
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
     a.eval()
     b.eval()
-    oa, ob = _outputs(a, args), _outputs(b, args)
+    oa, ob = _outputs(a, inputs), _outputs(b, inputs)
     if [t.shape for t in oa] != [t.shape for t in ob]:
         return float("inf")
     scale = max((t.abs().max().item() for t in oa), default=0.0) or 1.0

@@ -268,3 +268,34 @@ def test_training_only_branch_is_traced_without_side_effects():
     assert not model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+class KwargModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, input_ids, scale=1.0):
+        return self.fc2(torch.relu(self.fc1(self.emb(input_ids) * scale)))
+
+
+def test_keyword_inputs_and_embedding():
+    import copy
+
+    from prunekit.importance import score
+    from prunekit.plan import make_plan
+    from prunekit.surgery import apply_plan
+    from prunekit.verify import max_rel_diff
+
+    model = KwargModel().eval()
+    inputs = {"input_ids": torch.randint(0, 10, (2, 5)), "scale": 2.0}
+    g = trace(model, inputs)
+    m = groups_by_tensor(g)
+    assert m["emb.weight:1"] == m["fc1.weight:1"]
+    assert g.group(m["fc1.weight:0"]).size == 16
+    dense = copy.deepcopy(model)
+    plan = make_plan(g, score(model, g, "l2"), ratio=0.5)
+    apply_plan(model, plan)
+    assert model.emb.embedding_dim == 4
+    assert max_rel_diff(apply_plan(dense, plan, soft=True), model, inputs) <= 1e-5

@@ -117,7 +117,8 @@ def trace(
 
     Args:
         model: any ``nn.Module``; it is run in eval mode and left unchanged.
-        example_inputs: a tensor, or a tuple of positional inputs.
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs
+            (``model(**inputs)``, e.g. a tokenizer's output).
         ignored_layers: module paths whose output channels must not be pruned.
         unknown_ops: ``"error"`` (default) or ``"barrier"``: keep channels through ops
             prunekit has no handler for whole instead of failing.
@@ -134,13 +135,13 @@ def trace(
     """
     if unknown_ops not in ("error", "barrier"):
         raise ConfigError(f"unknown_ops must be 'error' or 'barrier', got {unknown_ops!r}")
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    inputs = Inputs.of(example_inputs)
     tr = Tracer(model, unknown_ops=unknown_ops, barrier_modules=barrier_modules)
     was_training = model.training
     try:
         _run(tr, model, inputs, train=False)
         if training_pass == "always" or (training_pass == "auto" and _missed(tr, model)):
-            _run(tr, model, tuple(_double(x) for x in inputs), train=True)
+            _run(tr, model, inputs.map(_double), train=True)
     finally:
         model.train(was_training)
     for path in ignored_layers:
@@ -162,7 +163,24 @@ def _missed(tr: Tracer, model: nn.Module) -> bool:
     return any(p not in tr.called for p in leaves)
 
 
-def _run(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], *, train: bool) -> None:
+@dataclass
+class Inputs:
+    """Positional and keyword example inputs."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, example: Any) -> Inputs:
+        if isinstance(example, dict):
+            return cls((), dict(example))
+        return cls(example if isinstance(example, tuple) else (example,), {})
+
+    def map(self, fn: Any) -> Inputs:
+        return Inputs(tuple(fn(x) for x in self.args), {k: fn(v) for k, v in self.kwargs.items()})
+
+
+def _run(tr: Tracer, model: nn.Module, inputs: Inputs, *, train: bool) -> None:
     """One forward pass under the tracer.
 
     Parameters, buffers and inputs are swapped for ``meta`` tensors (shapes only, no compute,
@@ -179,7 +197,7 @@ def _run(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], *, train: bool) 
     tr.real_of = {id(state[n]): t for n, t in named.items()}
     model.train(train)
     try:
-        out = _forward(tr, model, state, tuple(_to_meta(x) for x in inputs))
+        out = _forward(tr, model, state, inputs.map(_to_meta))
     except Exception as exc:
         if isinstance(exc, PrunekitError):
             raise
@@ -194,19 +212,19 @@ def _to_meta(x: Any) -> Any:
     return x.to("meta") if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
-def _forward(
-    tr: Tracer, model: nn.Module, state: dict[str, torch.Tensor], inputs: tuple[Any, ...]
-) -> Any:
+def _forward(tr: Tracer, model: nn.Module, state: dict[str, torch.Tensor], inputs: Inputs) -> Any:
     handles = tr.hook_modules()
     try:
         with torch.no_grad(), tr:
-            return torch.func.functional_call(model, state, inputs, tie_weights=False)
+            return torch.func.functional_call(
+                model, state, inputs.args, inputs.kwargs, tie_weights=False
+            )
     finally:
         for h in handles:
             h.remove()
 
 
-def _forward_real(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], train: bool) -> Any:
+def _forward_real(tr: Tracer, model: nn.Module, inputs: Inputs, train: bool) -> Any:
     saved = {
         k: v.clone()
         for k, v in model.state_dict(keep_vars=True).items()
@@ -216,7 +234,7 @@ def _forward_real(tr: Tracer, model: nn.Module, inputs: tuple[Any, ...], train: 
     handles = tr.hook_modules()
     try:
         with torch.no_grad(), tr:
-            return model(*inputs)
+            return model(*inputs.args, **inputs.kwargs)
     finally:
         for h in handles:
             h.remove()
