@@ -130,8 +130,8 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     try:
         data = loader.construct_document(node)
     except yaml.constructor.ConstructorError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
-        raise ConfigError(f"{filename}:{line}: YAML error: {exc.problem}") from None
+        where = str(exc.problem_mark.line + 1) if exc.problem_mark else "?"
+        raise ConfigError(f"{filename}:{where}: YAML error: {exc.problem}") from None
     finally:
         loader.dispose()
     return data, source
