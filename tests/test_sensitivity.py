@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,14 +12,24 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit._fileio import atomic_path, atomic_write_bytes
+from prunekit.data import TensorLoader, load_dataset
+from prunekit.demo import train as demo_train
 from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph, trace
+from prunekit.importance import score
+from prunekit.plan import plan_from_keep
 from prunekit.sensitivity import (
     SensitivityResult,
     ratios_from_budget,
     restoring_pruner,
     sensitivity_analysis,
+    structured_pruner,
 )
 from prunekit.sparse import apply_masks, get_masks
+from prunekit.surgery import apply_plan
+from prunekit.train import evaluate
+from prunekit.zoo import build
 
 
 def _model() -> nn.Sequential:
@@ -142,3 +155,89 @@ def test_bad_levels_and_targets() -> None:
         sensitivity_analysis(_model(), lambda m: 0.0, levels=[1.5])
     with pytest.raises(ConfigError, match="no targets"):
         sensitivity_analysis(_model(), lambda m: 0.0, targets=[])
+
+
+# --------------------------------------------------------------------- structured (core groups)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[nn.Module, TensorLoader, DependencyGraph]:
+    """A digits_cnn trained for a few epochs on scikit-learn's real 8x8 digits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: threads only add sync cost on a shared machine
+    try:
+        torch.manual_seed(0)
+        train = load_dataset("digits", "train")
+        test = TensorLoader(load_dataset("digits", "test"), 512)
+        model = build("digits_cnn")
+        demo_train(model, TensorLoader(train, 64, shuffle=True, seed=0), epochs=4, lr=0.1)
+        graph = trace(model.eval(), torch.randn(1, 1, 8, 8))
+    finally:
+        torch.set_num_threads(before)
+    return model, test, graph
+
+
+def _acc(model: nn.Module, loader: TensorLoader) -> float:
+    return float(evaluate(model, loader)["acc"])
+
+
+def test_structured_groups_pruned_alone_and_restored(
+    digits: tuple[nn.Module, TensorLoader, DependencyGraph],
+) -> None:
+    model, test, graph = digits
+    torch.set_num_threads(1)
+    before = _state(model)
+    levels = [0.5, 0.9]
+    res = sensitivity_analysis(model, lambda m: _acc(m, test), graph.groups, levels=levels)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert list(res.curves) == [g.id for g in graph.groups]
+    assert res.baseline > 0.9  # trained on real digits
+    for curve in res.curves.values():
+        assert sorted(curve) == [0.0, 0.5, 0.9] and curve[0.9] <= res.baseline
+    assert min(c[0.9] for c in res.curves.values()) < res.baseline - 0.05  # some layer hurts
+
+    # The soft measurement is exactly the physically thinned model's accuracy.
+    group = graph.groups[1]
+    scores = score(model, graph, "l1")[group.id]
+    keep = torch.argsort(scores, descending=True, stable=True)[: group.size - group.size // 2]
+    thin = apply_plan(copy.deepcopy(model), plan_from_keep(graph, {group.id: keep.tolist()}))
+    assert _acc(thin, test) == pytest.approx(res.curves[group.id][0.5], abs=1.5 / 360)
+
+
+def test_structured_pruner_levels_floor_and_errors(
+    digits: tuple[nn.Module, TensorLoader, DependencyGraph],
+) -> None:
+    model, _, graph = digits
+    group = graph.group("fc1.weight:0")  # the 64 hidden units of fc1
+    pruner = structured_pruner("l2", round_to=8)
+    rows = lambda: int((model.fc1.weight.abs().sum(1) != 0).sum())  # noqa: E731
+    with pruner(model, group, 0.3):  # keep 64 - 19 = 45 -> 48 with round_to=8
+        assert rows() == 48
+        assert int((model.fc2.weight.abs().sum(0) != 0).sum()) == 48  # consumer columns too
+    with structured_pruner()(model, group, 1.0):  # level 1.0 keeps the floor
+        assert rows() == 1
+    assert rows() == 64
+    with (
+        pytest.raises(ConfigError, match="cannot score"),
+        structured_pruner("bn_scale")(model, group, 0.5),
+    ):
+        pass
+    with pytest.raises(ConfigError, match="not an unstructured criterion"):
+        sensitivity_analysis(model, lambda m: 0.0, ["fc1.weight"], levels=[0.5], method="l2")
+
+
+def test_results_are_written_atomically_with_normal_permissions(tmp_path: Path) -> None:
+    """to_csv/plot go through prunekit._fileio: umask permissions, no temp files, no torn file."""
+    res = SensitivityResult(1.0, {"t": {0.0: 1.0}})
+    path = tmp_path / "s.csv"
+    res.to_csv(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # mkstemp alone gives 0o600
+    old = path.read_text()
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half a file")
+        raise RuntimeError("crash mid-write")
+    assert path.read_text() == old and sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+    atomic_write_bytes(tmp_path / "sub" / "b.bin", b"\x00\x01")
+    assert (tmp_path / "sub" / "b.bin").read_bytes() == b"\x00\x01"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 
 from prunekit.data import TensorLoader, load_dataset
 from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph, trace
 from prunekit.schedules import AGPSchedule, IterativeSchedule, agp_sparsity
 from prunekit.structured import StructuredPruner
 from prunekit.train import TrainConfig, Trainer, evaluate
@@ -21,9 +23,24 @@ from prunekit.zoo import build
 X = torch.randn(2, 1, 8, 8)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny convs: threading only adds sync cost, and CI machines are shared.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build("digits_cnn")
+
+
+@pytest.fixture(scope="module")
+def graph() -> DependencyGraph:
+    """One trace shared by every test (all use fresh digits_cnn instances of one shape)."""
+    return trace(_model(), X)
 
 
 def _removed_entries(pruner: StructuredPruner) -> list[torch.Tensor]:
@@ -36,8 +53,9 @@ def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_agp_levels_follow_zhu_gupta_formula() -> None:
-    pruner = StructuredPruner(_model(), X, AGPSchedule(final=0.6, start=1, end=7, frequency=2))
+def test_agp_levels_follow_zhu_gupta_formula(graph: DependencyGraph) -> None:
+    sched = AGPSchedule(final=0.6, start=1, end=7, frequency=2)
+    pruner = StructuredPruner(_model(), X, sched, graph=graph)
     sizes = {g.id: g.size for g in pruner.graph.groups}
     for t in range(10):
         pruner.step(t)
@@ -58,17 +76,29 @@ def test_agp_levels_follow_zhu_gupta_formula() -> None:
     )
 
 
-def test_skipped_events_collapse_and_iterative_levels() -> None:
+def test_group_subset(graph: DependencyGraph) -> None:
+    model = _model()
+    once = {"kind": "one_shot", "target": 0.5}
+    pruner = StructuredPruner(model, X, once, graph=graph, groups=["fc1.weight:0"])
+    plan = pruner.step(0)
+    assert plan is not None and plan.removed_units() == 32  # only fc1's 64 hidden units
+    pruner.finalize()
+    assert model.fc1.out_features == 32 and model.stem[0].out_channels == 32
+    with pytest.raises(ConfigError, match="unknown group"):
+        StructuredPruner(_model(), X, once, graph=graph, groups=["nope:0"])
+
+
+def test_skipped_events_collapse_and_iterative_levels(graph: DependencyGraph) -> None:
     sched = IterativeSchedule(final=0.75, cycles=2, cycle_length=3)
-    pruner = StructuredPruner(_model(), X, sched, criterion="l2")
+    pruner = StructuredPruner(_model(), X, sched, criterion="l2", graph=graph)
     assert pruner.step(5) is not None  # events 0 and 3 both due: jump to the later one
     assert pruner.level == 0.75 and len(pruner.history) == 1
     assert pruner.step(6) is None  # nothing new
 
 
-def test_units_removed_once_stay_removed() -> None:
+def test_units_removed_once_stay_removed(graph: DependencyGraph) -> None:
     model = _model()
-    pruner = StructuredPruner(model, X, AGPSchedule(final=0.5, start=0, end=2))
+    pruner = StructuredPruner(model, X, AGPSchedule(final=0.5, start=0, end=2), graph=graph)
     first = pruner.prune_to(0.25)
     with torch.no_grad():  # revive the zeroed filters with huge weights
         for n, d, i in pruner._zero_index:
@@ -81,9 +111,10 @@ def test_units_removed_once_stay_removed() -> None:
     assert all(bool((t == 0).all()) for t in _removed_entries(pruner))
 
 
-def test_finalize_equals_soft_model_with_fewer_params() -> None:
+def test_finalize_equals_soft_model_with_fewer_params(graph: DependencyGraph) -> None:
     model = _model()
-    pruner = StructuredPruner(model, X, AGPSchedule(final=0.5, start=0, end=3), round_to=4)
+    sched = AGPSchedule(final=0.5, start=0, end=3)
+    pruner = StructuredPruner(model, X, sched, round_to=4, graph=graph)
     for t in range(4):
         pruner.step(t)
     soft = copy.deepcopy(model)
@@ -97,7 +128,7 @@ def test_finalize_equals_soft_model_with_fewer_params() -> None:
         pruner.step(10)
 
 
-def test_bad_settings_are_config_errors() -> None:
+def test_bad_settings_are_config_errors(graph: DependencyGraph) -> None:
     with pytest.raises(ConfigError, match="levels must be < 1"):
         StructuredPruner(_model(), X, {"kind": "one_shot", "target": 1.0})
     with pytest.raises(ConfigError, match="unit"):
@@ -107,35 +138,47 @@ def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(Exception, match="criterion"):
         StructuredPruner(_model(), X, {"kind": "one_shot", "target": 0.5}, criterion="l7")
     untouched = _model()
-    pruner = StructuredPruner(untouched, X, {"kind": "one_shot", "target": 0.5, "at": 9})
+    once = {"kind": "one_shot", "target": 0.5, "at": 9}
+    pruner = StructuredPruner(untouched, X, once, graph=graph)
     assert pruner.finalize() is untouched and _n_params(untouched) == _n_params(_model())
 
 
-@pytest.mark.parametrize("unit", ["epoch", "step"])
-def test_soft_zeros_survive_training_on_digits(unit: str, tmp_path: Path) -> None:
-    """AGP inside the Trainer on real digits: zeros stay zero, accuracy stays useful."""
-    torch.set_num_threads(2)
+def test_trainer_hooks_by_epoch(graph: DependencyGraph) -> None:
+    """unit="epoch": events fire in on_epoch_start; on_step_end only re-zeros."""
+    model = _model()
+    pruner = StructuredPruner(model, X, AGPSchedule(final=0.5, start=0, end=2), graph=graph)
+    trainer = type("FakeTrainer", (), {"step": 0})()
+    pruner.on_step_end(trainer, 5)  # no event for steps in epoch mode
+    assert pruner.plan is None
+    pruner.on_epoch_start(trainer, 1)
+    assert pruner.level == pytest.approx(agp_sparsity(1, initial=0, final=0.5, start=0, end=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # what an optimizer step may do to removed entries
+    pruner.on_step_end(trainer, 6)
+    assert all(bool((t == 0).all()) for t in _removed_entries(pruner))
+
+
+def test_soft_zeros_survive_training_on_digits(graph: DependencyGraph, tmp_path: Path) -> None:
+    """AGP per step inside the Trainer on real digits: zeros stay zero, accuracy stays useful."""
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     train_dl = TensorLoader(train, 64, shuffle=True, seed=0)
     test_dl = TensorLoader(test, 512)
     model = _model()
     steps = len(train_dl)
-    sched = (
-        AGPSchedule(final=0.5, start=1, end=4)
-        if unit == "epoch"
-        else AGPSchedule(final=0.5, start=steps, end=4 * steps, frequency=steps // 2)
-    )
-    pruner = StructuredPruner(model, X, sched, criterion="l1", unit=unit)  # type: ignore[arg-type]
-    cfg = TrainConfig(epochs=6, lr=0.05, schedule="cosine", progress=False, device="cpu")
+    sched = AGPSchedule(final=0.5, start=steps, end=3 * steps, frequency=steps // 2)
+    pruner = StructuredPruner(model, X, sched, criterion="l1", unit="step", graph=graph)
+    cfg = TrainConfig(epochs=4, lr=0.05, schedule="cosine", progress=False, device="cpu")
     zeros_seen: list[bool] = []
 
     class Probe:  # runs after the pruner's own hook: entries must be zero after every step
         def on_step_end(self, trainer: Trainer, step: int) -> None:
             zeros_seen.append(all(bool((t == 0).all()) for t in _removed_entries(pruner)))
 
-    Trainer(model, train_dl, test_dl, cfg, callbacks=[pruner, Probe()]).fit(tmp_path / unit)
-    assert pruner.level == 0.5 and len(pruner.history) >= 3
-    assert len(zeros_seen) == 6 * steps and all(zeros_seen)
+    Trainer(model, train_dl, test_dl, cfg, callbacks=[pruner, Probe()]).fit(tmp_path / "run")
+    assert pruner.level == 0.5 and len(pruner.history) >= 4
+    assert [e.step for e in pruner.history][-1] == 3 * steps
+    assert len(zeros_seen) == 4 * steps and all(zeros_seen)
     soft_acc = evaluate(model, test_dl)["acc"]
     assert soft_acc > 0.85  # 1797 real 8x8 digits: a half-width CNN still reads them
     soft = copy.deepcopy(model)

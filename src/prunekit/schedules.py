@@ -17,6 +17,10 @@ Driving a run (the same for unstructured and structured pruning)::
         train_one_step_or_epoch(model)
     # structured: at the end, apply the last plan with soft=False to thin the model physically
 
+For structured pruning, :class:`prunekit.structured.StructuredPruner` runs exactly this loop
+(also as a ``Trainer`` callback), including re-zeroing after every optimizer step and the final
+surgery.
+
 :meth:`Schedule.events` lists every ``(step, level)`` at which to prune, for drivers that want
 the whole timeline up front, and :func:`schedule_from_config` builds a schedule from a recipe's
 dict (``{"kind": "agp", ...}``).

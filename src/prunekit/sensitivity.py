@@ -6,20 +6,22 @@ accuracy) is measured, and the model is restored exactly before the next measure
 show which layers tolerate heavy pruning; :func:`ratios_from_budget` turns them into a
 per-target level for a given accuracy budget.
 
-Targets are generic. For unstructured pruning a target is a parameter name and the default
-pruner is :func:`unstructured_pruner`. For structured pruning pass the core engine's groups as
-targets and a pruner built with :func:`restoring_pruner`, e.g.::
+Targets are generic:
 
-    def soft_prune(model, group, level):
-        plan = make_plan(graph, scores, ratio=level, groups=[group.id])   # one group only
-        apply_plan(model, plan, soft=True)                                # zeros, same shapes
-    result = sensitivity_analysis(model, evaluate, graph.groups,
-                                  pruner=restoring_pruner(soft_prune))
+* a parameter name (``"fc1.weight"``): unstructured, :func:`unstructured_pruner` masks the
+  smallest weights of that tensor;
+* a core :class:`~prunekit.graph.Group` (``prunekit.trace(model, x).groups``): structured,
+  :func:`structured_pruner` removes the group's least important units (filters/channels) with
+  :func:`~prunekit.plan.plan_from_keep` and a *soft* :func:`~prunekit.surgery.apply_plan`, so
+  the measured metric is exactly the thinned model's (see ``docs/design.md``);
+* anything else, with a custom ``pruner`` (see :func:`restoring_pruner`).
 
 Example:
     >>> result = sensitivity_analysis(model, lambda m: evaluate(m, test_loader))
     >>> result.to_csv("runs/sens.csv"); result.plot("runs/sens.png")
     >>> ratios_from_budget(result, max_drop=0.01)   # {'fc1.weight': 0.9, 'fc3.weight': 0.5, ...}
+    >>> groups = prunekit.trace(model, torch.randn(1, 3, 32, 32)).groups
+    >>> sensitivity_analysis(model, acc, groups, method="l1")   # per-layer filter pruning
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ from tqdm.auto import tqdm
 
 from prunekit._fileio import atomic_path, atomic_write_text
 from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph, Group
+from prunekit.importance import score
+from prunekit.plan import plan_from_keep
 from prunekit.sparse import compute_masks, default_param_names, stored_tensor
+from prunekit.surgery import apply_plan
 
 Pruner = Callable[[nn.Module, Any, float], AbstractContextManager[Any]]
 """``pruner(model, target, level)`` -> context manager; pruned inside, restored on exit."""
@@ -85,6 +91,104 @@ def unstructured_pruner(method: str = "magnitude", *, seed: int | None = 0) -> P
         finally:
             with torch.no_grad():
                 tensor.copy_(snapshot)
+
+    return pruner
+
+
+def _one_group_graph(model: nn.Module, group: Group) -> DependencyGraph:
+    """A graph holding only ``group``: plans built on it touch that group's tensors alone."""
+    state: dict[str, torch.Tensor] = dict(model.named_parameters())
+    state.update(model.named_buffers())
+    missing = [t for t in group.tensors if t not in state]
+    if missing:
+        raise ConfigError(
+            f"group {group.id!r} names tensor(s) {missing} the model does not have; "
+            "trace this model (prunekit.trace) and pass its groups"
+        )
+    return DependencyGraph([group], tensor_shapes={t: tuple(state[t].shape) for t in group.tensors})
+
+
+def _n_keep(size: int, level: float, floor: int, round_to: int | None) -> int:
+    keep = size - math.floor(level * size + 1e-9)
+    if round_to:
+        keep = min(size, math.ceil(keep / round_to) * round_to)
+    return max(min(floor, size), keep)
+
+
+def structured_pruner(
+    criterion: str = "l1",
+    *,
+    floor: int = 1,
+    round_to: int | None = None,
+    score_kwargs: Mapping[str, Any] | None = None,
+) -> Pruner:
+    """Pruner removing a share of one core ``Group``'s units, soft, restored exactly on exit.
+
+    At level ``l`` the group keeps its ``size - floor(l·size)`` most important units (at least
+    ``floor``; rounded up to a multiple of ``round_to``), chosen by ``criterion`` as in
+    :func:`prunekit.plan.make_plan`. The removed units are zeroed everywhere they live (producer
+    filters, BatchNorm scale/shift, consumer columns), which computes exactly what the
+    physically thinned model computes. Only the touched parameters are snapshotted.
+
+    Args:
+        criterion: a :data:`prunekit.importance.CRITERIA` name (``l1 l2 bn_scale taylor
+            activation random``).
+        floor: units the group keeps even at level 1.0.
+        round_to: keep a multiple of this many units.
+        score_kwargs: extra arguments of :func:`prunekit.importance.score` (``batches`` ...).
+
+    Returns:
+        A :data:`Pruner` taking a ``Group`` as target.
+    """
+    kwargs = dict(score_kwargs or {})
+    if floor < 1 or (round_to is not None and round_to < 1):
+        raise ConfigError(f"floor and round_to must be >= 1, got {floor} and {round_to}")
+
+    @contextlib.contextmanager
+    def pruner(model: nn.Module, target: Any, level: float) -> Iterator[None]:
+        graph = _one_group_graph(model, target)
+        scores = score(model, graph, criterion, **kwargs).get(target.id)
+        if scores is None:
+            raise ConfigError(
+                f"criterion {criterion!r} cannot score group {target.id!r} (e.g. bn_scale "
+                "needs a BatchNorm in the group); use l1 or l2"
+            )
+        n = _n_keep(target.size, level, floor, round_to)
+        order = torch.argsort(scores.double(), descending=True, stable=True)
+        plan = plan_from_keep(graph, {target.id: order[:n].tolist()})
+        params = dict(model.named_parameters())
+        snapshot = {t: params[t].detach().clone() for t in plan.tensors if t in params}
+        try:
+            apply_plan(model, plan, soft=True)
+            yield
+        finally:
+            with torch.no_grad():
+                for name, saved in snapshot.items():
+                    params[name].copy_(saved)
+
+    return pruner
+
+
+def auto_pruner(method: str = "magnitude") -> Pruner:
+    """Pruner choosing by target type: ``Group`` → structured, parameter name → unstructured.
+
+    Args:
+        method: for parameter names an unstructured criterion (``magnitude``, ``random``); for
+            groups a core criterion (``l1``, ``l2``, ...) with ``magnitude`` meaning ``l1``
+            (filter L1 norm, Li et al. 2017).
+    """
+    structured = structured_pruner("l1" if method == "magnitude" else method)
+    unstructured = unstructured_pruner(method) if method in ("magnitude", "random") else None
+
+    def pruner(model: nn.Module, target: Any, level: float) -> AbstractContextManager[Any]:
+        if isinstance(target, Group):
+            return structured(model, target, level)
+        if unstructured is None:
+            raise ConfigError(
+                f"{method!r} is not an unstructured criterion; use magnitude or random for "
+                f"parameter targets such as {target_label(target)!r}"
+            )
+        return unstructured(model, target, level)
 
     return pruner
 
@@ -184,10 +288,10 @@ def sensitivity_analysis(
     Args:
         model: the trained model; it is restored after every measurement.
         evaluate_fn: returns the metric (e.g. accuracy) of the model as it is now.
-        targets: parameter names (default: Conv/Linear weights) or, with a custom ``pruner``,
-            any objects (e.g. core ``Group``s; labelled by their ``.id``).
-        levels: pruning levels in [0, 1].
-        method: criterion of the default :func:`unstructured_pruner`.
+        targets: parameter names (default: Conv/Linear weights), core ``Group``s (structured,
+            labelled by their ``.id``) or, with a custom ``pruner``, any objects.
+        levels: pruning levels in [0, 1] (for groups: the share of units removed).
+        method: criterion of the default :func:`auto_pruner`.
         pruner: custom ``pruner(model, target, level)`` context manager.
         higher_is_better: whether a larger metric is better (False for a loss).
         progress: show a tqdm bar; None = only when stderr is a terminal.
@@ -199,7 +303,7 @@ def sensitivity_analysis(
     targets = list(default_param_names(model) if targets is None else targets)
     if not targets:
         raise ConfigError("no targets to analyse; pass parameter names or groups")
-    prune_ctx = pruner or unstructured_pruner(method)
+    prune_ctx = pruner or auto_pruner(method)
     baseline = float(evaluate_fn(model))
     result = SensitivityResult(baseline, higher_is_better=higher_is_better)
     show = sys.stderr.isatty() if progress is None else progress

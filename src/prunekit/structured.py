@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -78,6 +79,7 @@ class StructuredPruner:
         floor: units every group keeps at least.
         overrides: glob (group id, tensor or module path) -> level, replacing the schedule's.
         ignored_layers: module paths whose output channels stay (passed to ``trace``).
+        groups: ids of the only groups to prune (default: every prunable group).
         unit: what :meth:`step` counts when used as a Trainer callback: ``"epoch"`` (events
             checked before each epoch) or ``"step"`` (after each optimizer step).
         score_kwargs: extra arguments of :func:`prunekit.importance.score` (``batches``,
@@ -105,6 +107,7 @@ class StructuredPruner:
         floor: int = 1,
         overrides: Mapping[str, float] | None = None,
         ignored_layers: Sequence[str] = (),
+        groups: Iterable[str] | None = None,
         unit: Literal["epoch", "step"] = "epoch",
         score_kwargs: Mapping[str, Any] | None = None,
         graph: DependencyGraph | None = None,
@@ -118,16 +121,23 @@ class StructuredPruner:
         self.unit = unit
         self.score_kwargs = dict(score_kwargs or {})
         # Validated once here; each event only swaps in its level.
-        self._alloc = dict(
+        self._alloc = Allocation(
+            ratio=0.0,
             global_ranking=global_ranking,
             round_to=round_to,
             floor=floor,
             overrides=dict(overrides or {}),
         )
-        Allocation(ratio=0.0, **self._alloc)  # type: ignore[arg-type]
-        self.graph = graph if graph is not None else trace(
-            model, example_inputs, ignored_layers=list(ignored_layers)
+        self.graph = (
+            graph
+            if graph is not None
+            else trace(model, example_inputs, ignored_layers=list(ignored_layers))
         )
+        known = {g.id for g in self.graph.groups}
+        self.groups = None if groups is None else set(groups)
+        unknown = sorted((self.groups or set()) - known)
+        if unknown:
+            raise ConfigError(f"unknown group id(s) {unknown}; known: {sorted(known)}")
         self.plan: PruningPlan | None = None
         self.level = 0.0
         self.history: list[PruneEvent] = []
@@ -168,7 +178,9 @@ class StructuredPruner:
         if not 0.0 <= level < 1.0:
             raise ConfigError(f"structured pruning level must be in [0, 1), got {level}")
         scores = score(self.model, self.graph, self.criterion, **self.score_kwargs)
-        plan = make_plan(self.graph, scores, Allocation(ratio=level, **self._alloc))  # type: ignore[arg-type]
+        if self.groups is not None:  # unscored groups are left whole by make_plan
+            scores = {gid: s for gid, s in scores.items() if gid in self.groups}
+        plan = make_plan(self.graph, scores, dataclasses.replace(self._alloc, ratio=level))
         plan = self._monotone(plan, scores)
         plan.meta.update({"criterion": self.criterion, "level": level, "step": step})
         apply_plan(self.model, plan, soft=True)

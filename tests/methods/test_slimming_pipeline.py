@@ -120,7 +120,7 @@ def test_cli_slim_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "--finetune-lr",
         "0.05",
         "--epochs",
-        "2",
+        "3",
         "--finetune-epochs",
         "2",
         "--schedule",

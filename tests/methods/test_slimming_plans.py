@@ -169,3 +169,22 @@ def test_sparse_trained_60_percent_floor_holds_reference_collapses(tmp_path: Pat
     dense = sparse.model.cpu().eval()
     assert max_rel_diff(soft_copy(dense, ours.plan), ours.model, x) <= 1e-4
     assert max_rel_diff(soft_copy(dense, ref.plan), ref.model, x) <= 1e-4
+
+
+@pytest.mark.parametrize("count", ["bn", "units"])
+def test_percent_counts_batchnorm_channels_or_units_on_densenet(count: str) -> None:
+    model = _sparse_like(build_model("zoo:densenet", depth=10), seed=5)
+    graph = prunekit.trace(model, torch.zeros(1, 3, 32, 32))
+    plan, report = global_slim_plan(model, graph, 0.4, count=count)
+    bn_total = sum(r["size"] for r in report.bns)
+    bn_removed = bn_total - sum(r["kept"] for r in report.bns)
+    units = sum(
+        g.size for g in graph.groups if g.id in {r["group"] for r in report.groups if r["bns"]}
+    )
+    if count == "bn":  # the paper's accounting: each BatchNorm channel counts
+        assert report.ranked == bn_total
+        assert abs(bn_removed - 0.4 * bn_total) <= 0.02 * bn_total
+    else:  # each coupled channel once: a feature map read by 3 layers weighs 1, not 3
+        assert report.ranked == units
+        assert abs(plan.removed_units() - 0.4 * units) <= 0.02 * units
+    assert bn_total > units  # DenseNet channels are read by several BatchNorms

@@ -55,6 +55,12 @@ def register(subparsers: Any) -> None:
         "reference: the paper code's threshold (reports layers it would empty)",
     )
     p.add_argument("--floor", type=int, default=None, help="channels every layer keeps (>=1)")
+    p.add_argument(
+        "--count",
+        choices=["bn", "units"],
+        default=None,
+        help="what --percent counts: bn = BatchNorm channels (paper, default) or units",
+    )
     p.add_argument("--round-to", type=int, default=None, help="keep multiples of N channels")
     p.add_argument("--epochs", type=int, default=None, help="sparse-training epochs (160)")
     p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tune epochs (160)")
@@ -91,6 +97,7 @@ def _config(args: argparse.Namespace) -> Any:
             "threshold": args.threshold,
             "floor": args.floor,
             "round_to": args.round_to,
+            "count": args.count,
             "epochs": args.epochs,
             "finetune_epochs": args.finetune_epochs,
             "dense_epochs": args.dense_epochs,

@@ -180,17 +180,42 @@ def _uniform(tr: Tracer, labs: Any, dim: int) -> None:
 def _getitem(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x, idx = args[0], args[1]
     _check_index(tr, x, idx)
+    small = _compact_index(tr.labels(x), _expand_ellipsis(x, untrack(idx)))
+    if small is not None:  # basic indexing: index the compact labels, no expansion
+        _assign(tr, out, tr.labels(x)[small])
+        return
     lab = tr.full(x)[tr.concrete(untrack(idx))]
     _assign(tr, out, lab)
 
 
-def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
-    """Freeze labelled dims that are indexed at literal positions."""
+def _expand_ellipsis(x: torch.Tensor, idx: Any) -> tuple[Any, ...]:
     items = idx if isinstance(idx, tuple) else (idx,)
-    lab = tr.labels(x)
     if any(i is Ellipsis for i in items):
         e = next(k for k, i in enumerate(items) if i is Ellipsis)
-        items = items[:e] + (slice(None),) * (x.dim() - len(items) + 1) + items[e + 1 :]
+        used = sum(1 for i in items if i is not None and i is not Ellipsis)
+        items = items[:e] + (slice(None),) * (x.dim() - used) + items[e + 1 :]
+    return items
+
+
+def _compact_index(lab: torch.Tensor, items: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The same basic index applied to compact labels (size-1 dims stay size 1)."""
+    out: list[Any] = []
+    d = 0
+    for it in items:
+        if it is None:
+            out.append(None)
+            continue
+        if isinstance(it, bool) or not isinstance(it, (int, slice)) or d >= lab.dim():
+            return None
+        out.append((0 if isinstance(it, int) else slice(None)) if lab.shape[d] == 1 else it)
+        d += 1
+    return tuple(out)
+
+
+def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
+    """Freeze labelled dims that are indexed at literal positions."""
+    items = _expand_ellipsis(x, idx)
+    lab = tr.labels(x)
     d = 0
     for it in items:
         if it is None:

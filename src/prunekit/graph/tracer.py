@@ -101,6 +101,7 @@ class Tracer(TorchFunctionMode):
         self.opaque_depth = 0
         self.barrier_modules = set(barrier_modules)
         self.real_of: dict[int, torch.Tensor] = {}
+        self._frozen = torch.zeros(1, dtype=torch.bool)  # ids frozen directly so far
 
     def concrete(self, obj: Any) -> Any:
         """``obj`` with meta tensors replaced by the real buffers they stand for.
@@ -170,13 +171,21 @@ class Tracer(TorchFunctionMode):
             return
         if lab.dim() < out.dim():
             lab = lab.reshape((1,) * (out.dim() - lab.dim()) + tuple(lab.shape))
+        lab = compact(lab)
+        if self._frozen.numel() > 1 and lab.numel() > 1:
+            # Labels already frozen are written as FROZEN: label tensors then stay compact
+            # (e.g. a ViT's [1, 197, 768] residual collapses once LayerNorm froze it).
+            idx = lab.clamp(0, self._frozen.numel() - 1)
+            hit = self._frozen[idx] & (lab < self._frozen.numel())
+            if bool(hit.any()):
+                lab = compact(torch.where(hit, FROZEN, lab))
         key = id(out)
         store = self._store
 
         def _drop(_: Any, key: int = key) -> None:
             store.pop(key, None)
 
-        store[key] = (weakref.ref(out, _drop), compact(lab))
+        store[key] = (weakref.ref(out, _drop), lab)
 
     def full(self, t: torch.Tensor) -> torch.Tensor:
         """Labels of ``t`` expanded to ``t``'s full shape (a view; clone before writing)."""
@@ -203,6 +212,13 @@ class Tracer(TorchFunctionMode):
         arr = np.unique(np.asarray(lab, dtype=np.int64).reshape(-1))
         arr = arr[arr > FROZEN]
         if arr.size:
+            if int(arr[-1]) >= self._frozen.numel():
+                grow = torch.zeros(
+                    max(int(arr[-1]) + 1, 2 * self._frozen.numel()), dtype=torch.bool
+                )
+                grow[: self._frozen.numel()] = self._frozen
+                self._frozen = grow
+            self._frozen[torch.from_numpy(arr)] = True
             self.pairs.append(np.stack([arr, np.zeros_like(arr)], axis=1))
             self.freeze_events.append((arr, f"{reason} (at {self.where()})"))
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from prunekit.methods.bn_threshold import (
     SlimReport,
+    describe_plan,
     global_slim_plan,
     reference_threshold_plan,
     slim_plan,
 )
 from prunekit.methods.slimming import (
     NetworkSlimming,
+    Planner,
     SlimmingConfig,
     SlimmingResult,
     SlimPruneResult,
@@ -27,12 +29,14 @@ from prunekit.methods.slimming import (
 
 __all__ = [
     "NetworkSlimming",
+    "Planner",
     "SlimPruneResult",
     "SlimReport",
     "SlimmingConfig",
     "SlimmingResult",
     "StageInterrupted",
     "StageResult",
+    "describe_plan",
     "global_slim_plan",
     "reference_threshold_plan",
     "slim_plan",

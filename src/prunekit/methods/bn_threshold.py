@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -135,40 +134,91 @@ def global_slim_plan(
     *,
     floor: int = 1,
     round_to: int | None = None,
+    count: str = "bn",
 ) -> tuple[PruningPlan, SlimReport]:
     """prunekit's Network Slimming plan: raw |γ| ranked globally, a per-group floor.
+
+    A unit's score is the mean |γ| over the BatchNorms it feeds. Units are removed in order of
+    score until ``percent`` of the total is reached, then each group keeps at least ``floor``
+    units (its best ones) and, with ``round_to``, a multiple of it.
 
     Args:
         model: the (sparse-trained) model the graph was traced from.
         graph: its dependency graph.
-        percent: fraction of all BN-scored units to remove, in [0, 1).
+        percent: fraction to remove, in [0, 1).
         floor: units every group keeps at least (>= 1).
         round_to: keep a multiple of this many units per group.
+        count: what ``percent`` counts. ``"bn"``: BatchNorm channels, the paper's accounting
+            (a unit read by k BatchNorms — a residual stream, a DenseNet feature map — weighs
+            k); ``"units"``: prunable units, each once (as ``prunekit prune --method slim``).
 
     Returns:
-        ``(plan, report)``; ``report.threshold`` is the global |γ| cut (a unit's score is the
-        mean |γ| over the BatchNorms it feeds).
+        ``(plan, report)``; ``report.threshold`` is the global |γ| cut.
 
     Example:
         >>> plan, report = global_slim_plan(model, graph, 0.7, floor=1)
     """
     percent = _check_percent(percent)
+    if count not in ("bn", "units"):
+        raise ConfigError(f"count must be 'bn' (BatchNorm channels) or 'units', got {count!r}")
     scores = score(model, graph, "bn_scale")
-    alloc = Allocation(
-        ratio=percent, global_ranking=True, floor=floor, round_to=round_to, normalize=None
-    )
+    bns = bn_modules(model)
+    weights = {
+        g.id: _readers(g, bns) if count == "bn" else torch.ones(g.size)
+        for g in graph.groups
+        if g.id in scores
+    }
+    thr = _weighted_cut(scores, weights, percent)
+    ratios = {}
+    for gid, s in scores.items():
+        size = s.numel()
+        ratios[_exact(gid)] = min(int((s <= thr).sum()) / size, (size - min(floor, size)) / size)
+    # Per-group ratios through make_plan: it keeps each group's best units, with floor/round_to.
+    alloc = Allocation(ratio=0.0, floor=floor, round_to=round_to, overrides=ratios, normalize=None)
     plan = make_plan(graph, scores, alloc)
-    plan.meta.update({"criterion": "bn_scale", "method": "slim", "threshold_rule": "prunekit"})
-    allv = torch.cat([s.double() for s in scores.values()]) if scores else torch.zeros(0)
-    k = math.floor(percent * allv.numel())
-    # Same cut as prunekit.plan's global ranking: the k-th smallest score.
-    thr = float(torch.sort(allv).values[k - 1]) if k > 0 else float("-inf")
-    report = SlimReport("prunekit", percent, thr, int(allv.numel()))
-    below = {gid: bool((s <= thr).all()) for gid, s in scores.items()}
-    report.collapsed_groups = [g for g, b in below.items() if b]
+    plan.meta.update(
+        {
+            "criterion": "bn_scale",
+            "method": "slim",
+            "threshold_rule": "prunekit",
+            "ratio": percent,
+            "count": count,
+            "threshold": thr,
+        }
+    )
+    total = int(sum(float(w.sum()) for w in weights.values()))
+    report = SlimReport("prunekit", percent, thr, total)
+    report.collapsed_groups = [g for g, s in scores.items() if bool((s <= thr).all())]
     _fill_report(report, model, graph, plan, thr)
-    plan.meta["threshold"] = thr
     return plan, report
+
+
+def _readers(g: Group, bns: dict[str, nn.Module]) -> torch.Tensor:
+    """Per unit of ``g``: how many BatchNorm channels it is (at least 1)."""
+    w = np.zeros(g.size)
+    for _, s in _gamma_slots(g, bns):
+        np.add.at(w, s.units, 1.0)
+    return torch.from_numpy(np.maximum(w, 1.0))
+
+
+def _weighted_cut(
+    scores: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], percent: float
+) -> float:
+    """The score of the last unit removed when removing lowest scores first until their
+    weight would exceed ``percent`` of the total weight (``-inf`` when nothing goes)."""
+    if not scores:
+        return float("-inf")
+    s = torch.cat([scores[g].double() for g in scores])
+    w = torch.cat([weights[g].double() for g in scores])
+    order = torch.argsort(s, stable=True)
+    cum = torch.cumsum(w[order], 0)
+    n = int((cum <= percent * float(w.sum()) + 1e-9).sum())
+    return float(s[order[n - 1]]) if n > 0 else float("-inf")
+
+
+def _exact(gid: str) -> str:
+    """``gid`` as an fnmatch pattern matching only itself (plan overrides are globs)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in gid)
 
 
 def reference_threshold_plan(
@@ -270,6 +320,20 @@ def _fill_report(
     report.removed = plan.removed_units()
 
 
+def describe_plan(
+    model: nn.Module, graph: DependencyGraph, plan: PruningPlan, *, method: str, percent: float
+) -> SlimReport:
+    """A :class:`SlimReport` for a plan chosen some other way (no threshold: ``nan``).
+
+    Per-BatchNorm ``above`` counts are then against ``nan`` (0), so ``collapsed`` is not
+    meaningful; ``kept`` and ``removed`` are.
+    """
+    report = SlimReport(method, float(percent), float("nan"), 0)
+    _fill_report(report, model, graph, plan, float("nan"))
+    report.collapsed, report.collapsed_layers = False, []
+    return report
+
+
 def slim_plan(
     model: nn.Module,
     graph: DependencyGraph,
@@ -278,10 +342,11 @@ def slim_plan(
     method: str = "prunekit",
     floor: int = 1,
     round_to: int | None = None,
+    count: str = "bn",
 ) -> tuple[PruningPlan, SlimReport]:
     """Dispatch to :func:`global_slim_plan` or :func:`reference_threshold_plan` by ``method``."""
     if method == "prunekit":
-        return global_slim_plan(model, graph, percent, floor=floor, round_to=round_to)
+        return global_slim_plan(model, graph, percent, floor=floor, round_to=round_to, count=count)
     if method == "reference":
         return reference_threshold_plan(model, graph, percent)
     raise ConfigError(f"slimming threshold must be one of {METHODS}, got {method!r}")

@@ -28,7 +28,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ from prunekit.train import (
 )
 
 LOG = logging.getLogger(__name__)
+#: ``fn(model, graph, percent) -> (plan, report)``: a custom channel selection for :meth:`prune`.
+Planner = Callable[[nn.Module, DependencyGraph, float], tuple[PruningPlan, SlimReport]]
 STAGE_FILE = "stage.json"
 STAGE_FORMAT = "prunekit.slimming-stage/1"
 STAGES = ("dense", "sparse", "pruned", "finetuned")
@@ -76,7 +78,16 @@ _COMMON = (
 _STAGE_KEYS = {
     "dense": (*_COMMON, "dense_epochs"),
     "sparse": (*_COMMON, "epochs", "sparsity"),
-    "pruned": (*_COMMON, "epochs", "sparsity", "percent", "threshold", "floor", "round_to"),
+    "pruned": (
+        *_COMMON,
+        "epochs",
+        "sparsity",
+        "percent",
+        "threshold",
+        "floor",
+        "round_to",
+        "count",
+    ),
     "finetuned": (
         *_COMMON,
         "epochs",
@@ -85,6 +96,7 @@ _STAGE_KEYS = {
         "threshold",
         "floor",
         "round_to",
+        "count",
         "finetune_epochs",
         "finetune_lr",
     ),
@@ -106,6 +118,8 @@ class SlimmingConfig:
         threshold: ``"prunekit"`` (global ranking with a per-layer floor) or ``"reference"``.
         floor: channels every layer keeps at least (``"prunekit"`` threshold).
         round_to: keep a multiple of this many channels per layer (``"prunekit"``).
+        count: what ``percent`` counts with the ``"prunekit"`` threshold: ``"bn"`` BatchNorm
+            channels (the paper's accounting) or ``"units"`` (each coupled channel once).
         dense_epochs: epochs of the optional no-penalty baseline (0 = skip it).
         epochs: epochs of sparse training (from scratch, as in the paper).
         finetune_epochs: epochs of fine-tuning the pruned model (0 = stop after pruning).
@@ -133,6 +147,7 @@ class SlimmingConfig:
     threshold: str = "prunekit"
     floor: int = 1
     round_to: int | None = None
+    count: str = "bn"
     dense_epochs: int = 0
     epochs: int = 160
     finetune_epochs: int = 160
@@ -155,6 +170,8 @@ class SlimmingConfig:
             raise ConfigError(f"percent must be in [0, 1), got {self.percent}")
         if self.threshold not in METHODS:
             raise ConfigError(f"threshold must be one of {METHODS}, got {self.threshold!r}")
+        if self.count not in ("bn", "units"):
+            raise ConfigError(f"count must be 'bn' or 'units', got {self.count!r}")
         if self.floor < 1:
             raise ConfigError(f"floor must be >= 1 (a layer keeps a channel), got {self.floor}")
         if self.sparsity < 0:
@@ -597,14 +614,16 @@ class NetworkSlimming:
         return res
 
     def prune(
-        self, model: nn.Module, *, percent: float | None = None, method: str | None = None
+        self, model: nn.Module, *, percent: float | None = None, method: str | Planner | None = None
     ) -> SlimPruneResult:
         """Remove the channels below the global |γ| threshold, physically, in place.
 
         Args:
             model: the sparse-trained model (modified in place; pass a copy to keep it).
             percent: fraction removed (default ``config.percent``).
-            method: ``"prunekit"`` or ``"reference"`` (default ``config.threshold``).
+            method: ``"prunekit"`` or ``"reference"`` (default ``config.threshold``), or a
+                :data:`Planner` ``fn(model, graph, percent) -> (plan, SlimReport)`` choosing the
+                channels another way (e.g. a peer library's), still pruned by prunekit surgery.
 
         Returns:
             A :class:`SlimPruneResult` (model, plan, per-layer report with the threshold).
@@ -613,9 +632,18 @@ class NetworkSlimming:
         percent = c.percent if percent is None else percent
         x = self.example_input().to(next(model.parameters()).device)
         graph = trace(model, x)
-        plan, report = slim_plan(
-            model, graph, percent, method=method or c.threshold, floor=c.floor, round_to=c.round_to
-        )
+        if callable(method):
+            plan, report = method(model, graph, percent)
+        else:
+            plan, report = slim_plan(
+                model,
+                graph,
+                percent,
+                method=method or c.threshold,
+                floor=c.floor,
+                round_to=c.round_to,
+                count=c.count,
+            )
         apply_plan(model, plan)
         return SlimPruneResult(model, plan, report, graph)
 
@@ -626,18 +654,20 @@ class NetworkSlimming:
         *,
         resume: bool = True,
         percent: float | None = None,
-        method: str | None = None,
+        method: str | Planner | None = None,
     ) -> StageResult:
         """:meth:`prune` + evaluation + save into ``out_dir`` (skipped when already done).
 
         ``summary["report"]`` holds the :class:`SlimReport` (threshold, kept channels per layer,
-        collapse); ``summary["acc"]`` is the accuracy before fine-tuning.
+        collapse); ``summary["acc"]`` is the accuracy before fine-tuning. A callable ``method``
+        is identified on resume by its ``__name__``.
         """
         out = Path(out_dir)
         c = self.config
+        name = getattr(method, "__name__", repr(method)) if callable(method) else method
         tag = {
             "percent": c.percent if percent is None else percent,
-            "threshold": method or c.threshold,
+            "threshold": name or c.threshold,
         }
         fp = self.fingerprint("pruned", tag)
         done = self._done(out, fp, resume)
