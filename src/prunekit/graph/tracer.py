@@ -102,6 +102,7 @@ class Tracer(TorchFunctionMode):
         self.barrier_modules = set(barrier_modules)
         self.real_of: dict[int, torch.Tensor] = {}
         self._frozen = torch.zeros(1, dtype=torch.bool)  # ids frozen directly so far
+        self._keep: list[torch.Tensor] = []
 
     def concrete(self, obj: Any) -> Any:
         """``obj`` with meta tensors replaced by the real buffers they stand for.
@@ -259,6 +260,8 @@ class Tracer(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.is_meta and not out.is_floating_point():
+            self._shadow(func, args, kwargs, out)
         if self.opaque_depth:
             return out
         name = op_name(func)
@@ -269,6 +272,19 @@ class Tracer(TorchFunctionMode):
             return self._unknown(name, args, kwargs, out)
         result = handler(self, func, args, kwargs, out)
         return out if result is None else result
+
+    def _shadow(self, func: Any, args: Any, kwargs: Any, out: torch.Tensor) -> None:
+        """Compute integer tensors (indices built in forward) for real, next to the meta run.
+
+        Index tensors are small, and label ops such as ``table[index]`` need their values.
+        """
+        try:
+            real = func(*self.concrete(args), **self.concrete(kwargs))
+        except NeedsRealValues:
+            return
+        if isinstance(real, torch.Tensor) and not real.is_meta:
+            self.real_of[id(out)] = real
+            self._keep.append(out)  # keep the meta tensor alive so its id stays unique
 
     def _unknown(self, name: str, args: Any, kwargs: Any, out: Any) -> Any:
         if self.unknown_ops != "barrier":
