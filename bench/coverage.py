@@ -481,7 +481,9 @@ def _md_intro(meta: dict[str, Any]) -> list[str]:
         f"Run: {meta.get('date')} on {meta.get('hardware')} ({meta.get('cpu')}, "
         f"{meta.get('threads')} threads), torch {meta.get('torch')}, torchvision "
         f"{meta.get('torchvision')}, torch-pruning {meta.get('torch_pruning')}, prunekit "
-        f"{meta.get('prunekit')}. Command: `{meta.get('command')}`.",
+        f"{meta.get('prunekit')}. Commands (a resumed run): "
+        + ", ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command")]))
+        + ".",
         "",
         f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, "
         f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess. "
@@ -504,8 +506,9 @@ def _md_summary(by: dict[tuple[str, str], dict[str, Any]], names: list[str]) -> 
     for tool in TOOLS:
         rs = [by[(tool, n)] for n in names if (tool, n) in by]
         lines.append(f"- **{tool}**: ok {sum(r['ok'] for r in rs)}/{len(rs)}")
-    pk_only = [n for n in names if _ok(by, "prunekit", n) and not _ok(by, "torch-pruning", n)]
-    tp_only = [n for n in names if _ok(by, "torch-pruning", n) and not _ok(by, "prunekit", n)]
+    both = [n for n in names if all((t, n) in by for t in TOOLS)]  # compare only where both ran
+    pk_only = [n for n in both if _ok(by, "prunekit", n) and not _ok(by, "torch-pruning", n)]
+    tp_only = [n for n in both if _ok(by, "torch-pruning", n) and not _ok(by, "prunekit", n)]
     lines.append(f"- ok with prunekit only: {', '.join(pk_only) or 'none'}")
     lines.append(f"- ok with torch-pruning only: {', '.join(tp_only) or 'none'}")
     return [*lines, ""]

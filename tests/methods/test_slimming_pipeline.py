@@ -149,3 +149,15 @@ def test_cli_slim_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "--resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+def test_pipeline_on_cuda_with_cuda_graphs(tmp_path: Path, digits: dict[str, Any]) -> None:
+    # BN-L1 inside the captured train step, bf16 evaluation, surgery on a CUDA model.
+    result = _slim(digits, device="cuda", compile="cuda-graphs").run(tmp_path)
+    s = {k: v.summary for k, v in result.stages.items()}
+    assert s["sparse"]["acc"] > 0.8 and s["finetuned"]["acc"] > 0.8
+    assert s["pruned"]["params"] < s["sparse"]["params"]
+    loaded = prunekit.load(tmp_path / "finetuned")
+    x = torch.randn(8, 1, 8, 8)
+    assert max_rel_diff(result.stages["finetuned"].model.float().cpu(), loaded, x) <= 1e-4

@@ -277,7 +277,12 @@ class Tracer(TorchFunctionMode):
         """Compute integer tensors (indices built in forward) for real, next to the meta run.
 
         Index tensors are small, and label ops such as ``table[index]`` need their values.
+        In-place ops are never replayed: they would mutate the real model (a BatchNorm's
+        ``num_batches_tracked``) during a trace that must leave it untouched.
         """
+        name = op_name(func)
+        if name.endswith("_") and not name.endswith("__") or name.startswith("__i"):
+            return
         try:
             real = func(*self.concrete(args), **self.concrete(kwargs))
         except NeedsRealValues:
