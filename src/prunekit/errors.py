@@ -27,5 +27,9 @@ class ConfigError(PrunekitError):
     """A config, recipe or command-line value is invalid."""
 
 
+class VerificationError(PrunekitError):
+    """A pruned model does not compute what its soft mask computes (a prunekit bug)."""
+
+
 class DataError(PrunekitError):
     """A dataset is missing or malformed."""

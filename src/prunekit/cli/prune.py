@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, VerificationError
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -120,20 +123,19 @@ def run_prune(args: argparse.Namespace) -> int:
     x = torch.randn(*args.input_shape)
     before = copy.deepcopy(model)
     layers = layer_channels(model)
-    print(f"tracing {spec['model']} on input {tuple(args.input_shape)} ...", flush=True)
-    result = prune(model, x, cfg, batches=_calibration(args))
-    print(
-        f"{len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed",
-        flush=True,
-    )
-    report = compare(before, model, x, latency=not args.no_latency, before_layers=layers)
+    with _stage(f"trace + score + plan + surgery of {spec['model']} on {tuple(args.input_shape)}"):
+        result = prune(model, x, cfg, batches=_calibration(args))
+    print(f"  {len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed")
+    with _stage("measuring params, MACs" + ("" if args.no_latency else ", latency")):
+        report = compare(before, model, x, latency=not args.no_latency, before_layers=layers)
     if not args.no_verify:
-        diff = max_rel_diff(soft_copy(before, result.plan), model, x)
+        with _stage("checking the pruned model against its soft mask"):
+            diff = max_rel_diff(soft_copy(before, result.plan), model, x)
         report.extra["max_rel_diff"] = f"{diff:.2e}"
         if diff > 1e-4:
-            raise ConfigError(
-                f"pruned model differs from its soft mask by {diff:.2e} (> 1e-4); "
-                "please report this model"
+            raise VerificationError(
+                f"pruned model differs from its soft mask by {diff:.2e} (> 1e-4); nothing was "
+                "saved. Please report this model; --ignore the layers involved to work around it"
             )
     out = io.save(model, args.out, spec)
     from prunekit.io import atomic_write
@@ -142,6 +144,15 @@ def run_prune(args: argparse.Namespace) -> int:
     print(report.to_table())
     print(f"saved to {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _stage(what: str) -> Iterator[None]:
+    """Print a step and how long it took (progress for the long steps)."""
+    print(f"{what} ...", flush=True)
+    t0 = time.perf_counter()
+    yield
+    print(f"  done in {time.perf_counter() - t0:.1f}s", flush=True)
 
 
 def _calibration(args: argparse.Namespace) -> Any:
