@@ -9,7 +9,14 @@ import torchvision
 from prunekit.errors import ConfigError, PlanError
 from prunekit.graph import trace
 from prunekit.importance import score
-from prunekit.plan import Allocation, PruningPlan, estimate, make_plan, plan_for_target, plan_from_keep
+from prunekit.plan import (
+    Allocation,
+    PruningPlan,
+    estimate,
+    make_plan,
+    plan_for_target,
+    plan_from_keep,
+)
 
 
 @pytest.fixture(scope="module")

@@ -185,3 +185,19 @@ def test_soft_zeros_survive_training_on_digits(graph: DependencyGraph, tmp_path:
     pruner.finalize()
     assert max_rel_diff(soft, model, next(iter(test_dl))[0]) < 1e-4
     assert evaluate(model, test_dl)["acc"] == pytest.approx(soft_acc, abs=2e-3)
+
+
+@pytest.mark.gpu
+def test_pruner_on_cuda(graph: DependencyGraph) -> None:
+    """Index tensors follow the parameters' device; finalize stays exact on the GPU."""
+    model = _model().cuda()
+    pruner = StructuredPruner(model, X.cuda(), {"kind": "one_shot", "target": 0.5}, graph=graph)
+    pruner.step(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    pruner.zero_pruned()
+    assert all(bool((t == 0).all()) for t in _removed_entries(pruner))
+    soft = copy.deepcopy(model)
+    pruner.finalize()
+    assert max_rel_diff(soft, model, torch.randn(8, 1, 8, 8, device="cuda")) < 1e-4

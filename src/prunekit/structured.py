@@ -117,6 +117,8 @@ class StructuredPruner:
             raise ConfigError(f"unit must be 'epoch' or 'step', got {unit!r}")
         self.model = model
         self.schedule = _as_schedule(schedule)
+        # Computed once: step() runs after every optimizer step in "step" mode.
+        self._events = self.schedule.events()
         self.criterion = criterion
         self.unit = unit
         self.score_kwargs = dict(score_kwargs or {})
@@ -141,7 +143,7 @@ class StructuredPruner:
         self.plan: PruningPlan | None = None
         self.level = 0.0
         self.history: list[PruneEvent] = []
-        self._done_until: int | None = None  # last schedule step already handled
+        self._next_event = 0  # index of the first schedule event not yet handled
         self._zero_index: list[tuple[str, int, torch.Tensor]] = []
         self._finalized = False
 
@@ -160,15 +162,12 @@ class StructuredPruner:
         """
         if self._finalized:
             raise ConfigError("this StructuredPruner was finalized; make a new one to prune again")
-        due = [
-            (s, lv)
-            for s, lv in self.schedule.events()
-            if s <= t and (self._done_until is None or s > self._done_until)
-        ]
-        if not due:
+        start = self._next_event
+        while self._next_event < len(self._events) and self._events[self._next_event][0] <= t:
+            self._next_event += 1
+        if self._next_event == start:
             return None
-        self._done_until = due[-1][0]
-        level = due[-1][1]
+        level = self._events[self._next_event - 1][1]
         if level <= self.level or level == 0.0:
             return None  # levels never go down; level 0 (AGP's first event) prunes nothing
         return self.prune_to(level, step=t)

@@ -102,3 +102,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "--levels must be numbers in [0, 1]" in capsys.readouterr().err
     assert main([*base, "--unstructured", "--criterion", "l2", "--levels", "0.5"]) == 2
     assert "not an unstructured criterion" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_structured_cli_on_cuda(saved_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gpu"
+    argv = ["sensitivity", "--from", str(saved_model), "--data", "digits", "--levels", "0.5"]
+    assert main([*argv, "--device", "cuda", "--out", str(out)]) == 0
+    assert len(_rows(out / "sensitivity.csv")) == 5 * 2

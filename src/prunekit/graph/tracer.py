@@ -281,7 +281,7 @@ class Tracer(TorchFunctionMode):
         ``num_batches_tracked``) during a trace that must leave it untouched.
         """
         name = op_name(func)
-        if name.endswith("_") and not name.endswith("__") or name.startswith("__i"):
+        if (name.endswith("_") and not name.endswith("__")) or name.startswith("__i"):
             return
         try:
             real = func(*self.concrete(args), **self.concrete(kwargs))
