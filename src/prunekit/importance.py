@@ -47,19 +47,34 @@ CRITERIA: Registry[SlotScore] = Registry("criterion")
 NEEDS_DATA = {"taylor": "grads", "activation": "activations"}
 
 
-def _per_position(slot: Slot, t: torch.Tensor, p: float) -> torch.Tensor:
-    """L_p norm of each slice along ``slot.dim`` at the slot's positions.
+_NORMS: dict[tuple[int, float], tuple[torch.Tensor, list[torch.Tensor]]] = {}
 
-    Reduces over the leading dims first and then over the trailing ones, both as contiguous
-    reductions: several times faster than one strided multi-dim ``vector_norm`` on CPU.
+
+def _dim_norms(t: torch.Tensor, p: float) -> list[torch.Tensor]:
+    """Σ|t|**p along every dim (one vector per dim), from a single pass over ``t``.
+
+    Most weights have two slots (their output and input dim); computing |t|**p once and
+    reducing it per dim halves the cost of magnitude scoring. Cached for one :func:`score`.
     """
+    key = (id(t), p)
+    hit = _NORMS.get(key)
+    if hit is not None and hit[0] is t:
+        return hit[1]
     v = t.detach().float()
     v = v.abs() if p == 1 else v.square()
-    size = v.shape[slot.dim]
-    before = int(torch.tensor(v.shape[: slot.dim]).prod()) if slot.dim else 1
-    if before > 1:
-        v = v.reshape(before, -1).sum(0)
-    v = v.reshape(size, -1).sum(1)
+    out = []
+    for d in range(v.dim()):
+        # leading dims first, then trailing: both contiguous reductions (fast on CPU)
+        before = int(torch.tensor(v.shape[:d]).prod()) if d else 1
+        r = v.reshape(before, -1).sum(0) if before > 1 else v
+        out.append(r.reshape(v.shape[d], -1).sum(1))
+    _NORMS[key] = (t, out)
+    return out
+
+
+def _per_position(slot: Slot, t: torch.Tensor, p: float) -> torch.Tensor:
+    """L_p norm of each slice along ``slot.dim`` at the slot's positions."""
+    v = _dim_norms(t, p)[slot.dim] if t.dim() else t.detach().float().abs().reshape(1)
     if p != 1:
         v = v.sqrt()
     return v[torch.as_tensor(slot.positions, dtype=torch.long, device=t.device)]
@@ -191,10 +206,18 @@ def score(
         else:
             ctx.activations = _mean_activations(model, batches, max_batches)
     out = {}
-    for g in graph.groups:
-        s = _group_score(g, fn, ctx, reduce)
-        if s is not None:
-            out[g.id] = s
+    threads = torch.get_num_threads()
+    try:
+        # Many small reductions: OpenMP threads cost more than they give (and spin on a
+        # busy machine), so score on one thread.
+        torch.set_num_threads(1)
+        for g in graph.groups:
+            s = _group_score(g, fn, ctx, reduce)
+            if s is not None:
+                out[g.id] = s
+    finally:
+        torch.set_num_threads(threads)
+        _NORMS.clear()
     return out
 
 

@@ -154,6 +154,18 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
     if soft:
         _zero(model, plan)
         return model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of small copies: threads only add overhead
+    try:
+        _slice_all(model, plan)
+    finally:
+        torch.set_num_threads(threads)
+    plans = list(getattr(model, "prunekit_plans", []))
+    model.prunekit_plans = [*plans, plan]  # type: ignore[assignment]
+    return model
+
+
+def _slice_all(model: nn.Module, plan: PruningPlan) -> None:
     touched: dict[int, tuple[nn.Module, dict[str, Any]]] = {}
     for name, dims in plan.tensors.items():
         mod, attr = _owner(model, name)
@@ -171,9 +183,6 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
         fix = _fix_for(mod)
         if fix is not None:
             fix(mod, before)
-    plans = list(getattr(model, "prunekit_plans", []))
-    model.prunekit_plans = [*plans, plan]  # type: ignore[assignment]
-    return model
 
 
 def _zero(model: nn.Module, plan: PruningPlan) -> None:
