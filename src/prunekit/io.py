@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from prunekit._fileio import atomic_path, atomic_write_text
 from prunekit.errors import CheckpointError, PlanError, PrunekitError
 from prunekit.models import build_model
 from prunekit.plan import PruningPlan
@@ -34,31 +33,6 @@ from prunekit.surgery import apply_plan
 
 FORMAT = "prunekit.model/1"
 WEIGHTS, SPEC, PLANS = "model.safetensors", "spec.json", "plans.json"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (same-folder temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give a temp file ordinary permissions (mkstemp makes 0600) and move it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -101,16 +75,10 @@ def save(
         )
     plans = list(getattr(model, "prunekit_plans", [])) if plans is None else list(plans)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".weights.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": FORMAT})
-        digest = _sha256(Path(tmp))
-        _publish(tmp, out / WEIGHTS)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    atomic_write(out / PLANS, json.dumps([p.to_dict() for p in plans], indent=1).encode())
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+        digest = _sha256(tmp)
+    atomic_write_text(out / PLANS, json.dumps([p.to_dict() for p in plans], indent=1))
     meta = {
         "format": FORMAT,
         "model": spec_d["model"],
@@ -118,7 +86,7 @@ def save(
         "sha256": digest,
         "torch": torch.__version__,
     }
-    atomic_write(out / SPEC, json.dumps(meta, indent=1, sort_keys=True).encode())
+    atomic_write_text(out / SPEC, json.dumps(meta, indent=1, sort_keys=True))
     return out
 
 

@@ -138,9 +138,9 @@ def run_prune(args: argparse.Namespace) -> int:
                 "saved. Please report this model; --ignore the layers involved to work around it"
             )
     out = io.save(model, args.out, spec)
-    from prunekit.io import atomic_write
+    from prunekit._fileio import atomic_write_text
 
-    atomic_write(Path(out) / "report.json", json.dumps(report.to_dict(), indent=1).encode())
+    atomic_write_text(Path(out) / "report.json", json.dumps(report.to_dict(), indent=1))
     print(report.to_table())
     print(f"saved to {out}")
     return 0

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from prunekit import io
+from prunekit._fileio import atomic_write_text
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.methods.bn_threshold import METHODS, SlimReport, slim_plan
@@ -297,7 +298,7 @@ def _epoch_hint(out: Path) -> float | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    io.atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 class NetworkSlimming:
