@@ -13,29 +13,8 @@ from typing import Any
 
 import torch
 
+from prunekit.cli._args import input_shape, json_object
 from prunekit.errors import ConfigError, VerificationError
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"input shape must be comma-separated ints, got {text!r}"
-        ) from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"input shape must be positive ints, got {text!r}")
-    return dims
-
-
-def _kwargs(text: str) -> dict[str, Any]:
-    try:
-        val = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--kwargs must be a JSON object: {exc}") from None
-    if not isinstance(val, dict):
-        raise argparse.ArgumentTypeError("--kwargs must be a JSON object")
-    return val
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model spec, e.g. torchvision:resnet50 or zoo:vgg19")
     src.add_argument("--from", dest="from_dir", help="a saved prunekit model folder")
-    p.add_argument("--kwargs", type=_kwargs, default={}, help="model constructor kwargs (JSON)")
-    p.add_argument("--input-shape", type=_shape, required=True, help="e.g. 1,3,224,224")
+    p.add_argument("--kwargs", type=json_object, default={}, help="model constructor kwargs (JSON)")
+    p.add_argument("--input-shape", type=input_shape, required=True, help="e.g. 1,3,224,224")
     p.add_argument("--method", choices=["structured", "slim"], default="structured")
     p.add_argument("--ratio", type=float, default=None, help="fraction of channels removed")
     p.add_argument("--percent", type=float, default=None, help="alias of --ratio (slimming)")
@@ -66,14 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser("info", help="describe a saved prunekit model folder")
     i.add_argument("dir")
-    i.add_argument("--input-shape", type=_shape, default=None)
+    i.add_argument("--input-shape", type=input_shape, default=None)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=run_info)
 
     e = sub.add_parser("export", help="export a saved prunekit model to ONNX")
     e.add_argument("dir")
     e.add_argument("--onnx", required=True, help="output .onnx file")
-    e.add_argument("--input-shape", type=_shape, required=True)
+    e.add_argument("--input-shape", type=input_shape, required=True)
     e.add_argument("--opset", type=int, default=17)
     e.set_defaults(func=run_export)
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prunekit.cli._args import input_shape, json_object
 from prunekit.errors import ConfigError
 
 
@@ -38,28 +39,6 @@ def _levels(text: str) -> list[float]:
     return levels
 
 
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--input-shape must be comma-separated ints such as 1,3,32,32, got {text!r}"
-        ) from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"--input-shape must be positive ints, got {text!r}")
-    return dims
-
-
-def _kwargs(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--kwargs must be a JSON object: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--kwargs must be a JSON object, got {text!r}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sensitivity`` subcommand."""
     p = sub.add_parser(
@@ -69,11 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model spec, e.g. zoo:vgg19 (untrained unless loaded)")
     src.add_argument("--from", dest="from_dir", help="a saved prunekit model folder")
-    p.add_argument("--kwargs", type=_kwargs, default={}, help="model constructor kwargs (JSON)")
+    p.add_argument("--kwargs", type=json_object, default={}, help="model constructor kwargs (JSON)")
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or mnist:PATH")
     p.add_argument("--split", default="test", help="split to measure on (default test)")
     p.add_argument(
-        "--input-shape", type=_shape, default=None, help="trace shape (default: 1 data sample)"
+        "--input-shape", type=input_shape, default=None, help="trace shape (default: 1 data sample)"
     )
     p.add_argument("--levels", type=_levels, default=None, help="default 0.1,0.2,...,0.9")
     kind = p.add_mutually_exclusive_group()

@@ -13,22 +13,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from prunekit.cli._args import json_object
 from prunekit.errors import ConfigError
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -37,7 +27,7 @@ def register(subparsers: Any) -> None:
         "slim", help="Network Slimming: sparse-train, prune by |γ|, fine-tune (one command)"
     )
     p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
-    p.add_argument("--model-kwargs", type=_json_object, default=None, help="JSON kwargs")
+    p.add_argument("--model-kwargs", type=json_object, default=None, help="JSON kwargs")
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or cifar10:PATH")
     p.add_argument("--percent", type=float, default=None, help="fraction of channels removed")
     p.add_argument(
