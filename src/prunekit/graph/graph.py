@@ -340,14 +340,7 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
     comp = _resolve(tr)
     frozen = comp[FROZEN]
     slots = _all_slots(tr, comp)
-    sig: dict[int, set[tuple[str, int]]] = defaultdict(set)
-    for key, units in slots.items():
-        for u in np.unique(units):
-            if u != frozen:
-                sig[int(u)].add(key)
-    by_sig: dict[frozenset[tuple[str, int]], list[int]] = defaultdict(list)
-    for u, keys in sig.items():
-        by_sig[frozenset(keys)].append(u)
+    by_sig = _units_by_signature(slots, frozen)
     order = {k: i for i, k in enumerate(tr.slots)}
     groups = [_make_group(keys, units, slots, order) for keys, units in by_sig.items()]
     groups.sort(key=lambda g: order.get(_key(g.id), len(order)))
@@ -359,6 +352,30 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
         tensor_shapes=shapes,
         params={n for n, _ in model.named_parameters()},
     )
+
+
+def _units_by_signature(
+    slots: dict[tuple[str, int], np.ndarray], frozen: int
+) -> dict[frozenset[tuple[str, int]], list[int]]:
+    """Group units by the set of tensor dims they touch (vectorised: ~10^5 slot positions)."""
+    keys = list(slots)
+    comps, kidx = [], []
+    for i, key in enumerate(keys):
+        u = np.unique(slots[key])
+        u = u[u != frozen]
+        comps.append(u)
+        kidx.append(np.full(len(u), i))
+    c, k = np.concatenate(comps), np.concatenate(kidx)
+    if not len(c):
+        return {}
+    order = np.lexsort((k, c))
+    c, k = c[order], k[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(c)) + 1]
+    ends = np.r_[starts[1:], len(c)]
+    by_sig: dict[frozenset[tuple[str, int]], list[int]] = defaultdict(list)
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        by_sig[frozenset(keys[j] for j in k[s:e].tolist())].append(int(c[s]))
+    return by_sig
 
 
 def _key(gid: str) -> tuple[str, int]:
@@ -376,18 +393,17 @@ def _make_group(
     anchor = min(producers or keys, key=lambda k: (order.get(k, 1 << 30), k))
     uset = np.array(sorted(units))
     # Units are numbered by first position in the anchor, so ids are stable across traces.
-    a = slots[anchor]
-    first: dict[int, int] = {}
-    for pos, u in enumerate(a.tolist()):
-        first.setdefault(u, pos)
-    ordered = sorted(uset.tolist(), key=lambda u: first.get(u, 1 << 30))
-    index = {u: i for i, u in enumerate(ordered)}
+    uniq, first = np.unique(slots[anchor], return_index=True)
+    inside = np.isin(uniq, uset)
+    ordered = uniq[inside][np.argsort(first[inside], kind="stable")]
+    sorter = np.argsort(ordered)
     out = []
     for key in sorted(keys, key=lambda k: (order.get(k, 1 << 30), k)):
         arr = slots[key]
         mask = np.isin(arr, uset)
         where = np.nonzero(mask)[0]
-        out.append(Slot(key[0], key[1], where, np.array([index[u] for u in arr[mask].tolist()])))
+        index = sorter[np.searchsorted(ordered, arr[mask], sorter=sorter)]
+        out.append(Slot(key[0], key[1], where, index))
     return Group(id=f"{anchor[0]}:{anchor[1]}", size=len(ordered), slots=out)
 
 
