@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 
 from prunekit._fileio import atomic_write_bytes, make_temp_dir
 from prunekit.errors import CheckpointError
@@ -115,7 +116,7 @@ def save_checkpoint(directory: str | os.PathLike[str], epoch: int, state: dict[s
     root.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     body = encode(state, tensors)
-    blob = safetensors.torch.save(_unshare(tensors))
+    blob = safetensors_save(_unshare(tensors))
     meta = {"format": FORMAT, "epoch": epoch, "sha256": hashlib.sha256(blob).hexdigest()}
     tmp = make_temp_dir(root, f".tmp-epoch-{epoch:04d}-")
     try:
@@ -175,7 +176,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         raise CheckpointError(f"checkpoint {folder / TENSORS} is corrupt (checksum); {fix}")
     try:
-        tensors = safetensors.torch.load(blob)
+        tensors = safetensors_load(blob)
         return dict(decode(doc["state"], tensors))
     except Exception as exc:  # safetensors raises its own types; wrap them all the same way
         raise CheckpointError(f"checkpoint {folder} is corrupt ({exc}); {fix}") from None
