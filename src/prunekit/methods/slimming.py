@@ -76,31 +76,15 @@ _COMMON = (
     "compile",
     "train_options",
 )
+# Each stage depends on the settings of the stage it starts from plus its own, so the
+# tuples are built cumulatively rather than repeated.
+_SPARSE = (*_COMMON, "epochs", "sparsity")
+_PRUNED = (*_SPARSE, "percent", "threshold", "floor", "round_to", "count")
 _STAGE_KEYS = {
     "dense": (*_COMMON, "dense_epochs"),
-    "sparse": (*_COMMON, "epochs", "sparsity"),
-    "pruned": (
-        *_COMMON,
-        "epochs",
-        "sparsity",
-        "percent",
-        "threshold",
-        "floor",
-        "round_to",
-        "count",
-    ),
-    "finetuned": (
-        *_COMMON,
-        "epochs",
-        "sparsity",
-        "percent",
-        "threshold",
-        "floor",
-        "round_to",
-        "count",
-        "finetune_epochs",
-        "finetune_lr",
-    ),
+    "sparse": _SPARSE,
+    "pruned": _PRUNED,
+    "finetuned": (*_PRUNED, "finetune_epochs", "finetune_lr"),
 }
 
 
