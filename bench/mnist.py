@@ -434,7 +434,8 @@ def to_markdown(rows: list[Row], meta: dict[str, Any]) -> str:
         f"seeds {meta['seeds']}; total {meta['total_seconds']:.0f} s wall, "
         f"{meta['total_cpu_seconds']:.0f} s CPU; load average (1/5/15 min) at start "
         f"{meta['load_average_at_start']}, at end {meta.get('load_average_at_end', '?')} "
-        f"on {meta.get('cores_visible', '?')} cores (the machine was shared).",
+        f"on {meta.get('cores_visible', '?')} cores (this run's own load is about the thread "
+        "count; more means other work shared the machine).",
         "",
         "Compression = all parameters / non-zero parameters (biases count as dense).",
         "",

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from prunekit._fileio import atomic_write_text
 from prunekit.errors import ConfigError
 from prunekit.recipes import ops
 from prunekit.recipes.lr import LRDriver
@@ -49,8 +50,8 @@ from prunekit.recipes.resolve import (
     PruneAction,
     ResolvedRecipe,
     resolve,
-    write_text_atomic,
 )
+from prunekit.train.evaluate import evaluate
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 
@@ -171,7 +172,7 @@ class Executor:
                 "sparsity": _sparsity(model, state),
             }
             if test is not None:
-                row["accuracy"] = evaluate(model, test, self.device)
+                row["accuracy"] = evaluate(model, test, device=self.device)["acc"]
             history.append(row)
             bar.set_postfix(loss=f"{loss:.3f}", sparsity=f"{row['sparsity']:.2f}")
             driver.epoch_end(plan.epoch)
@@ -391,7 +392,7 @@ class Executor:
         else:
             spec = {"model": section.spec, "kwargs": section.kwargs}
         io.save(model, self.out_dir / "model", spec)
-        write_text_atomic(self.out_dir / "history.json", json.dumps(history, indent=2))
+        atomic_write_text(self.out_dir / "history.json", json.dumps(history, indent=2))
         resolved.save_json(self.out_dir / "resolved.json")
 
 
@@ -420,27 +421,6 @@ def _sparsity(model: nn.Module, state: _State) -> float:
         return 0.0
     pruned = sum(int((~m).sum()) for m in state.masks.values())
     return pruned / sum(m.numel() for m in state.masks.values())
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy of ``model`` over ``batches``.
-
-    Args:
-        model: the classifier.
-        batches: iterable of ``(inputs, targets)``.
-        device: where to run.
-
-    Returns:
-        Accuracy in [0, 1].
-    """
-    model.eval()
-    correct = seen = 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        correct += int((model(x).argmax(1) == y).sum())
-        seen += len(y)
-    return correct / max(seen, 1)
 
 
 def load_data(

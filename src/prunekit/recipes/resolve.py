@@ -13,8 +13,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from prunekit._fileio import atomic_write_text
 from prunekit.errors import ConfigError
 from prunekit.recipes import _targets
 from prunekit.recipes.lr import simulate_lr
@@ -111,26 +110,13 @@ class ResolvedRecipe:
 
     def save_json(self, path: str | Path) -> None:
         """Write :meth:`to_json` atomically (temp file in the same folder, then replace)."""
-        write_text_atomic(Path(path), self.to_json())
+        atomic_write_text(path, self.to_json())
 
     def to_table(self) -> str:
         """Human-readable plan: items, their targets, then one row per epoch."""
         from prunekit.recipes._table import render
 
         return render(self)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,5 +318,4 @@ __all__ = [
     "count_epochs",
     "policy_epochs",
     "resolve",
-    "write_text_atomic",
 ]
