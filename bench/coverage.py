@@ -13,6 +13,8 @@ subprocess with a timeout, so a crash, a hang or running out of memory costs one
   timed; the pruned model must run and keep its output shape (it has no soft-mask reference).
 
 ``--timing`` compares the prune call on resnet50 (3 fresh subprocesses per tool, interleaved).
+Both workers run ``gc.collect()`` just before their timed window, so garbage left by the
+worker's own setup is not charged to whichever tool happens to allocate first.
 
 Usage:
     python bench/coverage.py                          # everything; resumes bench/results/coverage.json
@@ -31,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import copy
+import gc
 import re
 import statistics
 import subprocess
@@ -178,9 +181,18 @@ def _err(stage: str, exc: BaseException) -> str:
     return f"{stage}: {type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
+def _settle() -> None:
+    """Collect the garbage the worker's own setup left (model build, dense forward) before a
+    timed window, for both tools alike: otherwise a full collection that the setup made due
+    lands in whichever tool allocates first (~0.25 s with torch imported), a property of the
+    harness rather than of the tool."""
+    gc.collect()
+
+
 def _prune_prunekit(model: Any, x: Any) -> tuple[Any, float, float]:
     from prunekit.pipeline import PruneConfig, prune
 
+    _settle()
     c0, t0 = time.process_time(), time.perf_counter()
     result = prune(model, x, PruneConfig(ratio=RATIO, criterion=CRITERION))
     return result.plan, time.perf_counter() - t0, time.process_time() - c0
@@ -190,6 +202,7 @@ def _prune_tp(model: Any, x: Any, name: str) -> tuple[None, float, float]:
     import torch_pruning as tp
 
     ignored = final_layers(model, name)  # found before timing: it is not part of pruning
+    _settle()
     c0, t0 = time.process_time(), time.perf_counter()
     pruner = tp.pruner.MetaPruner(
         model,
@@ -492,8 +505,8 @@ def _md_intro(meta: dict[str, Any]) -> list[str]:
         "removed. torch-pruning **ok** = `MetaPruner(MagnitudeImportance(p=2))` with the final "
         "classifier ignored runs, and the pruned model runs with unchanged output shape (it has no "
         "soft-mask equivalence check). Times are wall seconds of the prune call only (prunekit: "
-        "trace + score + plan + surgery; torch-pruning: pruner construction + `step()`), on a "
-        "shared machine, so they are noisy. Before pruning, parameters that torchvision "
+        "trace + score + plan + surgery; torch-pruning: pruner construction + `step()`), after "
+        "`gc.collect()` in both workers, on a shared machine, so they are noisy. Before pruning, parameters that torchvision "
         "initialises to a constant near 0 (biases, norm shifts, ViT's class token and head, "
         "ConvNeXt's 1e-6 layer scale) are redrawn from N(0, 0.02²), the same for both tools: "
         "otherwise ViT's output is identically 0 and the equivalence check could not fail.",

@@ -24,7 +24,9 @@ def setup():
 @pytest.mark.parametrize("name", CRITERIA.names())
 def test_every_criterion_scores_groups(setup, name):
     model, graph, batches = setup
-    s = score(model, graph, name, batches=batches if name in NEEDS_DATA else None, loss_fn=F.cross_entropy)
+    s = score(
+        model, graph, name, batches=batches if name in NEEDS_DATA else None, loss_fn=F.cross_entropy
+    )
     assert s, name
     for gid, v in s.items():
         assert v.shape == (graph.group(gid).size,)

@@ -25,7 +25,9 @@ def saved(tmp_path):
     model = build_model("torchvision:resnet18", num_classes=7).eval()
     prune(model, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.5))
     prune(model, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.25, criterion="l1"))
-    out = prunekit.save(model, tmp_path / "m", {"model": "torchvision:resnet18", "kwargs": {"num_classes": 7}})
+    out = prunekit.save(
+        model, tmp_path / "m", {"model": "torchvision:resnet18", "kwargs": {"num_classes": 7}}
+    )
     return model, out
 
 

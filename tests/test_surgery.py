@@ -86,7 +86,9 @@ def test_plans_are_recorded_on_the_model():
     assert model.prunekit_plans == [plan]
 
 
-@pytest.mark.parametrize("cls", sorted(MODULE_FIXES, key=lambda c: c.__name__), ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", sorted(MODULE_FIXES, key=lambda c: c.__name__), ids=lambda c: c.__name__
+)
 def test_every_module_handler_is_exercised(cls):
     """Contract over the registry: each handler's layer kind is pruned somewhere in Net or a
     small stand-in, and its attributes agree with its new weights."""

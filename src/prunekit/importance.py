@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def _dim_norms(t: torch.Tensor, p: float) -> list[torch.Tensor]:
     out = []
     for d in range(v.dim()):
         # leading dims first, then trailing: both contiguous reductions (fast on CPU)
-        before = int(torch.tensor(v.shape[:d]).prod()) if d else 1
+        before = math.prod(v.shape[:d])
         r = v.reshape(before, -1).sum(0) if before > 1 else v
         out.append(r.reshape(v.shape[d], -1).sum(1))
     _NORMS[key] = (t, out)

@@ -107,23 +107,28 @@ def plan_from_keep(
         The :class:`PruningPlan`.
     """
     groups: dict[str, dict[str, Any]] = {}
-    removed: dict[tuple[str, int], set[int]] = {}
+    removed: dict[tuple[str, int], np.ndarray] = {}  # (tensor, dim) -> removed-position mask
     for g in graph.groups:
-        kept = sorted({int(i) for i in keep.get(g.id, range(g.size))})
-        if kept and (kept[0] < 0 or kept[-1] >= g.size):
+        kept = np.unique(np.fromiter((int(i) for i in keep.get(g.id, range(g.size))), np.int64))
+        if kept.size and (kept[0] < 0 or kept[-1] >= g.size):
             raise PlanError(f"group {g.id!r} has {g.size} units; keep index out of range")
-        if not kept:
+        if not kept.size:
             raise PlanError(f"group {g.id!r} would lose all {g.size} units; keep at least one")
-        groups[g.id] = {"size": g.size, "keep": kept}
-        drop = np.setdiff1d(np.arange(g.size), np.array(kept, dtype=np.int64))
+        groups[g.id] = {"size": g.size, "keep": kept.tolist()}
+        if kept.size == g.size:
+            continue
+        dropped = np.ones(g.size, dtype=bool)
+        dropped[kept] = False
         for s in g.slots:
-            lost = s.positions[np.isin(s.units, drop)]
+            lost = s.positions[dropped[s.units]]
             if lost.size:
-                removed.setdefault((s.tensor, s.dim), set()).update(lost.tolist())
+                key = (s.tensor, s.dim)
+                if key not in removed:
+                    removed[key] = np.zeros(graph.tensor_shapes[s.tensor][s.dim], dtype=bool)
+                removed[key][lost] = True
     plan = PruningPlan(groups=groups, meta=dict(meta or {}))
     for (name, dim), gone in sorted(removed.items()):
-        n = graph.tensor_shapes[name][dim]
-        plan.tensors.setdefault(name, {})[dim] = [i for i in range(n) if i not in gone]
+        plan.tensors.setdefault(name, {})[dim] = np.flatnonzero(~gone).tolist()
         plan.shapes[name] = list(graph.tensor_shapes[name])
     return plan
 

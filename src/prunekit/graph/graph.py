@@ -20,6 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
+from prunekit._gc import with_gc_paused
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
 from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
@@ -104,6 +105,7 @@ class DependencyGraph:
         return "\n".join(lines)
 
 
+@with_gc_paused
 def trace(
     model: nn.Module,
     example_inputs: Any,
@@ -342,7 +344,12 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
     slots = _all_slots(tr, comp)
     by_sig = _units_by_signature(slots, frozen)
     order = {k: i for i, k in enumerate(tr.slots)}
-    groups = [_make_group(keys, units, slots, order) for keys, units in by_sig.items()]
+    # unit -> index of its signature; read by _make_group instead of per-group set lookups
+    sig_of = np.full(int(comp.max()) + 1, -1, dtype=np.int64)
+    for i, units in enumerate(by_sig.values()):
+        sig_of[units] = i
+    rank = np.zeros_like(sig_of)
+    groups = [_make_group(keys, i, slots, order, sig_of, rank) for i, keys in enumerate(by_sig)]
     groups.sort(key=lambda g: order.get(_key(g.id), len(order)))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return DependencyGraph(
@@ -356,8 +363,12 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
 
 def _units_by_signature(
     slots: dict[tuple[str, int], np.ndarray], frozen: int
-) -> dict[frozenset[tuple[str, int]], list[int]]:
-    """Group units by the set of tensor dims they touch (vectorised: ~10^5 slot positions)."""
+) -> dict[frozenset[tuple[str, int]], np.ndarray]:
+    """Group units by the set of tensor dims they touch (vectorised: ~10^5 slot positions).
+
+    Returns:
+        signature (the tensor dims) -> sorted unit ids, in order of each signature's first unit.
+    """
     keys = list(slots)
     comps, kidx = [], []
     for i, key in enumerate(keys):
@@ -370,12 +381,53 @@ def _units_by_signature(
         return {}
     order = np.lexsort((k, c))
     c, k = c[order], k[order]
+    # one segment of k (its sorted key indices) per unit
     starts = np.r_[0, np.flatnonzero(np.diff(c)) + 1]
-    ends = np.r_[starts[1:], len(c)]
-    by_sig: dict[frozenset[tuple[str, int]], list[int]] = defaultdict(list)
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        by_sig[frozenset(keys[j] for j in k[s:e].tolist())].append(int(c[s]))
-    return by_sig
+    lens = np.diff(np.r_[starts, len(c)])
+    sig, first = _segment_classes(k, starts, lens, len(keys))
+    units = c[starts]
+    by = np.argsort(sig, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(sig))]
+    out: dict[frozenset[tuple[str, int]], np.ndarray] = {}
+    for g, f in enumerate(first.tolist()):
+        ks = frozenset(keys[j] for j in k[starts[f] : starts[f] + lens[f]].tolist())
+        out[ks] = units[by[bounds[g] : bounds[g + 1]]]
+    return out
+
+
+def _segment_classes(
+    k: np.ndarray, starts: np.ndarray, lens: np.ndarray, nkeys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class id per segment (equal iff equal contents) and the first segment of each class.
+
+    Segments are hashed with two random 64-bit weights per key, then every segment is compared
+    element by element with its class representative, so a hash collision can never merge two
+    different signatures (it falls back to exact grouping by bytes instead).
+    """
+    w = np.random.default_rng(0).integers(0, 2**63, size=(2, nkeys), dtype=np.uint64)
+    h = np.stack(
+        [
+            np.add.reduceat(w[0][k], starts),
+            np.add.reduceat(w[1][k], starts),
+            lens.astype(np.uint64),
+        ],
+        axis=1,
+    )
+    _, first, inv = np.unique(h, axis=0, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    seg = np.repeat(np.arange(len(starts)), lens)  # segment of each element
+    rep = starts[first[inv]][seg] + (np.arange(len(k)) - starts[seg])
+    if np.array_equal(k, k[rep]):
+        # renumber classes by first appearance, so dict order follows unit order
+        order = np.argsort(first, kind="stable")
+        relabel = np.empty_like(order)
+        relabel[order] = np.arange(len(order))
+        return relabel[inv], first[order]
+    classes: dict[bytes, int] = {}
+    ids = np.array(
+        [classes.setdefault(k[s : s + n].tobytes(), len(classes)) for s, n in zip(starts, lens)]
+    )
+    return ids, np.unique(ids, return_index=True)[1]
 
 
 def _key(gid: str) -> tuple[str, int]:
@@ -385,25 +437,24 @@ def _key(gid: str) -> tuple[str, int]:
 
 def _make_group(
     keys: frozenset[tuple[str, int]],
-    units: list[int],
+    sig: int,
     slots: dict[tuple[str, int], np.ndarray],
     order: dict[Any, int],
+    sig_of: np.ndarray,
+    rank: np.ndarray,
 ) -> Group:
     producers = [k for k in keys if k[1] == 0 and k in order]
     anchor = min(producers or keys, key=lambda k: (order.get(k, 1 << 30), k))
-    uset = np.array(sorted(units))
     # Units are numbered by first position in the anchor, so ids are stable across traces.
     uniq, first = np.unique(slots[anchor], return_index=True)
-    inside = np.isin(uniq, uset)
+    inside = sig_of[uniq] == sig
     ordered = uniq[inside][np.argsort(first[inside], kind="stable")]
-    sorter = np.argsort(ordered)
+    rank[ordered] = np.arange(len(ordered))
     out = []
     for key in sorted(keys, key=lambda k: (order.get(k, 1 << 30), k)):
         arr = slots[key]
-        mask = np.isin(arr, uset)
-        where = np.nonzero(mask)[0]
-        index = sorter[np.searchsorted(ordered, arr[mask], sorter=sorter)]
-        out.append(Slot(key[0], key[1], where, index))
+        mask = sig_of[arr] == sig
+        out.append(Slot(key[0], key[1], np.nonzero(mask)[0], rank[arr[mask]]))
     return Group(id=f"{anchor[0]}:{anchor[1]}", size=len(ordered), slots=out)
 
 

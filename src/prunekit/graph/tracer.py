@@ -215,10 +215,16 @@ class Tracer(TorchFunctionMode):
         a = np.asarray(a, dtype=np.int64).reshape(-1)
         b = np.asarray(b, dtype=np.int64).reshape(-1)
         keep = (a >= 0) & (b >= 0) & (a != b)
-        if keep.any():
-            # Dedupe via one int64 key per pair: much cheaper than unique(axis=0).
-            key = np.unique((a[keep] << 32) | b[keep])
-            self.pairs.append(np.stack([key >> 32, key & 0xFFFFFFFF], axis=1))
+        if not keep.any():
+            return
+        a, b = a[keep], b[keep]
+        if a.size > 4096:
+            # Broadcasts repeat pairs many times: dedupe large inputs via one int64 key per
+            # pair (cheaper than unique(axis=0)). Small ones go as they are; the
+            # connected-components pass does not mind duplicates.
+            key = np.unique((a << 32) | b)
+            a, b = key >> 32, key & 0xFFFFFFFF
+        self.pairs.append(np.stack([a, b], axis=1))
 
     def merge_rows(self, rows: torch.Tensor, ids: np.ndarray) -> None:
         """Merge every label of ``rows[i]`` (a ``(n, rest)`` matrix) with ``ids[i]``."""
