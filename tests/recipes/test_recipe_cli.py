@@ -165,3 +165,14 @@ def test_run_on_digits(write: Write, capsys: pytest.CaptureFixture[str], tmp_pat
     weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
     zeros = sum(int((w == 0).sum()) for w in weights)
     assert zeros == pytest.approx(0.6 * sum(w.numel() for w in weights), rel=1e-3)
+    # --resume on a finished run restores the last checkpoint and trains no further epoch
+    code = main(["run", str(path), "--no-progress", "--out", str(out_dir), "--resume"])
+    out2, err = capsys.readouterr()
+    assert code == 0, err
+    assert out2.splitlines()[0] == out.splitlines()[0]
+    assert json.loads((out_dir / "history.json").read_text()) == history
+    # with another run length the checkpoint is refused in one line
+    code = main(["run", str(path), "--no-progress", "--out", str(out_dir), "--resume",
+                 "--epochs-override", "5"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "different recipe" in err

@@ -331,3 +331,85 @@ def test_lenet300_agp_on_mnist(mnist_subset: tuple) -> None:
     first, last = (float((w == 0).float().mean()) for w in (weights[0], weights[-1]))
     assert first > last  # global ranking prunes the big first layer harder
     assert result.history[-1]["accuracy"] >= 0.93, result.history[-1]
+
+
+_RESUMABLE = {
+    "model": {"spec": "zoo:digits_cnn", "input_shape": [1, 1, 8, 8]},
+    "training": {"epochs": 5, "lr": 0.05, "schedule": "step", "step_size": 2, "gamma": 0.5},
+    "pruners": {
+        "f": {
+            "method": "structured",
+            "modules": ["branch_a.0"],
+            "schedule": "agp",
+            "initial_sparsity": 0.25,
+            "final_sparsity": 0.5,
+            "surgery": True,
+        },
+        "m": {
+            "method": "magnitude",
+            "schedule": "agp",
+            "final_sparsity": 0.6,
+            "params": ["fc1.weight"],
+        },
+    },
+    "regularizers": {"l1": {"kind": "l1", "strength": 1e-5, "params": ["fc2.weight"]}},
+    "distillation": {"teacher": "dense", "temperature": 2.0, "alpha": 0.5},
+    "policies": [
+        {"pruner": "f", "starting_epoch": 0, "ending_epoch": 3},
+        {"pruner": "m", "starting_epoch": 1, "ending_epoch": 4},
+        {"regularizer": "l1", "ending_epoch": 5},
+    ],
+}
+
+
+def _executor(digits: tuple, out: Path, recipe: dict | None = None) -> Executor:
+    xtr, ytr, xte, yte = digits
+    return Executor(
+        Recipe.model_validate(recipe or _RESUMABLE),
+        train_data=_batches(xtr[:512], ytr[:512], 64),
+        eval_data=_batches(xte, yte, 256),
+        out_dir=out,
+        device="cpu",
+        progress=False,
+    )
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(
+    digits: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning events, masks, LR steps, optimizer momentum and the teacher all survive a kill."""
+    whole = _executor(digits, tmp_path / "whole").run()
+
+    calls = {"n": 0}
+    real_epoch = Executor._train_epoch
+
+    def dies_in_epoch_3(self: Executor, *args: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # killed mid-run, after 3 completed epochs
+        return real_epoch(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Executor, "_train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        _executor(digits, tmp_path / "killed").run()
+    monkeypatch.setattr(Executor, "_train_epoch", real_epoch)
+    assert (tmp_path / "killed" / "checkpoint" / "epoch-0003").is_dir()
+
+    resumed = _executor(digits, tmp_path / "killed").run(resume=True)
+    assert resumed.history == whole.history  # bit-identical losses, LRs, accuracies
+    assert len(resumed.history) == 5
+    # surgery ran on the restored masks: 50% of branch_a.0's 32 filters are gone
+    assert resumed.model.branch_a[0].out_channels == whole.model.branch_a[0].out_channels == 16
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_recipes_checkpoint(digits: tuple, tmp_path: Path) -> None:
+    from prunekit.errors import CheckpointError, ConfigError
+
+    short = {**_RESUMABLE, "training": {**_RESUMABLE["training"], "epochs": 2}}
+    _executor(digits, tmp_path / "run", short).run()
+    with pytest.raises(CheckpointError, match="different recipe"):
+        _executor(digits, tmp_path / "run").run(resume=True)
+    with pytest.raises(ConfigError, match="--out"):
+        Executor(Recipe.model_validate(_RESUMABLE)).run(resume=True)

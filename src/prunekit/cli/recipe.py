@@ -32,7 +32,8 @@ def register(subparsers: Any) -> None:
     run = subparsers.add_parser("run", help="execute a recipe (train, prune, save)")
     run.add_argument("recipe", help="recipe YAML (native or Distiller schedule)")
     _common(run)
-    run.add_argument("--out", default=None, help="output folder (model, history.json)")
+    run.add_argument("--out", default=None, help="output folder (model, history.json, checkpoint/)")
+    run.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     run.add_argument("--epochs-override", type=int, default=None, help="run length")
     run.add_argument("--data", default=None, help="dataset spec (overrides the recipe's)")
     run.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
@@ -106,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         device=args.device,
         progress=False if args.no_progress else None,
-    ).run()
+    ).run(resume=args.resume)
     last = result.history[-1] if result.history else {}
     summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "epoch")
     print(f"done: {len(result.history)} epochs; last epoch: {summary}")

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sys
 from collections.abc import Iterable, Sized
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from prunekit._fileio import atomic_write_text
-from prunekit.errors import ConfigError
+from prunekit.errors import CheckpointError, ConfigError
 from prunekit.recipes import ops
 from prunekit.recipes.lr import LRDriver
 from prunekit.recipes.native import (
@@ -54,6 +55,8 @@ from prunekit.recipes.resolve import (
 from prunekit.train.evaluate import evaluate
 
 Batches = Iterable[tuple[Tensor, Tensor]]
+#: sub-folder of ``out_dir`` holding the per-epoch checkpoint
+CHECKPOINT_DIR = "checkpoint"
 
 
 @dataclass
@@ -132,12 +135,23 @@ class Executor:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def run(self) -> RunResult:
+    def run(self, resume: bool = False) -> RunResult:
         """Train and prune per the recipe.
+
+        Args:
+            resume: continue from the newest epoch checkpoint in ``out_dir/checkpoint``
+                (written after every epoch when ``out_dir`` is set); the result is the same as
+                an uninterrupted run's. Without a checkpoint there, the run starts fresh.
 
         Returns:
             The :class:`RunResult` (also written to ``out_dir`` when given).
+
+        Raises:
+            ConfigError: ``resume`` without ``out_dir``.
+            CheckpointError: the checkpoint is damaged or was written for another recipe.
         """
+        if resume and self.out_dir is None:
+            raise ConfigError("resume needs an output folder (--out DIR) holding the checkpoint")
         torch.manual_seed(self.recipe.training.seed)
         model = self._build_model()
         resolved = resolve(self.recipe, model, self.epochs)
@@ -146,15 +160,12 @@ class Executor:
         model.to(self.device)
         teacher = self._teacher(model)
         opt = _optimizer(model, self.recipe)
-        steps = len(train) if isinstance(train, Sized) else 1
-        lr_active = {
-            n: [p.epoch for p in resolved.epochs if n in p.lr_step]
-            for n in self.recipe.lr_schedules
-        }
-        lr_active = {n: es for n, es in lr_active.items() if es}
-        driver = LRDriver(opt, self.recipe, resolved.num_epochs, lr_active, steps)
+        driver = self._lr_driver(opt, resolved, train)
         state, history = _State(), []
-        bar = tqdm(resolved.epochs, desc="recipe", disable=not self.progress, unit="epoch")
+        if resume:
+            history = self._restore(model, teacher, opt, driver, resolved, state)
+        todo = resolved.epochs[len(history) :]
+        bar = tqdm(todo, desc="recipe", disable=not self.progress, unit="epoch")
         for plan in bar:
             for loader in (train, test):
                 set_epoch = getattr(loader, "set_epoch", None)
@@ -176,9 +187,91 @@ class Executor:
             history.append(row)
             bar.set_postfix(loss=f"{loss:.3f}", sparsity=f"{row['sparsity']:.2f}")
             driver.epoch_end(plan.epoch)
+            self._checkpoint(model, teacher, opt, resolved, state, history)
         model = self._finalize(model, state)
         self._save(model, resolved, history)
         return RunResult(model, resolved, history, state.masks, self.out_dir)
+
+    def _lr_driver(
+        self, opt: torch.optim.Optimizer, resolved: ResolvedRecipe, train: Batches
+    ) -> LRDriver:
+        steps = len(train) if isinstance(train, Sized) else 1
+        lr_active = {
+            n: [p.epoch for p in resolved.epochs if n in p.lr_step]
+            for n in self.recipe.lr_schedules
+        }
+        lr_active = {n: es for n, es in lr_active.items() if es}
+        return LRDriver(opt, self.recipe, resolved.num_epochs, lr_active, steps)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _checkpoint(
+        self,
+        model: nn.Module,
+        teacher: nn.Module | None,
+        opt: torch.optim.Optimizer,
+        resolved: ResolvedRecipe,
+        state: _State,
+        history: list[dict[str, float]],
+    ) -> None:
+        """Atomically save everything the next epoch depends on (no pickle)."""
+        if self.out_dir is None:
+            return
+        from prunekit.train.checkpoint import save_checkpoint
+        from prunekit.train.seed import get_rng_state
+
+        payload: dict[str, Any] = {
+            "recipe_sha256": _fingerprint(resolved),
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "masks": dict(state.masks),
+            "surgery_tensors": sorted(state.surgery_tensors),
+            "history": history,
+            "rng": get_rng_state(),
+        }
+        if teacher is not None and self._dense_teacher():
+            payload["teacher"] = teacher.state_dict()
+        save_checkpoint(self.out_dir / CHECKPOINT_DIR, len(history), payload)
+
+    def _restore(
+        self,
+        model: nn.Module,
+        teacher: nn.Module | None,
+        opt: torch.optim.Optimizer,
+        driver: LRDriver,
+        resolved: ResolvedRecipe,
+        state: _State,
+    ) -> list[dict[str, float]]:
+        """Load the newest checkpoint into the run's objects; returns the epochs done."""
+        from prunekit.train.checkpoint import latest_checkpoint, load_checkpoint
+        from prunekit.train.seed import set_rng_state
+
+        assert self.out_dir is not None
+        folder = self.out_dir / CHECKPOINT_DIR
+        if latest_checkpoint(folder) is None:
+            return []
+        saved = load_checkpoint(folder)
+        if saved.get("recipe_sha256") != _fingerprint(resolved):
+            raise CheckpointError(
+                f"{folder} was written by a different recipe or run length; delete it (or run "
+                "without --resume) to start over"
+            )
+        history: list[dict[str, float]] = list(saved["history"])
+        model.load_state_dict(saved["model"])
+        if teacher is not None and "teacher" in saved:
+            teacher.load_state_dict(saved["teacher"])
+        # The LR schedulers are replayed (they are pure functions of their step calls), then
+        # the optimizer state, which also holds the current learning rate, is loaded on top.
+        driver.replay([int(row["epoch"]) for row in history])
+        opt.load_state_dict(saved["optimizer"])
+        state.masks.update({k: v.to(self.device) for k, v in saved["masks"].items()})
+        state.surgery_tensors.update(saved["surgery_tensors"])
+        set_rng_state(saved["rng"])
+        return history
+
+    def _dense_teacher(self) -> bool:
+        kd = self.recipe.distillation
+        return kd is not None and kd.teacher == "dense"
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -399,6 +492,11 @@ class Executor:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _fingerprint(resolved: ResolvedRecipe) -> str:
+    """Identity of a run's plan: a checkpoint only resumes the run it was written by."""
+    return hashlib.sha256(resolved.to_json().encode()).hexdigest()
 
 
 def _default_device() -> str:

@@ -8,6 +8,7 @@ epochs its policy makes active — Distiller's semantics for ``lr_schedulers``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -77,6 +78,7 @@ class LRDriver:
         named = recipe.lr_schedules
         self.named = {name: _named_scheduler(optimizer, named[name]) for name in active}
         self.active = {name: set(epochs_) for name, epochs_ in active.items()}
+        self.steps_per_epoch = steps_per_epoch
 
     def _base(
         self, opt: Optimizer, training: TrainingSection, epochs: int, steps: int
@@ -111,6 +113,18 @@ class LRDriver:
         for name, scheduler in self.named.items():
             if epoch in self.active[name]:
                 scheduler.step()
+
+    def replay(self, epochs: Sequence[int]) -> None:
+        """Step the schedulers through finished ``epochs`` without training (for a resume).
+
+        Torch warns when a scheduler steps before its optimizer has; here that is intended.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for epoch in epochs:
+                for _ in range(self.steps_per_epoch):
+                    self.batch_end()
+                self.epoch_end(epoch)
 
 
 def simulate_lr(recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]]) -> list[float]:
