@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -111,6 +112,57 @@ class Report:
             if len(changed) > max_layers:
                 rows.append(f"  ... {len(changed) - max_layers} more")
         return "\n".join(rows)
+
+    def kept_fractions(self) -> dict[str, float]:
+        """Output channels kept per conv/linear layer (after / before), in model order."""
+        out = {}
+        for r in self.layers:
+            b, a = r["before"], r["after"]
+            if len(b) >= 2 and a:  # conv and linear weights; norms repeat their producer
+                out[r["layer"]] = a[0] / b[0]
+        return out
+
+    def plot(self, path: str | os.PathLike[str], title: str = "") -> dict[str, float]:
+        """Save a PNG/SVG/PDF: size and speed after/before, and kept channels per layer.
+
+        Args:
+            path: file to write (atomically); the suffix picks the format.
+            title: figure title.
+
+        Returns:
+            The plotted per-layer fractions (:meth:`kept_fractions`).
+
+        Example:
+            >>> compare(dense, pruned, x).plot("report.png")
+        """
+        from prunekit._plot import new_figure, save_figure
+
+        fig = new_figure(12, 4.5)
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})
+        b, a = self.before, self.after
+        bars: dict[str, tuple[float, float]] = {
+            "params": (b.params, a.params),
+            "MACs": (b.macs, a.macs),
+        }
+        if b.latency_ms and a.latency_ms is not None:
+            bars["latency"] = (b.latency_ms, a.latency_ms)
+        pct = [100 * after / before if before else 0.0 for before, after in bars.values()]
+        left.bar(list(bars), pct, color="tab:blue")
+        for i, v in enumerate(pct):
+            left.annotate(f"{v:.0f}%", (i, v), ha="center", va="bottom", fontsize="small")
+        left.axhline(100, color="grey", lw=0.8, ls="--")
+        left.set_ylabel("after / before (%)")
+        left.set_ylim(0, max(110.0, *pct) * 1.08)
+        kept = self.kept_fractions()
+        right.bar(range(len(kept)), [100 * v for v in kept.values()], color="tab:orange")
+        right.set_ylim(0, 105)
+        right.set_ylabel("output channels kept (%)")
+        right.set_xlabel(f"layer ({len(kept)} conv/linear layers, model order)")
+        if len(kept) <= 40:
+            right.set_xticks(range(len(kept)), list(kept), rotation=90, fontsize="x-small")
+        fig.suptitle(title or "Pruning report")
+        save_figure(fig, path)
+        return kept
 
 
 def _row(label: str, before: float, after: float) -> str:

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prunekit._fileio import atomic_path, atomic_write_text
+from prunekit._fileio import atomic_write_text
+from prunekit._plot import new_figure, save_figure
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph, Group
 from prunekit.importance import score
@@ -246,11 +247,7 @@ class SensitivityResult:
 
     def plot(self, path: str | Path, *, metric_name: str = "metric", title: str = "") -> None:
         """Save one curve per target (metric vs level) to ``path`` atomically (PNG, SVG, PDF)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 4.5))
-        FigureCanvasAgg(fig)  # headless: no pyplot, no display needed
+        fig = new_figure(7, 4.5)
         ax = fig.add_subplot()
         for target, curve in self.curves.items():
             levels = sorted(curve)
@@ -260,9 +257,7 @@ class SensitivityResult:
         ax.set_title(title or "Sensitivity analysis")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best", ncol=1 + len(self.curves) // 12)
-        fmt = Path(path).suffix.lstrip(".").lower() or "png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
+        save_figure(fig, path)
 
 
 def _check_levels(levels: Sequence[float]) -> list[float]:

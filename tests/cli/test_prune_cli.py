@@ -34,6 +34,7 @@ def test_prune_then_load_and_info(tmp_path, capsys):
     assert "max_rel_diff" in text and "params" in text
     report = json.loads((out / "report.json").read_text())
     assert report["after"]["params"] < 0.5 * report["before"]["params"]
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model = prunekit.load(out)
     assert sum(p.numel() for p in model.parameters()) == report["after"]["params"]
     assert main(["info", str(out), "--json"]) == 0

@@ -120,8 +120,9 @@ def run_prune(args: argparse.Namespace) -> int:
     from prunekit._fileio import atomic_write_text
 
     atomic_write_text(Path(out) / "report.json", json.dumps(report.to_dict(), indent=1))
+    report.plot(Path(out) / "report.png", title=f"{spec['model']} pruned with prunekit")
     print(report.to_table())
-    print(f"saved to {out}")
+    print(f"saved to {out} (report.json, report.png)")
     return 0
 
 

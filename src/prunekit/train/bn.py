@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from prunekit._fileio import atomic_path
+from prunekit._plot import new_figure, save_figure
 from prunekit.train.regularizers import BN_TYPES
 
 
@@ -54,23 +54,14 @@ def plot_bn_histogram(
         bins: histogram bins.
         title: figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never needs a display
-    import matplotlib.pyplot as plt
-
     a, b = _flatten(before).abs().numpy(), _flatten(after).abs().numpy()
     top = float(max(a.max(initial=0.0), b.max(initial=0.0))) or 1.0
-    fig, ax = plt.subplots(figsize=(6, 4))
-    try:
-        ax.hist(a, bins=bins, range=(0, top), alpha=0.6, label=f"before (n={a.size})")
-        ax.hist(b, bins=bins, range=(0, top), alpha=0.6, label=f"after (n={b.size})")
-        ax.set_xlabel("|γ|")
-        ax.set_ylabel("count")
-        ax.set_title(title)
-        ax.legend()
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    fig = new_figure(6, 4)
+    ax = fig.add_subplot()
+    ax.hist(a, bins=bins, range=(0, top), alpha=0.6, label=f"before (n={a.size})")
+    ax.hist(b, bins=bins, range=(0, top), alpha=0.6, label=f"after (n={b.size})")
+    ax.set_xlabel("|γ|")
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.legend()
+    save_figure(fig, path, dpi=100)
