@@ -21,6 +21,7 @@ from prunekit.data import TensorLoader, load_dataset
 from prunekit.io import save
 from prunekit.pipeline import PruneConfig, prune
 from prunekit.report import compare
+from prunekit.train.evaluate import evaluate
 from prunekit.verify import max_rel_diff, soft_copy
 from prunekit.zoo import build
 
@@ -39,15 +40,9 @@ class DemoResult:
     seconds: float
 
 
-def evaluate(model: nn.Module, loader: TensorLoader) -> float:
-    """Top-1 accuracy of ``model`` on ``loader``."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return correct / max(total, 1)
+def accuracy(model: nn.Module, loader: TensorLoader) -> float:
+    """Top-1 accuracy of ``model`` on ``loader`` (the library's evaluator)."""
+    return float(evaluate(model, loader, device="cpu")["acc"])
 
 
 def train(model: nn.Module, loader: TensorLoader, epochs: int, lr: float) -> None:
@@ -115,26 +110,30 @@ def _run(
     model = build("digits_cnn")
     log(f"digits: {len(train_ds)} train / {len(test_ds)} test images (scikit-learn, real scans)")
     train(model, train_dl, epochs, lr=0.1)
-    acc_dense = evaluate(model, test_dl)
+    acc_dense = accuracy(model, test_dl)
     log(f"dense   accuracy {acc_dense:.2%}")
     dense = copy.deepcopy(model).eval()
     x = torch.randn(1, 1, 8, 8)
     result = prune(model.eval(), x, PruneConfig(ratio=ratio, criterion=criterion))
     diff = max_rel_diff(soft_copy(dense, result.plan), model, x)
-    acc_pruned = evaluate(model, test_dl)
+    acc_pruned = accuracy(model, test_dl)
     log(
         f"pruned  accuracy {acc_pruned:.2%}  ({result.plan.removed_units()} channels removed, "
         f"soft-vs-pruned max rel diff {diff:.1e})"
     )
     train(model, train_dl, finetune_epochs, lr=0.02)
-    acc_ft = evaluate(model, test_dl)
+    acc_ft = accuracy(model, test_dl)
     log(f"fine-tuned accuracy {acc_ft:.2%}")
     rep = compare(dense, model.eval(), torch.randn(64, 1, 8, 8))
     rep.extra.update({"acc dense": f"{acc_dense:.2%}", "acc final": f"{acc_ft:.2%}"})
     log(rep.to_table(max_layers=12))
     if out is not None:
         save(model, out, {"model": "zoo:digits_cnn", "kwargs": {}})
-        log(f"saved pruned model to {out}")
+        rep.plot(
+            Path(out) / "report.png",
+            title=f"prunekit demo: digits CNN, {ratio:.0%} of channels pruned",
+        )
+        log(f"saved pruned model and report.png to {out}")
     b, a = rep.before, rep.after
     return DemoResult(
         acc_dense,
