@@ -35,6 +35,7 @@ import argparse
 import copy
 import gc
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -350,9 +351,18 @@ def spawn_worker(
         row = read_json(out)
         if row is None:
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or [""]
-            return _failed_row(tool, name, f"worker crashed (exit {proc.returncode}): {tail[0]}")
+            return _failed_row(tool, name, _crash_message(proc.returncode, tail[0]))
         row["wall_seconds_total"] = round(time.perf_counter() - t0, 2)
         return row
+
+
+def _crash_message(code: int, last_line: str) -> str:
+    """Why a worker died: a signal by name (SIGKILL is what the kernel's OOM killer sends)."""
+    if code < 0:
+        sig = signal.Signals(-code).name
+        hint = " (on Linux usually the out-of-memory killer; see dmesg)" if sig == "SIGKILL" else ""
+        return f"worker killed by {sig}{hint}"
+    return f"worker crashed (exit {code}): {last_line}"
 
 
 def _failed_row(tool: str, name: str, error: str) -> dict[str, Any]:

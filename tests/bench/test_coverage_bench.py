@@ -75,6 +75,14 @@ def test_timeout_becomes_a_failed_row(cov: ModuleType) -> None:
     assert set(cov.ROW_FIELDS) <= set(row)
 
 
+def test_crash_messages_name_the_signal(cov: ModuleType) -> None:
+    assert cov._crash_message(-9, "") == (
+        "worker killed by SIGKILL (on Linux usually the out-of-memory killer; see dmesg)"
+    )
+    assert cov._crash_message(-11, "") == "worker killed by SIGSEGV"
+    assert cov._crash_message(1, "ValueError: x") == "worker crashed (exit 1): ValueError: x"
+
+
 def test_row_ok_rules(cov: ModuleType) -> None:
     good = {"tool": "prunekit", "error": None, "forward_ok": True, "out_shape_ok": True,
             "max_rel_diff": 1e-6, "params_before": 100, "params_after": 60}  # fmt: skip
