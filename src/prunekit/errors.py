@@ -15,6 +15,10 @@ class UnsupportedOpError(PrunekitError):
     """The tracer met an operation it has no handler for."""
 
 
+class TraceError(PrunekitError):
+    """The model does not run on the example inputs it was given to trace."""
+
+
 class PlanError(PrunekitError):
     """A pruning plan is malformed or does not fit the model."""
 

@@ -62,6 +62,7 @@ class PruneConfig:
             CRITERIA.get(self.criterion)
         if self.target is not None and self.reduction is None:
             raise ConfigError(f"target={self.target!r} needs reduction=<fraction to remove>")
+        self.allocation()  # validates ratio, floor, round_to and overrides before any work
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:

@@ -156,9 +156,20 @@ def test_data_driven_criteria_from_cli(tmp_path, criterion):
 def test_errors_are_one_line(tmp_path, capsys, argv, match):
     code = main(["prune", *argv, "--input-shape", "1,3,32,32", "--out", str(tmp_path / "x")])
     assert code == 2
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    err = err.strip()
     assert err.count("\n") == 0 and err.startswith("prunekit: error:")
     assert match in err
+    assert "trace" not in out  # settings are checked before any work starts
+    assert not (tmp_path / "x").exists()
+
+
+def test_input_the_model_cannot_take_is_one_line(tmp_path, capsys):
+    argv = ["--model", "torchvision:resnet18", "--input-shape", "1,3,32", "--out", str(tmp_path)]
+    assert main(["prune", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("prunekit: error: ResNet does not run")
+    assert "[(1, 3, 32)]" in err and "module 'conv1'" in err and "--input-shape" in err
 
 
 def test_export_onnx(tmp_path):

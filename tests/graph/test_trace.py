@@ -299,3 +299,12 @@ def test_keyword_inputs_and_embedding():
     apply_plan(model, plan)
     assert model.emb.embedding_dim == 4
     assert max_rel_diff(apply_plan(dense, plan, soft=True), model, inputs) <= 1e-5
+
+
+def test_inputs_the_model_cannot_take_raise_trace_error() -> None:
+    from prunekit.errors import TraceError
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    with pytest.raises(TraceError, match=r"does not run on the example inputs \[\(1, 5, 8, 8\)\]"):
+        trace(model, torch.randn(1, 5, 8, 8))
+    assert trace(model, torch.randn(1, 3, 8, 8)).groups  # the right shape traces

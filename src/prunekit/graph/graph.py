@@ -21,7 +21,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from prunekit._gc import with_gc_paused
-from prunekit.errors import ConfigError, PrunekitError
+from prunekit.errors import ConfigError, PrunekitError, TraceError
 from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
 from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
 from prunekit.graph.labels import FROZEN
@@ -205,7 +205,7 @@ def _run(tr: Tracer, model: nn.Module, inputs: Inputs, *, train: bool) -> None:
             raise
         tr.names = dict(real_names)
         tr.real_of = {}
-        out = _forward_real(tr, model, inputs, train)
+        out = _forward_real_checked(tr, model, inputs, train)
     for t in iter_tensors(out):
         tr.freeze(tr.labels(t), "model output")
 
@@ -224,6 +224,22 @@ def _forward(tr: Tracer, model: nn.Module, state: dict[str, torch.Tensor], input
     finally:
         for h in handles:
             h.remove()
+
+
+def _forward_real_checked(tr: Tracer, model: nn.Module, inputs: Inputs, train: bool) -> Any:
+    """:func:`_forward_real`; a model that cannot run on the inputs gets one clear error."""
+    try:
+        return _forward_real(tr, model, inputs, train)
+    except PrunekitError:
+        raise
+    except Exception as exc:
+        shapes = [tuple(t.shape) for t in iter_tensors((inputs.args, inputs.kwargs))]
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise TraceError(
+            f"{type(model).__name__} does not run on the example inputs {shapes} (failed in "
+            f"module {tr.where()!r}: {type(exc).__name__}: {first}); pass inputs the model "
+            "accepts (CLI: --input-shape)"
+        ) from exc
 
 
 def _forward_real(tr: Tracer, model: nn.Module, inputs: Inputs, train: bool) -> Any:
