@@ -86,11 +86,11 @@ UNARY = _names(
     """
     relu relu_ relu6 gelu gelu_ silu silu_ sigmoid sigmoid_ tanh tanh_ hardswish hardswish_
     hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu
-    celu_ softplus mish mish_ logsigmoid softsign tanhshrink hardshrink softshrink threshold
-    threshold_ rrelu dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout
+    celu_ softplus mish mish_ logsigmoid log_sigmoid softsign tanhshrink hardshrink softshrink
+    threshold _threshold threshold_ rrelu dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout
     feature_alpha_dropout clone contiguous detach detach_ float half bfloat16 double to type
     type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
-    sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin cos tan reciprocal reciprocal_
+    positive sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin cos tan reciprocal reciprocal_
     floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min clamp_min_ clamp_max
     clamp_max_ nan_to_num requires_grad_ __invert__ logical_not isnan isinf isfinite bitwise_not
     sigmoid_ exponential_ fill_ zero_ normal_ uniform_ bernoulli bernoulli_ pin_memory
@@ -101,7 +101,7 @@ UNARY = _names(
 BINARY = _names(
     """
     add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__ rsub mul mul_ __mul__
-    __rmul__ __imul__ div div_ __truediv__ __rtruediv__ __itruediv__ __div__ true_divide
+    __rmul__ __imul__ div div_ __truediv__ __rtruediv__ __itruediv__ __div__ __rdiv__ true_divide
     floor_divide floor_divide_ __floordiv__ __rfloordiv__ pow pow_ __pow__ __rpow__ __ipow__
     remainder __mod__ fmod maximum minimum fmax fmin where addcmul addcmul_ addcdiv addcdiv_
     lerp lerp_ eq ne gt lt ge le __eq__ __ne__ __gt__ __lt__ __ge__ __le__ logical_and
