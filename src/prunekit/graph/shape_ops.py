@@ -89,9 +89,49 @@ def _assign(tr: Tracer, out: Any, lab: Any) -> None:
 
 @register_op(*SELF_ONLY, *LIST_FIRST)
 def _rearrange(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    if func.__name__ == "repeat_interleave" and not isinstance(args[0], torch.Tensor):
+    name = func.__name__
+    if name == "repeat_interleave" and not isinstance(args[0], torch.Tensor):
         return
+    if name in _POSITIONAL:
+        x, lab = args[0], tr.labels(args[0])
+        dims = _POSITIONAL[name](args, kwargs)
+        hit = [d % x.dim() for d in (range(x.dim()) if dims is None else dims)]
+        if any(lab.shape[d] > 1 for d in hit):
+            # A literal index, shift or window names positions of the *original* channels;
+            # after pruning the same numbers would address other channels.
+            tr.freeze(lab, f"{name} at literal positions of a channel dim")
+    if name in ("channel_shuffle", "native_channel_shuffle"):
+        # shuffle(n, g) == view(g, n/g).transpose.flatten: exact under pruning only when every
+        # group keeps the same within-group offsets, so offset k of all g groups is one unit.
+        groups = int(_arg(args, kwargs, 1, "groups"))
+        if tr.labels(args[0]).shape[1] > 1:
+            _uniform(tr, list(tr.full(args[0]).chunk(groups, dim=1)), 1)
     _assign(tr, out, _labels_call(tr, func, args, kwargs))
+
+
+def _dims_arg(pos: int, key: str, default: Any = 0) -> Any:
+    def get(args: Any, kwargs: Any) -> list[int] | None:
+        d = _arg(args, kwargs, pos, key, default)
+        if d is None:
+            return None
+        return [int(v) for v in d] if isinstance(d, (list, tuple)) else [int(d)]
+
+    return get
+
+
+#: ops that address positions by literal numbers -> the dims they address (None: all dims)
+_POSITIONAL = {
+    "select": _dims_arg(1, "dim"),
+    "index_select": _dims_arg(1, "dim"),
+    "gather": _dims_arg(1, "dim"),
+    "take_along_dim": _dims_arg(2, "dim", None),
+    "unfold": _dims_arg(1, "dimension"),
+    "roll": _dims_arg(2, "dims", None),
+    "diagonal": lambda a, k: [
+        int(_arg(a, k, 2, "dim1", 0)),
+        int(_arg(a, k, 3, "dim2", 1)),
+    ],
+}
 
 
 @register_op("view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to")
@@ -156,7 +196,8 @@ def _split(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     labs = _labels_call(tr, func, args, kwargs)
     if lab.shape[dim] > 1:
         spec = _arg(args, kwargs, 1, "split_size_or_sections", None)
-        if name == "chunk" or (name == "split" and isinstance(spec, TrackedInt)):
+        sections = name == "tensor_split" and isinstance(spec, int)  # a count, like chunk
+        if name == "chunk" or sections or (name == "split" and isinstance(spec, TrackedInt)):
             _uniform(tr, labs, dim)
         elif name == "narrow" and provenance(args[2:4]):
             pass  # bounds computed from the shape follow the new count
