@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +58,15 @@ def test_two_plans_replayed_and_files_are_plain(saved):
     again = prunekit.load(out)
     assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
     assert not again.training
+
+
+def test_saved_files_get_ordinary_permissions(saved):
+    # safetensors writes its file 0o600; a saved model must be as readable as any plain file
+    _, out = saved
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)
 
 
 def test_corrupt_weights_detected(saved):

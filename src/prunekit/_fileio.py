@@ -75,8 +75,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
         yield tmp
+        # After the writer, not before: some writers (safetensors' save_file) replace the temp
+        # file with a new 0o600 one of their own.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
