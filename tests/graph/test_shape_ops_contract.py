@@ -102,6 +102,9 @@ CASES: dict[str, Case] = {
     "vstack": (lambda x: torch.vstack([x, x]), 8),  # batch
     "dstack": (lambda x: torch.dstack([x, x]), 8),  # height
     "stack": (lambda x: torch.stack([x, x.flip(2)], 2).mean(2), 8),
+    # gates: halves of the channel dim multiplied together
+    "glu": (lambda x: F.glu(x, 1), 4),
+    "GLU": (lambda x: nn.GLU(dim=1)(x), 4),
 }
 
 

@@ -217,6 +217,19 @@ def _uniform(tr: Tracer, labs: Any, dim: int) -> None:
         tr.merge(parts[0].numpy(), p.numpy())
 
 
+@register_op("glu")
+def _glu(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    """``glu(x, dim) = a * sigmoid(b)`` with ``a, b = x.chunk(2, dim)``: channel p of ``a`` and
+    channel p of ``b`` form one unit, and the output carries ``a``'s labels. Zeroing the unit in
+    both halves zeroes the output channel, so soft mode stays exact."""
+    x = args[0]
+    dim = int(_arg(args, kwargs, 1, "dim", -1)) % x.dim()
+    halves = list(tr.full(x).chunk(2, dim=dim))
+    if tr.labels(x).shape[dim] > 1:
+        _uniform(tr, halves, dim)
+    tr.set_labels(out, halves[0])
+
+
 @register_op("__getitem__")
 def _getitem(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x, idx = args[0], args[1]
