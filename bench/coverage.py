@@ -32,6 +32,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import copy
 import gc
 import re
@@ -345,7 +346,7 @@ def spawn_worker(
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, env=child_env(threads), capture_output=True, text=True,
-                                  timeout=timeout, cwd=REPO)  # fmt: skip
+                                  timeout=timeout, cwd=REPO, preexec_fn=_oom_first)  # fmt: skip
         except subprocess.TimeoutExpired:
             return _failed_row(tool, name, f"timeout: worker killed after {timeout:.0f} s")
         row = read_json(out)
@@ -354,6 +355,13 @@ def spawn_worker(
             return _failed_row(tool, name, _crash_message(proc.returncode, tail[0]))
         row["wall_seconds_total"] = round(time.perf_counter() - t0, 2)
         return row
+
+
+def _oom_first() -> None:
+    """In the worker, before exec: if memory runs out, the kernel kills this worker first
+    (a failed row), not the driver or anything else on the machine."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("1000")
 
 
 def _crash_message(code: int, last_line: str) -> str:
@@ -500,16 +508,20 @@ def _mac_cut(row: dict[str, Any] | None) -> float | None:
 
 
 def _md_intro(meta: dict[str, Any]) -> list[str]:
+    commands = meta.get("commands", [meta.get("command")])
     return [
         f"Run: {meta.get('date')} on {meta.get('hardware')} ({meta.get('cpu')}, "
         f"{meta.get('threads')} threads), torch {meta.get('torch')}, torchvision "
         f"{meta.get('torchvision')}, torch-pruning {meta.get('torch_pruning')}, prunekit "
-        f"{meta.get('prunekit')}. Commands (a resumed run): "
-        + ", ".join(f"`{c}`" for c in meta.get("commands", [meta.get("command")]))
+        f"{meta.get('prunekit')}. "
+        + ("Commands, in order (a resumed run): " if len(commands) > 1 else "Command: ")
+        + ", ".join(f"`{c}`" for c in commands)
         + ".",
         "",
         f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, "
-        f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess. "
+        f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess "
+        f"with a {meta.get('timeout_s', 600):g} s timeout; if memory runs out, the kernel's "
+        "out-of-memory killer takes that worker first (`oom_score_adj` 1000). "
         f"prunekit **ok** = pruned model runs, output shape unchanged, max relative difference to "
         f"its soft-masked dense copy ≤ {MAX_DIFF:g}, and ≥ {MIN_PARAM_CUT:.0%} of parameters "
         "removed. torch-pruning **ok** = `MetaPruner(MagnitudeImportance(p=2))` with the final "
