@@ -14,7 +14,7 @@ from recipe_test_models import TinyCNN
 from torch import nn
 
 from prunekit.recipes import Executor, Recipe, RunResult
-from prunekit.train import evaluate
+from prunekit.train import Trainer, evaluate
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -381,18 +381,18 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
     whole = _executor(digits, tmp_path / "whole").run()
 
     calls = {"n": 0}
-    real_epoch = Executor._train_epoch
+    real_epoch = Trainer._run_epoch
 
-    def dies_in_epoch_3(self: Executor, *args: object) -> float:
+    def dies_in_epoch_3(self: Trainer, *args: object) -> dict:
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt  # killed mid-run, after 3 completed epochs
         return real_epoch(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Executor, "_train_epoch", dies_in_epoch_3)
+    monkeypatch.setattr(Trainer, "_run_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         _executor(digits, tmp_path / "killed").run()
-    monkeypatch.setattr(Executor, "_train_epoch", real_epoch)
+    monkeypatch.setattr(Trainer, "_run_epoch", real_epoch)
     assert (tmp_path / "killed" / "checkpoint" / "epoch-0003").is_dir()
 
     resumed = _executor(digits, tmp_path / "killed").run(resume=True)

@@ -11,6 +11,7 @@ from prunekit.sparse import (
     CRITERIA,
     compute_masks,
     get_masks,
+    masks_for,
     prune,
     prune_magnitude,
     prune_threshold_std,
@@ -31,8 +32,8 @@ def _zeros(model: nn.Module, name: str) -> int:
     return w.numel() - int(torch.count_nonzero(w))
 
 
-def test_registry_lists_the_three_criteria() -> None:
-    assert CRITERIA.names() == ["magnitude", "random", "std_threshold"]
+def test_registry_lists_the_criteria() -> None:
+    assert CRITERIA.names() == ["magnitude", "random", "std_threshold", "threshold"]
     with pytest.raises(ConfigError, match="Did you mean 'magnitude'"):
         prune(_mlp(), 0.5, criterion="magnitud")
 
@@ -80,6 +81,37 @@ def test_std_threshold_matches_formula() -> None:
     assert abs(float((~expected).float().mean()) - 0.683) < 0.01
     prune_threshold_std(model, {"0.weight": 0.0})  # s=0 keeps the live weights
     assert torch.equal(get_masks(model)["0.weight"], expected)
+
+
+def test_threshold_cuts_at_a_fixed_magnitude_and_keeps_pruned_entries_pruned() -> None:
+    w = torch.tensor([[-0.5, 0.1], [0.3, -0.05]])
+    masks = masks_for({"w": w}, {"w": 0.2}, criterion="threshold")
+    assert masks["w"].tolist() == [[True, False], [True, False]]
+    current = {"w": torch.tensor([[False, True], [True, True]])}
+    again = masks_for({"w": w}, {"w": 0.0}, criterion="threshold", current=current)
+    assert again["w"].tolist() == [[False, True], [True, True]]  # 0 keeps all live weights
+    with pytest.raises(ConfigError, match="threshold >= 0"):
+        masks_for({"w": w}, {"w": -1.0}, criterion="threshold")
+
+
+@pytest.mark.parametrize("criterion", CRITERIA.names())
+def test_masks_for_tensors_equals_compute_masks_on_the_model(criterion: str) -> None:
+    # One implementation: the tensor-level entry point (recipes) and the model-level one agree,
+    # also on a model that is already masked.
+    amount = 0.5 if CRITERIA.get(criterion).amount == "sparsity" else 0.05
+    model = _mlp()
+    prune_magnitude(model, 0.3)
+    weights = {n: model.get_submodule(n[:-7]).weight for n in get_masks(model)}
+    want = compute_masks(model, amount, criterion=criterion, seed=3)
+    got = masks_for(
+        weights,
+        dict.fromkeys(weights, amount),
+        criterion=criterion,
+        current=get_masks(model),
+        seed=3,
+    )
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[n], got[n]) for n in want)
 
 
 def test_random_is_exact_and_seeded() -> None:

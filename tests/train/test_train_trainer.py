@@ -223,6 +223,60 @@ def test_hooks_and_regularizers_are_called(tmp_path: Path) -> None:
     }
 
 
+class _StepCount:
+    """A stateful callback: counts optimizer steps; its count survives a resume."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.steps, self.refuse = 0, refuse
+
+    def on_step_end(self, trainer: Trainer, step: int) -> None:
+        self.steps += 1
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.refuse:
+            raise CheckpointError("not my checkpoint")
+        self.steps = state["steps"]
+
+
+class _Table:
+    """An external LR schedule: a different LR in every iteration."""
+
+    def __init__(self, n: int) -> None:
+        self.total_steps = n
+
+    def lr(self, step: int) -> float:
+        return 0.01 * (step + 1)
+
+
+def test_callback_state_is_checkpointed_and_external_lr_is_used(tmp_path: Path) -> None:
+    xtr, ytr = digits()[:2]
+    loader = BatchLoader(xtr[:256], ytr[:256], 64, True)  # 4 batches
+    counter = _StepCount()
+    first = Trainer(
+        mlp(), loader, None, _cfg(epochs=2), callbacks=[counter], lr_schedule=_Table(12)
+    )
+    history = first.fit(tmp_path).history
+    assert [r["lr"] for r in history] == pytest.approx([0.04, 0.08])  # last batch of each epoch
+    longer = _StepCount()
+    resumed = Trainer(
+        mlp(), loader, None, _cfg(epochs=3), callbacks=[longer], lr_schedule=_Table(12)
+    )
+    with pytest.raises(CheckpointError, match="different settings"):
+        resumed.fit(tmp_path, resume=True)  # epochs changed
+    assert longer.steps == 8  # restored before the settings were compared
+    again = Trainer(mlp(), loader, None, _cfg(epochs=2), callbacks=[_StepCount(refuse=True)])
+    with pytest.raises(CheckpointError, match="not my checkpoint"):
+        again.fit(tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="covers 5 iterations"):
+        Trainer(mlp(), loader, None, _cfg(epochs=2), lr_schedule=_Table(5)).fit(tmp_path)
+    bare = Trainer(mlp(), loader, None, _cfg(epochs=2))
+    with pytest.raises(CheckpointError, match="state of 1 callback"):
+        bare.fit(tmp_path, resume=True)
+
+
 def test_bn_l1_training_shrinks_gammas(tmp_path: Path) -> None:
     xtr, ytr = digits()[:2]
     train = BatchLoader(xtr, ytr, 64, True)

@@ -1,16 +1,19 @@
 """Run a recipe: train epoch by epoch, pruning and regularizing as its policies say.
 
-The executor follows a :class:`~prunekit.recipes.resolve.ResolvedRecipe`: at the start of each
-epoch it applies that epoch's pruning events (masks are kept and re-applied after every optimizer
-step, as Distiller does), adds the active regularizers' penalties to the loss, optionally
-distills from the dense teacher, and drives the LR with the same :class:`LRDriver` that printed
-the plan. At the end, structured pruners with ``surgery: true`` physically slice the model.
+The executor follows a :class:`~prunekit.recipes.resolve.ResolvedRecipe` and is built from the
+library's parts, so a recipe trains exactly as the rest of prunekit does:
 
-Unstructured pruning, slimming masks, penalties and distillation are self-contained
-(:mod:`prunekit.recipes.ops`). Structured (dependency-graph) pruning, surgery, dataset loading
-and saving call the core engine lazily (``prunekit.trace``, ``prunekit.importance.score``,
-``prunekit.plan.make_plan``, ``prunekit.surgery.apply_plan``, ``prunekit.io.save``,
-``prunekit.data.load_dataset``).
+* :class:`prunekit.train.Trainer` runs the epochs (optimizer, bf16/channels-last on CUDA,
+  evaluation, atomic per-epoch checkpoints and bit-exact resume) with the recipe's
+  learning-rate table (:class:`~prunekit.recipes.lr.RecipeLR`, the same torch schedulers that
+  printed the plan);
+* pruning events run at the start of their epochs; their masks are re-applied after every
+  optimizer step, as Distiller does. Unstructured masks come from
+  :func:`prunekit.sparse.masks_for`, structured ones from the core engine (``trace`` →
+  ``score`` → ``make_plan`` → soft ``apply_plan``);
+* regularizers are :mod:`prunekit.train.regularizers`, active in the epochs their policies
+  name; distillation is :class:`prunekit.train.DistillationLoss`;
+* at the end, pruners with ``surgery: true`` physically slice the model (one core-engine plan).
 
 Example:
     >>> result = Executor(load_recipe("examples/recipes/lenet300_agp_mnist.yaml"),
@@ -20,24 +23,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import sys
-from collections.abc import Iterable, Sized
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from prunekit._fileio import atomic_write_text
 from prunekit.errors import CheckpointError, ConfigError
-from prunekit.recipes import ops
-from prunekit.recipes.lr import LRDriver
+from prunekit.recipes.lr import RecipeLR
 from prunekit.recipes.native import (
     DataSection,
     GroupLassoRegularizer,
@@ -47,15 +49,14 @@ from prunekit.recipes.native import (
     StdThresholdPruner,
     StructuredPruner,
 )
-from prunekit.recipes.resolve import (
-    PruneAction,
-    ResolvedRecipe,
-    resolve,
-)
-from prunekit.train.evaluate import evaluate
+from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
+from prunekit.sparse import masks_for
+from prunekit.train import TrainConfig, Trainer
+from prunekit.train import regularizers as regs
+from prunekit.train.distill import DistillationLoss
 
 Batches = Iterable[tuple[Tensor, Tensor]]
-#: sub-folder of ``out_dir`` holding the per-epoch checkpoint
+#: sub-folder of ``out_dir`` holding the per-epoch checkpoint (the trainer's)
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -91,6 +92,107 @@ class _State:
         for name, mask in self.masks.items():
             params[name].mul_(mask.to(params[name].dtype))
 
+    def merge(self, new: dict[str, Tensor]) -> None:
+        """AND new keep-masks into the current ones (pruned entries never come back)."""
+        for name, mask in new.items():
+            old = self.masks.get(name)
+            self.masks[name] = mask if old is None else (mask & old.to(mask.device))
+
+    def sparsity(self) -> float:
+        """Fraction of zeros over the masked parameters (0 when nothing is pruned yet)."""
+        if not self.masks:
+            return 0.0
+        pruned = sum(int((~m).sum()) for m in self.masks.values())
+        return pruned / sum(m.numel() for m in self.masks.values())
+
+
+class _RecipeHooks:
+    """Trainer callback that carries out the resolved recipe's epochs.
+
+    At each epoch start it runs that epoch's pruning events; after every optimizer step it
+    re-zeroes the pruned weights; at each epoch end it records the sparsity. Its state (masks,
+    the dense teacher, the recipe's fingerprint) goes into every trainer checkpoint.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        resolved: ResolvedRecipe,
+        loaders: tuple[Batches, Batches | None],
+        teacher: nn.Module | None,
+    ) -> None:
+        self.executor = executor
+        self.resolved = resolved
+        self.loaders = loaders
+        self.teacher = teacher
+        self.state = _State()
+        self.epoch = 0
+        self._params: dict[str, nn.Parameter] = {}
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self.epoch = epoch
+        for loader in self.loaders:  # the epoch's order also for calibration batches
+            set_epoch = getattr(loader, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
+        for action in self.resolved.epochs[epoch].prune:
+            self.executor._prune(trainer.model, action, self.resolved, self.state)
+        self._params = dict(trainer.model.named_parameters())
+        self.state.apply(self._params)
+
+    def on_step_end(self, trainer: Trainer, step: int) -> None:
+        self.state.apply(self._params)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+        row["sparsity"] = self.state.sparsity()
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "recipe_sha256": _fingerprint(self.resolved),
+            "masks": dict(self.state.masks),
+            "surgery_tensors": sorted(self.state.surgery_tensors),
+        }
+        if self.teacher is not None and self.executor._dense_teacher():
+            out["teacher"] = self.teacher.state_dict()
+        return out
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        if saved.get("recipe_sha256") != _fingerprint(self.resolved):
+            raise CheckpointError(
+                f"{self.executor.out_dir} holds a checkpoint written by a different recipe or run "
+                "length; delete it (or run without --resume) to start over"
+            )
+        device = self.executor.device
+        self.state.masks = {k: v.to(device) for k, v in saved["masks"].items()}
+        self.state.surgery_tensors = set(saved["surgery_tensors"])
+        if self.teacher is not None and "teacher" in saved:
+            self.teacher.load_state_dict(saved["teacher"])
+
+
+class _PolicyRegularizers:
+    """The recipe's regularizers (:mod:`prunekit.train.regularizers`), each applied only in the
+    epochs its policy makes active."""
+
+    def __init__(self, recipe: Recipe, resolved: ResolvedRecipe, hooks: _RecipeHooks) -> None:
+        self.hooks = hooks
+        self.resolved = resolved
+        self.by_name: dict[str, regs.Regularizer] = {}
+        for name, cfg in recipe.regularizers.items():
+            strengths = resolved.strengths.get(name)
+            if not strengths:
+                continue
+            if isinstance(cfg, GroupLassoRegularizer):
+                dim = 0 if cfg.group in ("filters", "rows") else 1
+                self.by_name[name] = regs.GroupLassoRegularizer(strengths, dim=dim)
+            else:  # l1 and bn_l1: Σλ|w| over the resolved tensors
+                self.by_name[name] = regs.L1Regularizer(strengths)
+
+    def after_backward(self, model: nn.Module) -> None:
+        for name in self.resolved.epochs[self.hooks.epoch].regularize:
+            reg = self.by_name.get(name)
+            if reg is not None:
+                reg.after_backward(model)
+
 
 class Executor:
     """Runs a recipe end to end.
@@ -98,15 +200,17 @@ class Executor:
     Args:
         recipe: the recipe (native or converted from Distiller).
         model: the network; None builds ``recipe.model`` with ``prunekit.models.build_model``.
-        train_data: iterable of ``(inputs, targets)`` batches; None loads ``recipe.data``.
+        train_data: re-iterable batches ``(inputs, targets)`` with ``len()``; None loads
+            ``recipe.data``.
         eval_data: held-out batches for accuracy after each epoch; None: from ``recipe.data``
             when train_data is None as well, else no evaluation.
         epochs: overrides the epoch count.
         data_spec: overrides ``recipe.data.dataset``.
-        out_dir: folder for the model (``prunekit.io.save``), ``history.json`` and
-            ``resolved.json``; None writes nothing.
+        out_dir: folder for the model (``prunekit.io.save``), ``history.json``,
+            ``resolved.json``, the trainer's ``metrics.jsonl`` and ``checkpoint/``; None writes
+            nothing.
         device: ``cpu``/``cuda``/…; None: ``recipe.training.device`` or cuda when available.
-        progress: show a tqdm bar (None: only on a TTY).
+        progress: show progress bars (None: only on a TTY).
     """
 
     def __init__(
@@ -156,122 +260,61 @@ class Executor:
         model = self._build_model()
         resolved = resolve(self.recipe, model, self.epochs)
         train, test = self._data()
+        if not isinstance(train, Sized) or len(train) == 0:
+            raise ConfigError("the training data must be a non-empty re-iterable with len()")
         self._calibration = train
         model.to(self.device)
         teacher = self._teacher(model)
-        opt = _optimizer(model, self.recipe)
-        driver = self._lr_driver(opt, resolved, train)
-        state, history = _State(), []
-        if resume:
-            history = self._restore(model, teacher, opt, driver, resolved, state)
-        todo = resolved.epochs[len(history) :]
-        bar = tqdm(todo, desc="recipe", disable=not self.progress, unit="epoch")
-        for plan in bar:
-            for loader in (train, test):
-                set_epoch = getattr(loader, "set_epoch", None)
-                if set_epoch is not None:  # reproducible shuffling / augmentation
-                    set_epoch(plan.epoch)
-            for action in plan.prune:
-                self._prune(model, action, resolved, state)
-            loss = self._train_epoch(
-                model, train, opt, driver, plan.regularize, resolved, teacher, state
-            )
-            row = {
-                "epoch": plan.epoch,
-                "lr": plan.lr,
-                "loss": loss,
-                "sparsity": _sparsity(model, state),
-            }
-            if test is not None:
-                row["accuracy"] = evaluate(model, test, device=self.device)["acc"]
-            history.append(row)
-            bar.set_postfix(loss=f"{loss:.3f}", sparsity=f"{row['sparsity']:.2f}")
-            driver.epoch_end(plan.epoch)
-            self._checkpoint(model, teacher, opt, resolved, state, history)
-        model = self._finalize(model, state)
+        hooks = _RecipeHooks(self, resolved, (train, test), teacher)
+        lr = RecipeLR(self.recipe, resolved, steps_per_epoch=len(train))
+        trainer = Trainer(
+            model,
+            train,
+            test,
+            self._train_config(resolved),
+            regularizers=[_PolicyRegularizers(self.recipe, resolved, hooks)],
+            distillation=self._distillation(teacher),
+            callbacks=[hooks],
+            lr_schedule=lr,
+        )
+        with _run_folder(self.out_dir) as folder:
+            trained = trainer.fit(folder, resume=resume)
+        history = [
+            _history_row(plan.epoch, lr.lr(plan.epoch * len(train)), row)
+            for plan, row in zip(resolved.epochs, trained.history)
+        ]
+        model = self._finalize(trained.model, hooks.state)
         self._save(model, resolved, history)
-        return RunResult(model, resolved, history, state.masks, self.out_dir)
+        return RunResult(model, resolved, history, hooks.state.masks, self.out_dir)
 
-    def _lr_driver(
-        self, opt: torch.optim.Optimizer, resolved: ResolvedRecipe, train: Batches
-    ) -> LRDriver:
-        steps = len(train) if isinstance(train, Sized) else 1
-        lr_active = {
-            n: [p.epoch for p in resolved.epochs if n in p.lr_step]
-            for n in self.recipe.lr_schedules
-        }
-        lr_active = {n: es for n, es in lr_active.items() if es}
-        return LRDriver(opt, self.recipe, resolved.num_epochs, lr_active, steps)
-
-    # -- checkpoints ----------------------------------------------------------------------------
-
-    def _checkpoint(
-        self,
-        model: nn.Module,
-        teacher: nn.Module | None,
-        opt: torch.optim.Optimizer,
-        resolved: ResolvedRecipe,
-        state: _State,
-        history: list[dict[str, float]],
-    ) -> None:
-        """Atomically save everything the next epoch depends on (no pickle)."""
-        if self.out_dir is None:
-            return
-        from prunekit.train.checkpoint import save_checkpoint
-        from prunekit.train.seed import get_rng_state
-
-        payload: dict[str, Any] = {
-            "recipe_sha256": _fingerprint(resolved),
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "masks": dict(state.masks),
-            "surgery_tensors": sorted(state.surgery_tensors),
-            "history": history,
-            "rng": get_rng_state(),
-        }
-        if teacher is not None and self._dense_teacher():
-            payload["teacher"] = teacher.state_dict()
-        save_checkpoint(self.out_dir / CHECKPOINT_DIR, len(history), payload)
-
-    def _restore(
-        self,
-        model: nn.Module,
-        teacher: nn.Module | None,
-        opt: torch.optim.Optimizer,
-        driver: LRDriver,
-        resolved: ResolvedRecipe,
-        state: _State,
-    ) -> list[dict[str, float]]:
-        """Load the newest checkpoint into the run's objects; returns the epochs done."""
-        from prunekit.train.checkpoint import latest_checkpoint, load_checkpoint
-        from prunekit.train.seed import set_rng_state
-
-        assert self.out_dir is not None
-        folder = self.out_dir / CHECKPOINT_DIR
-        if latest_checkpoint(folder) is None:
-            return []
-        saved = load_checkpoint(folder)
-        if saved.get("recipe_sha256") != _fingerprint(resolved):
-            raise CheckpointError(
-                f"{folder} was written by a different recipe or run length; delete it (or run "
-                "without --resume) to start over"
-            )
-        history: list[dict[str, float]] = list(saved["history"])
-        model.load_state_dict(saved["model"])
-        if teacher is not None and "teacher" in saved:
-            teacher.load_state_dict(saved["teacher"])
-        # The LR schedulers are replayed (they are pure functions of their step calls), then
-        # the optimizer state, which also holds the current learning rate, is loaded on top.
-        driver.replay([int(row["epoch"]) for row in history])
-        opt.load_state_dict(saved["optimizer"])
-        state.masks.update({k: v.to(self.device) for k, v in saved["masks"].items()})
-        state.surgery_tensors.update(saved["surgery_tensors"])
-        set_rng_state(saved["rng"])
-        return history
+    def _train_config(self, resolved: ResolvedRecipe) -> TrainConfig:
+        t = self.recipe.training
+        return TrainConfig(
+            epochs=resolved.num_epochs,
+            optimizer=t.optimizer,
+            lr=t.lr,
+            momentum=t.momentum,
+            nesterov=t.nesterov,
+            weight_decay=t.weight_decay,
+            schedule="constant",  # the LR comes from the recipe's table (lr_schedule)
+            label_smoothing=t.label_smoothing,
+            bf16=t.bf16 and self.device.type == "cuda",
+            seed=t.seed,
+            device=str(self.device),
+            progress=self.progress,
+            eval_every=1,
+        )
 
     def _dense_teacher(self) -> bool:
         kd = self.recipe.distillation
         return kd is not None and kd.teacher == "dense"
+
+    def _distillation(self, teacher: nn.Module | None) -> DistillationLoss | None:
+        kd = self.recipe.distillation
+        if teacher is None or kd is None:
+            return None
+        hard = nn.CrossEntropyLoss(label_smoothing=self.recipe.training.label_smoothing)
+        return DistillationLoss(teacher, kd.temperature, kd.alpha, hard_loss=hard)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -315,73 +358,12 @@ class Executor:
             p.requires_grad_(False)
         return teacher.eval()
 
-    # -- one epoch ------------------------------------------------------------------------------
-
-    def _train_epoch(
-        self,
-        model: nn.Module,
-        batches: Batches,
-        opt: torch.optim.Optimizer,
-        driver: LRDriver,
-        regularizers: list[str],
-        resolved: ResolvedRecipe,
-        teacher: nn.Module | None,
-        state: _State,
-    ) -> float:
-        """One pass over the data; returns the mean loss."""
-        training, kd = self.recipe.training, self.recipe.distillation
-        params = dict(model.named_parameters())
-        use_bf16 = training.bf16 and self.device.type == "cuda"
-        model.train()
-        total, count = 0.0, 0
-        for x, y in batches:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-                if teacher is not None and kd is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    loss = ops.distillation_loss(
-                        logits.float(),
-                        t_logits.float(),
-                        y,
-                        kd.temperature,
-                        kd.alpha,
-                        training.label_smoothing,
-                    )
-                else:
-                    loss = F.cross_entropy(
-                        logits.float(), y, label_smoothing=training.label_smoothing
-                    )
-            loss = loss + self._penalty(params, regularizers, resolved)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            driver.batch_end()
-            state.apply(params)
-            total, count = total + float(loss.detach()) * len(y), count + len(y)
-        return total / max(count, 1)
-
-    def _penalty(
-        self, params: dict[str, nn.Parameter], active: list[str], resolved: ResolvedRecipe
-    ) -> Tensor:
-        total = torch.zeros((), device=self.device)
-        for name in active:
-            strengths = resolved.strengths[name]
-            tensors = {p: params[p] for p in strengths}
-            reg = self.recipe.regularizers[name]
-            if isinstance(reg, GroupLassoRegularizer):
-                total = total + ops.group_lasso_penalty(tensors, strengths, reg.group)
-            else:
-                total = total + ops.l1_penalty(tensors, strengths)
-        return total
-
     # -- pruning --------------------------------------------------------------------------------
 
     def _prune(
         self, model: nn.Module, action: PruneAction, resolved: ResolvedRecipe, state: _State
     ) -> None:
-        """Apply one pruning event, updating ``state.masks``."""
+        """Apply one pruning event, updating ``state.masks`` (and zeroing what it pruned)."""
         cfg = self.recipe.pruners[action.pruner]
         params = dict(model.named_parameters())
         names = resolved.targets[action.pruner]
@@ -389,11 +371,14 @@ class Executor:
             self._prune_structured(model, cfg, action, names, state)
             state.apply(params)
             return
-        # Rank on the currently masked weights, so earlier pruning is never undone.
+        # Rank the currently masked weights; entries pruned earlier stay pruned.
         state.apply(params)
         tensors = {n: params[n] for n in names}
+        current = {n: state.masks[n] for n in names if n in state.masks}
         if isinstance(cfg, SlimPruner):
-            new = ops.slim_masks(tensors, float(action.sparsity or 0.0), cfg.floor)
+            new = slim_masks(
+                tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
+            )
             for n in names:  # γ and β together: the channel's BN output becomes exactly 0
                 bias = n.rsplit(".", 1)[0] + ".bias"
                 if bias in params:
@@ -401,17 +386,22 @@ class Executor:
             if cfg.surgery:
                 state.surgery_tensors.update(new)
         elif isinstance(cfg, StdThresholdPruner):
-            new = ops.std_masks(tensors, action.per_param)
+            new = masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
         elif isinstance(cfg, MagnitudePruner) and cfg.thresholds is not None:
-            new = ops.threshold_masks(tensors, action.per_param)
+            new = masks_for(tensors, action.per_param, criterion="threshold", current=current)
         else:
             assert isinstance(cfg, MagnitudePruner)
-            new = ops.magnitude_masks(
-                tensors, action.sparsity, action.per_param or None, cfg.global_ranking
+            amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
+            missing = sorted(n for n, a in amounts.items() if a is None)
+            if missing:
+                raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
+            new = masks_for(
+                tensors,
+                {n: float(a) for n, a in amounts.items() if a is not None},
+                scope="global" if cfg.global_ranking else "layer",
+                current=current,
             )
-        for n, mask in new.items():
-            old = state.masks.get(n)
-            state.masks[n] = mask if old is None else (mask & old.to(mask.device))
+        state.merge(new)
         state.apply(params)
 
     def _prune_structured(
@@ -442,12 +432,10 @@ class Executor:
             round_to=cfg.round_to,
         )
         surgery.apply_plan(model, pruning_plan, soft=True)
-        params = dict(model.named_parameters())
-        for name, mask in plan_masks(pruning_plan, params).items():
-            old = state.masks.get(name)
-            state.masks[name] = mask if old is None else (old & mask)
-            if cfg.surgery:
-                state.surgery_tensors.add(name)
+        new = plan_masks(pruning_plan, dict(model.named_parameters()))
+        state.merge(new)
+        if cfg.surgery:
+            state.surgery_tensors.update(new)
 
     def _example_input(self) -> Tensor:
         section = self.recipe.model
@@ -503,22 +491,60 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    t = recipe.training
-    params = [p for p in model.parameters() if p.requires_grad]
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(
-        params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
+def _history_row(epoch: int, lr: float, row: dict[str, Any]) -> dict[str, float]:
+    """The executor's compact, deterministic epoch row from the trainer's (no timings)."""
+    out = {"epoch": epoch, "lr": lr, "loss": row["train_loss"], "sparsity": row["sparsity"]}
+    if row.get("val_acc") is not None:
+        out["accuracy"] = row["val_acc"]
+    return out
+
+
+@contextlib.contextmanager
+def _run_folder(out_dir: Path | None) -> Iterator[Path]:
+    """The trainer's run folder: ``out_dir``, or a throw-away one when nothing is kept."""
+    if out_dir is not None:
+        yield out_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="prunekit-recipe-") as tmp:
+        yield Path(tmp)
+
+
+def slim_masks(
+    bn_weights: Mapping[str, Tensor],
+    percent: float,
+    floor: int = 1,
+    round_to: int | None = None,
+    current: Mapping[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Network Slimming channel selection (Liu et al. 2017, arXiv:1708.06519).
+
+    One global threshold over all |γ| prunes ``percent`` of the channels; then each layer gets
+    back its largest pruned channels until it keeps at least ``floor`` (no layer vanishes) and,
+    with ``round_to``, a multiple of it (capped at the layer's width).
+
+    Args:
+        bn_weights: BN weight name → γ.
+        percent: fraction of all channels to prune.
+        floor: channels each layer keeps at least.
+        round_to: each layer keeps a multiple of this many channels.
+        current: keep-masks already in force (pruned channels rank lowest).
+
+    Returns:
+        BN weight name → per-channel keep mask (1-D).
+    """
+    keep = masks_for(
+        bn_weights, dict.fromkeys(bn_weights, percent), scope="global", current=current
     )
-
-
-def _sparsity(model: nn.Module, state: _State) -> float:
-    """Fraction of zeros over the masked parameters (0 when nothing is pruned yet)."""
-    if not state.masks:
-        return 0.0
-    pruned = sum(int((~m).sum()) for m in state.masks.values())
-    return pruned / sum(m.numel() for m in state.masks.values())
+    for name, g in bn_weights.items():
+        n, kept = g.numel(), int(keep[name].sum())
+        need = max(kept, min(floor, n))
+        if round_to:
+            need = min(n, -(-need // round_to) * round_to)
+        if need > kept:
+            top = torch.topk(g.detach().abs().flatten(), need).indices
+            keep[name] = keep[name].clone()
+            keep[name][top] = True
+    return keep
 
 
 def load_data(

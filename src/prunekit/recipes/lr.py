@@ -8,13 +8,14 @@ epochs its policy makes active — Distiller's semantics for ``lr_schedulers``.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
+from prunekit.errors import ConfigError
 from prunekit.recipes.native import (
     CosineLRSchedule,
     ExponentialLRSchedule,
@@ -114,34 +115,65 @@ class LRDriver:
             if epoch in self.active[name]:
                 scheduler.step()
 
-    def replay(self, epochs: Sequence[int]) -> None:
-        """Step the schedulers through finished ``epochs`` without training (for a resume).
 
-        Torch warns when a scheduler steps before its optimizer has; here that is intended.
-        """
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            for epoch in epochs:
-                for _ in range(self.steps_per_epoch):
-                    self.batch_end()
-                self.epoch_end(epoch)
+class RecipeLR:
+    """A recipe run's learning rate per iteration, as a table (what the trainer reads).
+
+    The table is recorded by stepping an :class:`LRDriver` on a stand-in optimizer through the
+    whole run, so the LR is a pure function of the iteration: a resumed run needs no scheduler
+    state and lands on exactly the same values.
+
+    Args:
+        recipe: the recipe.
+        resolved: its resolved plan (epochs, and which named schedules step when).
+        steps_per_epoch: batches per epoch.
+
+    Example:
+        >>> RecipeLR(recipe, resolved, steps_per_epoch=391).lr(0)
+    """
+
+    def __init__(self, recipe: Recipe, resolved: Any, steps_per_epoch: int) -> None:
+        if steps_per_epoch < 1:
+            raise ConfigError("the training data is empty (0 batches per epoch); give it data")
+        self.table = _record(
+            recipe, resolved.num_epochs, _active(recipe, resolved), steps_per_epoch
+        )
+        self.total_steps = len(self.table)
+
+    def lr(self, step: int) -> float:
+        """Learning rate at iteration ``step`` (0-based)."""
+        return self.table[step]
+
+
+def _active(recipe: Recipe, resolved: Any) -> dict[str, list[int]]:
+    """Named LR schedule → the epochs whose end steps it (from the resolved plan)."""
+    found = {n: [p.epoch for p in resolved.epochs if n in p.lr_step] for n in recipe.lr_schedules}
+    return {n: es for n, es in found.items() if es}
+
+
+def _record(
+    recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]], steps_per_epoch: int
+) -> list[float]:
+    """LR of every iteration: the optimizer's LR before each step, with the real schedulers."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=recipe.training.lr)
+    driver = LRDriver(opt, recipe, epochs, active, steps_per_epoch)
+    table: list[float] = []
+    for epoch in range(epochs):
+        for _ in range(steps_per_epoch):
+            table.append(driver.lr)
+            # A no-op step first keeps torch from warning that the scheduler ran before the
+            # optimizer; the parameter has no gradient so nothing changes.
+            opt.step()
+            driver.batch_end()
+        driver.epoch_end(epoch)
+    return table
 
 
 def simulate_lr(recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]]) -> list[float]:
     """LR at the start of each epoch, computed with the real torch schedulers.
 
     For ``onecycle`` one step per epoch stands in for the batches: the printed value is the LR
-    at the epoch's first batch only approximately.
+    at the epoch's first batch only approximately (the run itself uses :class:`RecipeLR`).
     """
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=recipe.training.lr)
-    driver = LRDriver(opt, recipe, epochs, active, steps_per_epoch=1)
-    lrs: list[float] = []
-    for epoch in range(epochs):
-        lrs.append(driver.lr)
-        # A no-op step first keeps torch from warning that the scheduler ran before the
-        # optimizer; the parameter has no gradient so nothing changes.
-        opt.step()
-        driver.batch_end()
-        driver.epoch_end(epoch)
-    return lrs
+    return _record(recipe, epochs, active, steps_per_epoch=1)

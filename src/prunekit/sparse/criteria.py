@@ -1,9 +1,12 @@
-"""Unstructured pruning criteria (``magnitude``, ``random``, ``std_threshold``) and entry points.
+"""Unstructured pruning criteria (``magnitude``, ``random``, ``std_threshold``, ``threshold``) and
+entry points.
 
 Every criterion turns the current (masked) weights into new keep-masks. Criteria live in
 :data:`CRITERIA`, so recipes and the CLI can name them; a criterion declares whether its
-``amount`` is a *sparsity* (fraction of entries to prune, hit exactly up to rounding) or a
-*multiplier* (``std_threshold``: the threshold is ``amount · std(w)``).
+``amount`` is a *sparsity* (fraction of entries to prune, hit exactly up to rounding), a
+*multiplier* (``std_threshold``: the threshold is ``amount · std(w)``) or a *threshold*
+(``threshold``: ``|w| <= amount`` is pruned). :func:`masks_for` applies a criterion to plain
+tensors (what the recipe executor uses); :func:`compute_masks` and :func:`prune` to a model.
 
 Already pruned entries rank below every live one, so raising the sparsity never revives a
 pruned weight (masks only shrink; what gradual schedules such as AGP assume).
@@ -51,12 +54,13 @@ class Criterion:
 
     Args:
         fn: ``fn(request) -> {name: keep-mask}``.
-        amount: ``"sparsity"`` (amount in [0, 1]) or ``"multiplier"`` (amount >= 0).
+        amount: ``"sparsity"`` (amount in [0, 1]), ``"multiplier"`` or ``"threshold"``
+            (amount >= 0).
         scopes: the scopes it supports.
     """
 
     fn: Callable[[PruneRequest], dict[str, Tensor]]
-    amount: Literal["sparsity", "multiplier"] = "sparsity"
+    amount: Literal["sparsity", "multiplier", "threshold"] = "sparsity"
     scopes: tuple[str, ...] = ("layer", "global")
 
 
@@ -117,9 +121,15 @@ def _std_threshold(req: PruneRequest) -> dict[str, Tensor]:
     return out
 
 
+def _threshold(req: PruneRequest) -> dict[str, Tensor]:
+    # A fixed magnitude cut per tensor (Distiller's MagnitudeParameterPruner).
+    return {n: (w.abs() > req.amounts[n]) & req.current[n] for n, w in req.weights.items()}
+
+
 CRITERIA.add("magnitude", Criterion(_magnitude))
 CRITERIA.add("random", Criterion(_random))
 CRITERIA.add("std_threshold", Criterion(_std_threshold, amount="multiplier", scopes=("layer",)))
+CRITERIA.add("threshold", Criterion(_threshold, amount="threshold", scopes=("layer",)))
 
 
 def resolve_amounts(
@@ -155,8 +165,48 @@ def _validate(name: str, crit: Criterion, amounts: dict[str, float], scope: str)
     for pname, a in amounts.items():
         bad = not 0.0 <= a <= 1.0 if crit.amount == "sparsity" else a < 0.0
         if bad or a != a:
-            want = "a sparsity in [0, 1]" if crit.amount == "sparsity" else "a multiplier >= 0"
+            want = "a sparsity in [0, 1]" if crit.amount == "sparsity" else f"a {crit.amount} >= 0"
             raise ConfigError(f"{name} amount for {pname!r} is {a}; expected {want}")
+
+
+def masks_for(
+    weights: Mapping[str, Tensor],
+    amounts: Mapping[str, float],
+    *,
+    criterion: str = "magnitude",
+    scope: Scope = "layer",
+    current: Mapping[str, Tensor] | None = None,
+    seed: int | None = None,
+) -> dict[str, Tensor]:
+    """Keep-masks for plain tensors with a registered criterion (no model, nothing applied).
+
+    Args:
+        weights: name → current (already masked) weight; only read.
+        amounts: name → sparsity, multiplier or threshold (see :class:`Criterion`).
+        criterion: a name from :data:`CRITERIA`.
+        scope: ``"layer"`` or ``"global"``.
+        current: name → keep-mask already in force (default: all kept); entries pruned there
+            stay pruned.
+        seed: seed for ``random``.
+
+    Returns:
+        ``{name: BoolTensor}`` shaped like each weight.
+
+    Example:
+        >>> masks_for({"fc.weight": w}, {"fc.weight": 0.9})["fc.weight"].float().mean()  # ≈ 0.1
+    """
+    crit = CRITERIA.get(criterion)
+    levels = {n: float(amounts[n]) for n in weights}
+    _validate(criterion, crit, levels, scope)
+    if not levels:
+        return {}
+    detached = {n: w.detach() for n, w in weights.items()}
+    now = {
+        n: (current or {}).get(n, torch.ones_like(w, dtype=torch.bool)).to(w.device)
+        for n, w in detached.items()
+    }
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return crit.fn(PruneRequest(detached, now, levels, scope, gen))
 
 
 def compute_masks(
@@ -173,18 +223,13 @@ def compute_masks(
     Returns:
         ``{name: BoolTensor}`` for every selected parameter.
     """
-    crit = CRITERIA.get(criterion)
     amounts = resolve_amounts(model, amount, params)
-    _validate(criterion, crit, amounts, scope)
-    if not amounts:
-        return {}
     tensors = dict(model.named_parameters())
-    existing = get_masks(model)
     with torch.no_grad():
         weights = {n: _effective(model, n, tensors) for n in amounts}
-    current = {n: existing.get(n, torch.ones_like(w, dtype=torch.bool)) for n, w in weights.items()}
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return crit.fn(PruneRequest(weights, current, amounts, scope, gen))
+    return masks_for(
+        weights, amounts, criterion=criterion, scope=scope, current=get_masks(model), seed=seed
+    )
 
 
 def prune(
@@ -201,7 +246,8 @@ def prune(
     Args:
         model: the model (masked in place).
         amount: sparsity (or std multiplier) — one number or ``{name or glob: number}``.
-        criterion: a name from :data:`CRITERIA` (``magnitude``, ``random``, ``std_threshold``).
+        criterion: a name from :data:`CRITERIA` (``magnitude``, ``random``, ``std_threshold``,
+            ``threshold``).
         scope: ``"layer"`` (each tensor hits its own sparsity) or ``"global"`` (one ranking
             across all selected tensors, so the total sparsity is hit and layers differ).
         params: names/patterns to prune; default Conv/Linear weights.

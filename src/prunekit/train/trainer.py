@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -87,9 +87,20 @@ def _format_row(row: dict[str, Any], epochs: int) -> str:
     return text + f" | {row['img_per_s']:.0f} img/s {row['seconds']:.1f}s"
 
 
+class LRFunction(Protocol):
+    """What the trainer needs of a learning-rate schedule (e.g. :class:`LRSchedule`)."""
+
+    total_steps: int
+
+    def lr(self, step: int) -> float:
+        """Learning rate at iteration ``step`` (0-based)."""
+        ...
+
+
 def _call(callbacks: Sequence[Any], hook: str, *args: Any) -> None:
     # Callbacks are duck-typed: any object with some of on_epoch_start(trainer, epoch),
-    # on_step_end(trainer, step), on_epoch_end(trainer, epoch, row), on_train_end(trainer, result).
+    # on_step_end(trainer, step), on_epoch_end(trainer, epoch, row), on_train_end(trainer, result);
+    # with state_dict() / load_state_dict(state), their state is checkpointed with the run's.
     for cb in callbacks:
         fn = getattr(cb, hook, None)
         if fn is not None:
@@ -109,7 +120,11 @@ class Trainer:
         regularizers: objects with ``after_backward(model)`` (e.g. :class:`BNL1Regularizer`).
         distillation: a :class:`DistillationLoss`; replaces ``loss_fn`` for training.
         callbacks: objects with optional ``on_epoch_start``/``on_step_end``/``on_epoch_end``/
-            ``on_train_end`` hooks.
+            ``on_train_end`` hooks; those with ``state_dict()``/``load_state_dict(state)`` are
+            saved in every checkpoint and restored on resume (before anything else, so a
+            callback can refuse a checkpoint with a :class:`CheckpointError` of its own).
+        lr_schedule: learning rate per iteration, replacing ``config.schedule``/``lr``/
+            ``warmup`` (e.g. a recipe's table); must cover ``epochs × len(train_loader)``.
 
     Example:
         >>> Trainer(model, train, test, {"epochs": 30, "lr": 0.05}).fit("runs/x").final
@@ -126,6 +141,7 @@ class Trainer:
         regularizers: Sequence[Regularizer] = (),
         distillation: DistillationLoss | None = None,
         callbacks: Sequence[Any] = (),
+        lr_schedule: LRFunction | None = None,
     ) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         if not hasattr(train_loader, "__len__"):
@@ -146,6 +162,7 @@ class Trainer:
         if distillation is not None:
             self._place(distillation.teacher)
         self.callbacks = list(callbacks)
+        self.lr_schedule = lr_schedule
         self.optimizer = self._make_optimizer()
         self.step = 0
         self._check_compile_mode()
@@ -262,7 +279,7 @@ class Trainer:
     def _show_progress(self) -> bool:
         return self.config.progress and self.dist.is_main and sys.stderr.isatty()
 
-    def _train_epoch(self, epoch: int, sched: LRSchedule, step_fn: StepFn) -> dict[str, Any]:
+    def _train_epoch(self, epoch: int, sched: LRFunction, step_fn: StepFn) -> dict[str, Any]:
         loader = self.train_loader
         if callable(getattr(loader, "set_epoch", None)):
             loader.set_epoch(epoch)  # type: ignore[attr-defined]
@@ -303,7 +320,7 @@ class Trainer:
             "img_per_s": count / max(seconds, 1e-9),
         }
 
-    def _run_epoch(self, epoch: int, sched: LRSchedule, step_fn: StepFn) -> dict[str, Any]:
+    def _run_epoch(self, epoch: int, sched: LRFunction, step_fn: StepFn) -> dict[str, Any]:
         start = time.perf_counter()
         row = self._train_epoch(epoch, sched, step_fn)
         last = epoch + 1 == self.config.epochs
@@ -318,8 +335,12 @@ class Trainer:
         return row
 
     # ------------------------------------------------------------------ checkpoints
+    def _stateful_callbacks(self) -> list[Any]:
+        return [cb for cb in self.callbacks if callable(getattr(cb, "state_dict", None))]
+
     def _state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
         return {
+            "callbacks": [cb.state_dict() for cb in self._stateful_callbacks()],
             "epoch": epoch,
             "step": self.step,
             "steps_per_epoch": len(self.train_loader),  # type: ignore[arg-type]
@@ -335,6 +356,14 @@ class Trainer:
         where = latest_checkpoint(ckpt_dir)
         fix = f"delete {ckpt_dir} or run without resume (--no-resume)"
         try:
+            stateful, saved_cbs = self._stateful_callbacks(), state.get("callbacks", [])
+            if len(saved_cbs) != len(stateful):
+                raise CheckpointError(
+                    f"checkpoint {where} holds the state of {len(saved_cbs)} callback(s), this "
+                    f"run has {len(stateful)}; {fix}"
+                )
+            for cb, cb_state in zip(stateful, saved_cbs):
+                cb.load_state_dict(cb_state)
             saved = TrainConfig.from_dict(state["config"])
             diff = saved.differences(self.config)
             if diff:
@@ -376,13 +405,15 @@ class Trainer:
         """
         out = Path(out_dir)
         ckpt_dir = out / CHECKPOINT_DIR
-        sched = LRSchedule(
-            self.config.schedule,
-            self.config.lr,
-            self.config.epochs,
-            len(self.train_loader),  # type: ignore[arg-type]
-            self.config.warmup,
+        steps = len(self.train_loader)  # type: ignore[arg-type]
+        sched = self.lr_schedule or LRSchedule(
+            self.config.schedule, self.config.lr, self.config.epochs, steps, self.config.warmup
         )
+        if sched.total_steps < self.config.epochs * steps:
+            raise ConfigError(
+                f"lr_schedule covers {sched.total_steps} iterations, the run has "
+                f"{self.config.epochs} epochs × {steps} batches"
+            )
         start, history = 0, list[dict[str, Any]]()
         if resume and latest_checkpoint(ckpt_dir) is not None:
             start, history = self._restore(ckpt_dir)
