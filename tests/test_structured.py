@@ -187,6 +187,43 @@ def test_soft_zeros_survive_training_on_digits(graph: DependencyGraph, tmp_path:
     assert evaluate(model, test_dl)["acc"] == pytest.approx(soft_acc, abs=2e-3)
 
 
+def _agp_run(graph: DependencyGraph, out: Path, kill_at: int | None = None) -> StructuredPruner:
+    """AGP over epochs 0..2 of 4, taylor scores on real digits, inside the Trainer."""
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    train_dl = TensorLoader(train, 128, shuffle=True, seed=0)
+    model = _model()
+    calib = [next(iter(TensorLoader(train, 64)))]
+    pruner = StructuredPruner(
+        model, X, AGPSchedule(final=0.5, start=0, end=2), criterion="taylor", graph=graph,
+        score_kwargs={"batches": calib},
+    )  # fmt: skip
+    cfg = TrainConfig(epochs=4, lr=0.05, schedule="cosine", progress=False, device="cpu")
+
+    class Kill:
+        def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+            if epoch == kill_at:
+                raise KeyboardInterrupt
+
+    trainer = Trainer(model, train_dl, TensorLoader(test, 512), cfg, callbacks=[pruner, Kill()])
+    trainer.fit(out, resume=kill_at is None)
+    pruner.finalize()
+    return pruner
+
+
+def test_resume_restores_the_pruner(graph: DependencyGraph, tmp_path: Path) -> None:
+    """Killed after its last event, a resumed run still re-zeroes and thins what it pruned."""
+    whole = _agp_run(graph, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _agp_run(graph, tmp_path / "killed", kill_at=3)
+    resumed = _agp_run(graph, tmp_path / "killed")
+    assert resumed.history == whole.history  # every event, not only a re-prune at the resume
+    assert resumed.plan is not None and whole.plan is not None
+    assert resumed.plan.groups == whole.plan.groups
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert _n_params(resumed.model) < _n_params(_model())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.gpu
 def test_pruner_on_cuda(graph: DependencyGraph) -> None:
     """Index tensors follow the parameters' device; finalize stays exact on the GPU."""

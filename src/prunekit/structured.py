@@ -72,7 +72,8 @@ class StructuredPruner:
         example_inputs: inputs for tracing (a tensor or a tuple), e.g. one batch.
         schedule: a :class:`~prunekit.schedules.Schedule` or its config dict
             (``{"kind": "agp", "final": 0.5, "start": 0, "end": 10}``); level = fraction of
-            each group's units removed (with ``global_ranking``: of all units).
+            each group's units removed (with ``global_ranking``: of all units). ``None``: no
+            schedule, levels are set by calling :meth:`prune_to` (as the recipe executor does).
         criterion: importance criterion (``l1 l2 bn_scale taylor activation random``).
         global_ranking: rank all groups together instead of pruning each by ``level``.
         round_to: keep a multiple of this many units per group (e.g. 8 for tensor cores).
@@ -99,7 +100,7 @@ class StructuredPruner:
         self,
         model: nn.Module,
         example_inputs: Any,
-        schedule: Schedule | Mapping[str, Any],
+        schedule: Schedule | Mapping[str, Any] | None,
         criterion: str = "l1",
         global_ranking: bool = False,
         round_to: int | None = None,
@@ -116,9 +117,9 @@ class StructuredPruner:
         if unit not in ("epoch", "step"):
             raise ConfigError(f"unit must be 'epoch' or 'step', got {unit!r}")
         self.model = model
-        self.schedule = _as_schedule(schedule)
+        self.schedule = None if schedule is None else _as_schedule(schedule)
         # Computed once: step() runs after every optimizer step in "step" mode.
-        self._events = self.schedule.events()
+        self._events = [] if self.schedule is None else self.schedule.events()
         self.criterion = criterion
         self.unit = unit
         self.score_kwargs = dict(score_kwargs or {})
@@ -247,6 +248,29 @@ class StructuredPruner:
         if self.unit == "step":
             self.step(step)
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The pruner's progress as plain data (the current plan as JSON data, the level, the
+        events handled); the Trainer saves it in every checkpoint."""
+        return {
+            "plan": None if self.plan is None else self.plan.to_dict(),
+            "level": self.level,
+            "next_event": self._next_event,
+            "history": [dataclasses.asdict(e) for e in self.history],
+            "finalized": self._finalized,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (a resumed run re-zeroes and finalizes what the
+        interrupted one had pruned, instead of starting over)."""
+        plan = state["plan"]
+        self.plan = None if plan is None else PruningPlan.from_dict(plan)
+        self.level = float(state["level"])
+        self._next_event = int(state["next_event"])
+        self.history = [PruneEvent(**e) for e in state["history"]]
+        self._finalized = bool(state["finalized"])
+        self._zero_index = [] if self.plan is None else self._index(self.plan)
+
     # ------------------------------------------------------------------ the end
     def finalize(self) -> nn.Module:
         """Remove the pruned units physically (the last plan, ``soft=False``).
@@ -264,4 +288,6 @@ class StructuredPruner:
 
     def levels(self, steps: Iterable[int]) -> list[float]:
         """The schedule's level at each of ``steps`` (what :meth:`step` would prune to)."""
+        if self.schedule is None:
+            raise ConfigError("this StructuredPruner has no schedule (levels come from prune_to)")
         return [self.schedule.level(s) for s in steps]

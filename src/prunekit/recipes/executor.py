@@ -9,8 +9,9 @@ library's parts, so a recipe trains exactly as the rest of prunekit does:
   printed the plan);
 * pruning events run at the start of their epochs; their masks are re-applied after every
   optimizer step, as Distiller does. Unstructured masks come from
-  :func:`prunekit.sparse.masks_for`, structured ones from the core engine (``trace`` →
-  ``score`` → ``make_plan`` → soft ``apply_plan``);
+  :func:`prunekit.sparse.masks_for`, structured ones from a
+  :class:`prunekit.structured.StructuredPruner` per pruner (the core engine's ``score`` →
+  ``make_plan`` → soft ``apply_plan``, each level's plan inside the previous one's);
 * regularizers are :mod:`prunekit.train.regularizers`, active in the epochs their policies
   name; distillation is :class:`prunekit.train.DistillationLoss`;
 * at the end, pruners with ``surgery: true`` physically slice the model (one core-engine plan).
@@ -39,6 +40,8 @@ from torch import Tensor, nn
 
 from prunekit._fileio import atomic_write_text
 from prunekit.errors import CheckpointError, ConfigError
+from prunekit.graph import trace
+from prunekit.plan import plan_from_keep
 from prunekit.recipes.lr import RecipeLR
 from prunekit.recipes.native import (
     DataSection,
@@ -51,6 +54,8 @@ from prunekit.recipes.native import (
 )
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
 from prunekit.sparse import masks_for
+from prunekit.structured import StructuredPruner as StructuredSchedulePruner
+from prunekit.surgery import apply_plan
 from prunekit.train import TrainConfig, Trainer
 from prunekit.train import regularizers as regs
 from prunekit.train.distill import DistillationLoss
@@ -111,12 +116,14 @@ class _RecipeHooks:
 
     At each epoch start it runs that epoch's pruning events; after every optimizer step it
     re-zeroes the pruned weights; at each epoch end it records the sparsity. Its state (masks,
-    the dense teacher, the recipe's fingerprint) goes into every trainer checkpoint.
+    the structured pruners' plans, the dense teacher, the recipe's fingerprint) goes into every
+    trainer checkpoint.
     """
 
     def __init__(
         self,
         executor: Executor,
+        model: nn.Module,
         resolved: ResolvedRecipe,
         loaders: tuple[Batches, Batches | None],
         teacher: nn.Module | None,
@@ -128,6 +135,83 @@ class _RecipeHooks:
         self.state = _State()
         self.epoch = 0
         self._params: dict[str, nn.Parameter] = {}
+        # One core-engine StructuredPruner per structured pruner of the recipe, traced on the
+        # dense model: it keeps later levels' plans inside earlier ones (units removed once
+        # stay removed, whatever the criterion) and its progress is checkpointed.
+        recipe = executor.recipe
+        self.structured = {
+            name: self._structured_pruner(model, cfg, resolved.targets[name])
+            for name, cfg in recipe.pruners.items()
+            if isinstance(cfg, StructuredPruner)
+        }
+
+    def _structured_pruner(
+        self, model: nn.Module, cfg: StructuredPruner, names: list[str]
+    ) -> StructuredSchedulePruner:
+        graph = trace(model, self.executor._example_input())
+        return StructuredSchedulePruner(
+            model,
+            None,
+            None,  # levels come from the resolved recipe's events (prune_to)
+            criterion=cfg.criterion,
+            global_ranking=cfg.global_ranking,
+            round_to=cfg.round_to,
+            floor=cfg.floor,
+            groups=_groups_for(graph, names, 0 if cfg.target == "filters" else 1),
+            score_kwargs={"batches": self.loaders[0]},
+            graph=graph,
+        )
+
+    # -- pruning --------------------------------------------------------------------------------
+
+    def prune(self, model: nn.Module, action: PruneAction) -> None:
+        """Apply one pruning event, updating the masks (and zeroing what it pruned)."""
+        cfg = self.executor.recipe.pruners[action.pruner]
+        params = dict(model.named_parameters())
+        names = self.resolved.targets[action.pruner]
+        state = self.state
+        if isinstance(cfg, StructuredPruner):
+            plan = self.structured[action.pruner].prune_to(
+                float(action.sparsity or 0.0), step=self.epoch
+            )
+            new = plan_masks(plan, params)
+            state.merge(new)
+            if cfg.surgery:
+                state.surgery_tensors.update(new)
+            state.apply(params)
+            return
+        # Rank the currently masked weights; entries pruned earlier stay pruned.
+        state.apply(params)
+        tensors = {n: params[n] for n in names}
+        current = {n: state.masks[n] for n in names if n in state.masks}
+        if isinstance(cfg, SlimPruner):
+            new = slim_masks(
+                tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
+            )
+            for n in names:  # γ and β together: the channel's BN output becomes exactly 0
+                bias = n.rsplit(".", 1)[0] + ".bias"
+                if bias in params:
+                    new[bias] = new[n].clone()
+            if cfg.surgery:
+                state.surgery_tensors.update(new)
+        elif isinstance(cfg, StdThresholdPruner):
+            new = masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
+        elif isinstance(cfg, MagnitudePruner) and cfg.thresholds is not None:
+            new = masks_for(tensors, action.per_param, criterion="threshold", current=current)
+        else:
+            assert isinstance(cfg, MagnitudePruner)
+            amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
+            missing = sorted(n for n, a in amounts.items() if a is None)
+            if missing:
+                raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
+            new = masks_for(
+                tensors,
+                {n: float(a) for n, a in amounts.items() if a is not None},
+                scope="global" if cfg.global_ranking else "layer",
+                current=current,
+            )
+        state.merge(new)
+        state.apply(params)
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.epoch = epoch
@@ -136,7 +220,7 @@ class _RecipeHooks:
             if set_epoch is not None:
                 set_epoch(epoch)
         for action in self.resolved.epochs[epoch].prune:
-            self.executor._prune(trainer.model, action, self.resolved, self.state)
+            self.prune(trainer.model, action)
         self._params = dict(trainer.model.named_parameters())
         self.state.apply(self._params)
 
@@ -151,6 +235,7 @@ class _RecipeHooks:
             "recipe_sha256": _fingerprint(self.resolved),
             "masks": dict(self.state.masks),
             "surgery_tensors": sorted(self.state.surgery_tensors),
+            "structured": {name: p.state_dict() for name, p in self.structured.items()},
         }
         if self.teacher is not None and self.executor._dense_teacher():
             out["teacher"] = self.teacher.state_dict()
@@ -165,6 +250,8 @@ class _RecipeHooks:
         device = self.executor.device
         self.state.masks = {k: v.to(device) for k, v in saved["masks"].items()}
         self.state.surgery_tensors = set(saved["surgery_tensors"])
+        for name, pruner in self.structured.items():
+            pruner.load_state_dict(saved["structured"][name])
         if self.teacher is not None and "teacher" in saved:
             self.teacher.load_state_dict(saved["teacher"])
 
@@ -235,7 +322,6 @@ class Executor:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = torch.device(device or recipe.training.device or _default_device())
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self._calibration: Batches | None = None  # batches for taylor / activation scores
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -262,10 +348,9 @@ class Executor:
         train, test = self._data()
         if not isinstance(train, Sized) or len(train) == 0:
             raise ConfigError("the training data must be a non-empty re-iterable with len()")
-        self._calibration = train
         model.to(self.device)
         teacher = self._teacher(model)
-        hooks = _RecipeHooks(self, resolved, (train, test), teacher)
+        hooks = _RecipeHooks(self, model, resolved, (train, test), teacher)
         lr = RecipeLR(self.recipe, resolved, steps_per_epoch=len(train))
         trainer = Trainer(
             model,
@@ -358,85 +443,6 @@ class Executor:
             p.requires_grad_(False)
         return teacher.eval()
 
-    # -- pruning --------------------------------------------------------------------------------
-
-    def _prune(
-        self, model: nn.Module, action: PruneAction, resolved: ResolvedRecipe, state: _State
-    ) -> None:
-        """Apply one pruning event, updating ``state.masks`` (and zeroing what it pruned)."""
-        cfg = self.recipe.pruners[action.pruner]
-        params = dict(model.named_parameters())
-        names = resolved.targets[action.pruner]
-        if isinstance(cfg, StructuredPruner):
-            self._prune_structured(model, cfg, action, names, state)
-            state.apply(params)
-            return
-        # Rank the currently masked weights; entries pruned earlier stay pruned.
-        state.apply(params)
-        tensors = {n: params[n] for n in names}
-        current = {n: state.masks[n] for n in names if n in state.masks}
-        if isinstance(cfg, SlimPruner):
-            new = slim_masks(
-                tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
-            )
-            for n in names:  # γ and β together: the channel's BN output becomes exactly 0
-                bias = n.rsplit(".", 1)[0] + ".bias"
-                if bias in params:
-                    new[bias] = new[n].clone()
-            if cfg.surgery:
-                state.surgery_tensors.update(new)
-        elif isinstance(cfg, StdThresholdPruner):
-            new = masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
-        elif isinstance(cfg, MagnitudePruner) and cfg.thresholds is not None:
-            new = masks_for(tensors, action.per_param, criterion="threshold", current=current)
-        else:
-            assert isinstance(cfg, MagnitudePruner)
-            amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
-            missing = sorted(n for n, a in amounts.items() if a is None)
-            if missing:
-                raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
-            new = masks_for(
-                tensors,
-                {n: float(a) for n, a in amounts.items() if a is not None},
-                scope="global" if cfg.global_ranking else "layer",
-                current=current,
-            )
-        state.merge(new)
-        state.apply(params)
-
-    def _prune_structured(
-        self,
-        model: nn.Module,
-        cfg: StructuredPruner,
-        action: PruneAction,
-        names: list[str],
-        state: _State,
-    ) -> None:
-        """Soft structured pruning through the core engine; masks record what it zeroed.
-
-        Ranking on the soft-pruned model means units zeroed earlier score lowest and stay
-        pruned, so AGP levels only ever add units.
-        """
-        from prunekit import importance, plan, surgery, trace
-
-        graph = trace(model, self._example_input())
-        groups = _groups_for(graph, names, 0 if cfg.target == "filters" else 1)
-        scores = importance.score(model, graph, cfg.criterion, batches=self._calibration)
-        scores = {gid: s for gid, s in scores.items() if gid in groups}
-        pruning_plan = plan.make_plan(
-            graph,
-            scores,
-            ratio=float(action.sparsity or 0.0),
-            global_ranking=cfg.global_ranking,
-            floor=cfg.floor,
-            round_to=cfg.round_to,
-        )
-        surgery.apply_plan(model, pruning_plan, soft=True)
-        new = plan_masks(pruning_plan, dict(model.named_parameters()))
-        state.merge(new)
-        if cfg.surgery:
-            state.surgery_tensors.update(new)
-
     def _example_input(self) -> Tensor:
         section = self.recipe.model
         shape = section.input_shape if section and section.input_shape else [1, 3, 224, 224]
@@ -448,12 +454,10 @@ class Executor:
         """Physically remove the units that ``surgery: true`` pruners zeroed (one plan)."""
         if not state.surgery_tensors:
             return model
-        from prunekit import plan, surgery, trace
-
         graph = trace(model, self._example_input())
         keep = surgery_keep_sets(graph, state.masks, state.surgery_tensors)
         if keep:
-            surgery.apply_plan(model, plan.plan_from_keep(graph, keep, {"source": "recipe"}))
+            apply_plan(model, plan_from_keep(graph, keep, {"source": "recipe"}))
         return model
 
     def _save(
