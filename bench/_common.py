@@ -17,8 +17,7 @@ import json
 import os
 import platform
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +51,9 @@ def child_env(threads: int | None = None) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder so os.replace never crosses file systems (atomic on POSIX).
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so readers never see a half-written file."""
-    with _atomic_path(Path(path)) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+ensure_src_on_path()
+# One atomic writer for the whole repository (temp file, fsync, ordinary permissions, rename).
+from prunekit._fileio import atomic_write_text  # noqa: E402
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
