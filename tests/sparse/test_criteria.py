@@ -92,6 +92,8 @@ def test_threshold_cuts_at_a_fixed_magnitude_and_keeps_pruned_entries_pruned() -
     assert again["w"].tolist() == [[False, True], [True, True]]  # 0 keeps all live weights
     with pytest.raises(ConfigError, match="threshold >= 0"):
         masks_for({"w": w}, {"w": -1.0}, criterion="threshold")
+    with pytest.raises(ConfigError, match=r"no amount given for \['w'\]"):
+        masks_for({"w": w}, {"v": 0.5}, criterion="threshold")
 
 
 @pytest.mark.parametrize("criterion", CRITERIA.names())

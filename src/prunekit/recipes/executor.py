@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from prunekit._fileio import atomic_write_text
 from prunekit.errors import CheckpointError, ConfigError
-from prunekit.graph import trace
+from prunekit.graph import DependencyGraph, trace
 from prunekit.plan import plan_from_keep
 from prunekit.recipes.lr import RecipeLR
 from prunekit.recipes.native import (
@@ -135,31 +135,40 @@ class _RecipeHooks:
         self.state = _State()
         self.epoch = 0
         self._params: dict[str, nn.Parameter] = {}
-        # One core-engine StructuredPruner per structured pruner of the recipe, traced on the
-        # dense model: it keeps later levels' plans inside earlier ones (units removed once
-        # stay removed, whatever the criterion) and its progress is checkpointed.
+        self._model = model
+        self._graph: DependencyGraph | None = None
+        # One core-engine StructuredPruner per structured pruner of the recipe: it keeps later
+        # levels' plans inside earlier ones (units removed once stay removed, whatever the
+        # criterion) and its progress is checkpointed.
         recipe = executor.recipe
         self.structured = {
-            name: self._structured_pruner(model, cfg, resolved.targets[name])
+            name: self._structured_pruner(cfg, resolved.targets[name])
             for name, cfg in recipe.pruners.items()
             if isinstance(cfg, StructuredPruner)
         }
 
+    @property
+    def graph(self) -> DependencyGraph:
+        """The dense model's dependency graph, traced once per run: soft pruning never changes
+        a shape, so it serves every structured pruner and the end-of-run surgery."""
+        if self._graph is None:
+            self._graph = trace(self._model, self.executor._example_input())
+        return self._graph
+
     def _structured_pruner(
-        self, model: nn.Module, cfg: StructuredPruner, names: list[str]
+        self, cfg: StructuredPruner, names: list[str]
     ) -> StructuredSchedulePruner:
-        graph = trace(model, self.executor._example_input())
         return StructuredSchedulePruner(
-            model,
+            self._model,
             None,
             None,  # levels come from the resolved recipe's events (prune_to)
             criterion=cfg.criterion,
             global_ranking=cfg.global_ranking,
             round_to=cfg.round_to,
             floor=cfg.floor,
-            groups=_groups_for(graph, names, 0 if cfg.target == "filters" else 1),
+            groups=_groups_for(self.graph, names, 0 if cfg.target == "filters" else 1),
             score_kwargs={"batches": self.loaders[0]},
-            graph=graph,
+            graph=self.graph,
         )
 
     # -- pruning --------------------------------------------------------------------------------
@@ -168,22 +177,29 @@ class _RecipeHooks:
         """Apply one pruning event, updating the masks (and zeroing what it pruned)."""
         cfg = self.executor.recipe.pruners[action.pruner]
         params = dict(model.named_parameters())
-        names = self.resolved.targets[action.pruner]
-        state = self.state
-        if isinstance(cfg, StructuredPruner):
-            plan = self.structured[action.pruner].prune_to(
-                float(action.sparsity or 0.0), step=self.epoch
-            )
-            new = plan_masks(plan, params)
-            state.merge(new)
-            if cfg.surgery:
-                state.surgery_tensors.update(new)
-            state.apply(params)
-            return
         # Rank the currently masked weights; entries pruned earlier stay pruned.
-        state.apply(params)
+        self.state.apply(params)
+        new = self._new_masks(cfg, action, params)
+        self.state.merge(new)
+        if isinstance(cfg, (StructuredPruner, SlimPruner)) and cfg.surgery:
+            self.state.surgery_tensors.update(new)
+        self.state.apply(params)
+
+    def _new_masks(
+        self,
+        cfg: MagnitudePruner | StdThresholdPruner | StructuredPruner | SlimPruner,
+        action: PruneAction,
+        params: dict[str, nn.Parameter],
+    ) -> dict[str, Tensor]:
+        """Keep-masks of one event's pruner (structured: of every tensor its plan slices)."""
+        names = self.resolved.targets[action.pruner]
+        if isinstance(cfg, StructuredPruner):
+            level = float(action.sparsity or 0.0)
+            return plan_masks(
+                self.structured[action.pruner].prune_to(level, step=self.epoch), params
+            )
         tensors = {n: params[n] for n in names}
-        current = {n: state.masks[n] for n in names if n in state.masks}
+        current = {n: self.state.masks[n] for n in names if n in self.state.masks}
         if isinstance(cfg, SlimPruner):
             new = slim_masks(
                 tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
@@ -192,26 +208,21 @@ class _RecipeHooks:
                 bias = n.rsplit(".", 1)[0] + ".bias"
                 if bias in params:
                     new[bias] = new[n].clone()
-            if cfg.surgery:
-                state.surgery_tensors.update(new)
-        elif isinstance(cfg, StdThresholdPruner):
-            new = masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
-        elif isinstance(cfg, MagnitudePruner) and cfg.thresholds is not None:
-            new = masks_for(tensors, action.per_param, criterion="threshold", current=current)
-        else:
-            assert isinstance(cfg, MagnitudePruner)
-            amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
-            missing = sorted(n for n, a in amounts.items() if a is None)
-            if missing:
-                raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
-            new = masks_for(
-                tensors,
-                {n: float(a) for n, a in amounts.items() if a is not None},
-                scope="global" if cfg.global_ranking else "layer",
-                current=current,
-            )
-        state.merge(new)
-        state.apply(params)
+            return new
+        if isinstance(cfg, StdThresholdPruner):
+            return masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
+        if cfg.thresholds is not None:  # a MagnitudePruner with absolute cut-offs
+            return masks_for(tensors, action.per_param, criterion="threshold", current=current)
+        amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
+        missing = sorted(n for n, a in amounts.items() if a is None)
+        if missing:
+            raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
+        return masks_for(
+            tensors,
+            {n: float(a) for n, a in amounts.items() if a is not None},
+            scope="global" if cfg.global_ranking else "layer",
+            current=current,
+        )
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.epoch = epoch
@@ -368,7 +379,7 @@ class Executor:
             _history_row(plan.epoch, lr.lr(plan.epoch * len(train)), row)
             for plan, row in zip(resolved.epochs, trained.history)
         ]
-        model = self._finalize(trained.model, hooks.state)
+        model = self._finalize(trained.model, hooks)
         self._save(model, resolved, history)
         return RunResult(model, resolved, history, hooks.state.masks, self.out_dir)
 
@@ -450,14 +461,14 @@ class Executor:
 
     # -- end of run -----------------------------------------------------------------------------
 
-    def _finalize(self, model: nn.Module, state: _State) -> nn.Module:
+    def _finalize(self, model: nn.Module, hooks: _RecipeHooks) -> nn.Module:
         """Physically remove the units that ``surgery: true`` pruners zeroed (one plan)."""
+        state = hooks.state
         if not state.surgery_tensors:
             return model
-        graph = trace(model, self._example_input())
-        keep = surgery_keep_sets(graph, state.masks, state.surgery_tensors)
+        keep = surgery_keep_sets(hooks.graph, state.masks, state.surgery_tensors)
         if keep:
-            apply_plan(model, plan_from_keep(graph, keep, {"source": "recipe"}))
+            apply_plan(model, plan_from_keep(hooks.graph, keep, {"source": "recipe"}))
         return model
 
     def _save(
@@ -589,7 +600,7 @@ def plan_masks(pruning_plan: Any, params: dict[str, nn.Parameter]) -> dict[str, 
     return masks
 
 
-def _groups_for(graph: Any, names: list[str], dim: int) -> set[str]:
+def _groups_for(graph: DependencyGraph, names: list[str], dim: int) -> set[str]:
     """Ids of the dependency-graph groups holding dim ``dim`` of any of ``names``."""
     wanted = set(names)
     return {g.id for g in graph.groups if any(s.tensor in wanted and s.dim == dim for s in g.slots)}

@@ -196,6 +196,9 @@ def masks_for(
         >>> masks_for({"fc.weight": w}, {"fc.weight": 0.9})["fc.weight"].float().mean()  # ≈ 0.1
     """
     crit = CRITERIA.get(criterion)
+    missing = [n for n in weights if n not in amounts]
+    if missing:
+        raise ConfigError(f"{criterion}: no amount given for {missing}; give one per weight")
     levels = {n: float(amounts[n]) for n in weights}
     _validate(criterion, crit, levels, scope)
     if not levels:
