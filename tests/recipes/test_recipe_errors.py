@@ -442,8 +442,8 @@ def test_several_errors_give_one_line_each(write: Callable[[str], Path]) -> None
         load_recipe(path)
     lines = str(info.value).splitlines()
     assert lines == [
-        f"{path}:2: 'lr' in section 'training' must be > 0, got -1.0",
-        f"{path}:3: 'momentum' in section 'training' must be in [0, 1), got 2.0",
+        f"{path}:2: 'lr' in section 'training' must be greater than 0, got -1.0",
+        f"{path}:3: 'momentum' in section 'training' must be less than 1, got 2.0",
     ]
 
 

@@ -305,7 +305,7 @@ def test_lenet300_agp_on_mnist(mnist_subset: tuple) -> None:
         nn.Linear(100, 10),
     )
     recipe = {
-        "training": {"epochs": 6, "lr": 0.05, "schedule": "cosine"},
+        "training": {"epochs": 6, "lr": 0.1, "schedule": "cosine", "weight_decay": 5e-4},
         "pruners": {
             "agp": {
                 "method": "magnitude",

@@ -129,7 +129,8 @@ def test_per_epoch_actions(resnet18: torch.nn.Module) -> None:
             {"schedule": "step", "milestones": [2, 6]},
             lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [2, 6], 0.1),
         ),
-        ({}, lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8)),  # default
+        # default: Network Slimming's step decay at 50% and 75%, as for `prunekit train`
+        ({}, lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [4, 6], 0.1)),
         ({"schedule": "constant"}, None),
     ],
 )

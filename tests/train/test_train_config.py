@@ -10,13 +10,14 @@ from prunekit.train import TrainConfig
 
 def test_defaults_follow_network_slimming() -> None:
     c = TrainConfig()
-    assert (c.epochs, c.lr, c.momentum, c.weight_decay, c.schedule) == (160, 0.1, 0.9, 1e-4, "step")
+    assert (c.num_epochs, c.lr, c.momentum, c.weight_decay) == (160, 0.1, 0.9, 1e-4)
+    assert (c.epochs, c.schedule, c.schedule_name) == (None, None, "step")
     assert c.bf16 is None and c.channels_last is None and c.compile == "none"
 
 
 def test_none_means_default() -> None:
     c = TrainConfig(epochs=None, lr=None, momentum=None, schedule="onecycle")
-    assert (c.epochs, c.lr, c.momentum, c.schedule) == (160, 0.1, 0.9, "onecycle")
+    assert (c.num_epochs, c.lr, c.momentum, c.schedule) == (160, 0.1, 0.9, "onecycle")
     assert TrainConfig.from_dict(None) == TrainConfig()
 
 

@@ -64,7 +64,7 @@ def test_constant() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"kind": "linear"}, "unknown schedule 'linear'"),
+        ({"kind": "linear"}, "unknown lr schedule 'linear'"),
         ({"warmup": 5}, "warmup"),
         ({"steps_per_epoch": 0}, "empty"),
     ],
@@ -73,3 +73,31 @@ def test_bad_schedule_arguments(kwargs: dict, match: str) -> None:
     args = {"kind": "step", "base_lr": 0.1, "epochs": 5, "steps_per_epoch": 3, **kwargs}
     with pytest.raises(ConfigError, match=match):
         LRSchedule(**args)
+
+
+def test_step_milestones_and_step_size() -> None:
+    ms = LRSchedule("step", base_lr=1.0, epochs=6, steps_per_epoch=2, milestones=[1, 4], gamma=0.5)
+    assert ms.per_epoch() == pytest.approx([1.0, 0.5, 0.5, 0.5, 0.25, 0.25])
+    every = LRSchedule("step", base_lr=1.0, epochs=7, steps_per_epoch=1, step_size=3)
+    assert every.per_epoch() == pytest.approx([1.0] * 3 + [0.1] * 3 + [0.01])
+
+
+def test_epoch_scale_multiplies_the_base() -> None:
+    s = LRSchedule("constant", 0.2, epochs=3, steps_per_epoch=2, epoch_scale=[1.0, 0.5, 0.25])
+    assert [s.lr(i) for i in range(6)] == pytest.approx([0.2, 0.2, 0.1, 0.1, 0.05, 0.05])
+
+
+def test_from_config_matches_the_config() -> None:
+    from prunekit.train import TrainConfig
+
+    cfg = TrainConfig(epochs=10, lr=0.3, schedule="step", milestones=[3], gamma=0.2)
+    s = LRSchedule.from_config(cfg, steps_per_epoch=4)
+    assert (s.total_steps, s.milestone_epochs) == (40, [3])
+    assert s.lr(11) == pytest.approx(0.3) and s.lr(12) == pytest.approx(0.06)
+
+
+def test_step_options_need_a_step_schedule() -> None:
+    from prunekit.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="milestones/step_size shape a 'step' schedule"):
+        TrainConfig(schedule="cosine", milestones=[3])

@@ -5,8 +5,8 @@ library's parts, so a recipe trains exactly as the rest of prunekit does:
 
 * :class:`prunekit.train.Trainer` runs the epochs (optimizer, bf16/channels-last on CUDA,
   evaluation, atomic per-epoch checkpoints and bit-exact resume) with the recipe's
-  learning-rate table (:class:`~prunekit.recipes.lr.RecipeLR`, the same torch schedulers that
-  printed the plan);
+  learning rate (:func:`~prunekit.recipes.lr.resolved_lr`: the library's one
+  :class:`~prunekit.train.LRSchedule` with the recipe's LR policies, as printed in the plan);
 * pruning events run at the start of their epochs; their masks are re-applied after every
   optimizer step, as Distiller does. Unstructured masks come from
   :func:`prunekit.sparse.masks_for`, structured ones from a
@@ -42,7 +42,7 @@ from prunekit._fileio import atomic_write_text
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.plan import plan_from_keep
-from prunekit.recipes.lr import RecipeLR
+from prunekit.recipes.lr import resolved_lr
 from prunekit.recipes.native import (
     DataSection,
     GroupLassoRegularizer,
@@ -362,7 +362,7 @@ class Executor:
         model.to(self.device)
         teacher = self._teacher(model)
         hooks = _RecipeHooks(self, model, resolved, (train, test), teacher)
-        lr = RecipeLR(self.recipe, resolved, steps_per_epoch=len(train))
+        lr = resolved_lr(resolved, steps_per_epoch=len(train))
         trainer = Trainer(
             model,
             train,
@@ -384,22 +384,10 @@ class Executor:
         return RunResult(model, resolved, history, hooks.state.masks, self.out_dir)
 
     def _train_config(self, resolved: ResolvedRecipe) -> TrainConfig:
-        t = self.recipe.training
-        return TrainConfig(
-            epochs=resolved.num_epochs,
-            optimizer=t.optimizer,
-            lr=t.lr,
-            momentum=t.momentum,
-            nesterov=t.nesterov,
-            weight_decay=t.weight_decay,
-            schedule="constant",  # the LR comes from the recipe's table (lr_schedule)
-            label_smoothing=t.label_smoothing,
-            bf16=t.bf16 and self.device.type == "cuda",
-            seed=t.seed,
-            device=str(self.device),
-            progress=self.progress,
-            eval_every=1,
-        )
+        # The recipe's training section is the trainer's config; the run's length, device and
+        # display are decided here, and the LR comes from the recipe's table (lr_schedule=).
+        update = {"epochs": resolved.num_epochs, "device": str(self.device), "eval_every": 1}
+        return self.recipe.training.model_copy(update={**update, "progress": self.progress})
 
     def _dense_teacher(self) -> bool:
         kd = self.recipe.distillation

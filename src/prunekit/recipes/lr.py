@@ -1,9 +1,11 @@
-"""Learning-rate driving shared by the resolved plan and the executor.
+"""A recipe's learning rate: the library's one schedule plus the recipe's LR policies.
 
-The same object computes the printed per-epoch LR (on a dummy optimizer) and drives the real
-optimizer, so the table and the run cannot disagree. The base ``training.schedule`` steps every
-epoch (``onecycle`` every batch); each named ``lr_schedules`` entry steps at the end of the
-epochs its policy makes active — Distiller's semantics for ``lr_schedulers``.
+The base schedule is :class:`prunekit.train.LRSchedule` built from the recipe's ``training``
+section (a :class:`~prunekit.train.TrainConfig`), exactly as ``prunekit train`` builds it. Each
+named ``lr_schedules`` entry is a torch scheduler stepped at the end of the epochs its policy makes
+active (Distiller's ``lr_schedulers``); their combined effect is recorded once as a per-epoch
+multiplier (``epoch_scale``) on a stand-in optimizer with LR 1, so the printed table and the run
+read the same numbers and a resumed run needs no scheduler state.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
-from prunekit.errors import ConfigError
 from prunekit.recipes.native import (
     CosineLRSchedule,
     ExponentialLRSchedule,
@@ -24,8 +25,8 @@ from prunekit.recipes.native import (
     PolynomialLRSchedule,
     Recipe,
     StepLRSchedule,
-    TrainingSection,
 )
+from prunekit.train.schedule import LRSchedule
 
 if TYPE_CHECKING:  # resolve imports this module
     from prunekit.recipes.resolve import ResolvedRecipe
@@ -46,144 +47,77 @@ def _named_scheduler(opt: Optimizer, cfg: LRScheduleConfig) -> sched.LRScheduler
 
 
 def base_schedule_name(recipe: Recipe) -> str:
-    """The effective ``training.schedule``: None means cosine, or constant when the recipe has
-    ``lr_schedule`` policies (they drive the LR, as Distiller's ``lr_schedulers`` do)."""
+    """The effective base schedule: ``training.schedule``; unset, ``step`` (as for
+    ``prunekit train``), or ``constant`` when ``lr_schedule`` policies drive the LR (as
+    Distiller's ``lr_schedulers`` do)."""
     if recipe.training.schedule is not None:
         return recipe.training.schedule
-    return "constant" if any(p.kind == "lr_schedule" for p in recipe.policies) else "cosine"
+    return "constant" if any(p.kind == "lr_schedule" for p in recipe.policies) else "step"
 
 
-class LRDriver:
-    """Steps the base schedule and the policy-driven named schedules of one optimizer.
+def policy_scale(
+    recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]]
+) -> list[float] | None:
+    """Per-epoch LR multiplier of the recipe's named LR schedules (``None``: there are none).
 
     Args:
-        optimizer: the optimizer whose ``lr`` is driven (its current lr is the base lr).
-        recipe: the recipe (its ``training`` section and ``lr_schedules``).
-        epochs: total epochs of the run.
-        active: schedule name → epochs at which its policy is active.
-        steps_per_epoch: batches per epoch (only ``onecycle`` uses it).
+        recipe: the recipe (its ``lr_schedules``).
+        epochs: run length.
+        active: schedule name → epochs at whose end it steps.
 
-    Example:
-        >>> driver = LRDriver(opt, recipe, 30, {"decay": [0, 1, 2]})
-        >>> driver.epoch_end(0)
+    Returns:
+        One multiplier per epoch (the LR at the epoch's start over the base LR).
     """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        recipe: Recipe,
-        epochs: int,
-        active: Mapping[str, Sequence[int]],
-        steps_per_epoch: int = 1,
-    ) -> None:
-        self.optimizer = optimizer
-        self.kind = base_schedule_name(recipe)
-        self.base = self._base(optimizer, recipe.training, epochs, steps_per_epoch)
-        named = recipe.lr_schedules
-        self.named = {name: _named_scheduler(optimizer, named[name]) for name in active}
-        self.active = {name: set(epochs_) for name, epochs_ in active.items()}
-        self.steps_per_epoch = steps_per_epoch
-
-    def _base(
-        self, opt: Optimizer, training: TrainingSection, epochs: int, steps: int
-    ) -> sched.LRScheduler | None:
-        if self.kind == "cosine":
-            return sched.CosineAnnealingLR(opt, T_max=max(1, epochs))
-        if self.kind == "onecycle":
-            return sched.OneCycleLR(opt, max_lr=training.lr, total_steps=max(2, epochs * steps))
-        if self.kind == "step":
-            if training.milestones is not None:
-                return sched.MultiStepLR(opt, training.milestones, gamma=training.gamma)
-            step = training.step_size or max(1, epochs // 3)
-            return sched.StepLR(opt, step_size=step, gamma=training.gamma)
+    if not active:
         return None
-
-    @property
-    def lr(self) -> float:
-        """The optimizer's current learning rate (first param group)."""
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def batch_end(self) -> None:
-        """Call after every optimizer step (drives ``onecycle``)."""
-        if self.kind == "onecycle" and self.base is not None:
-            total = getattr(self.base, "total_steps", None)
-            if total is None or self.base.last_epoch + 1 < total:
-                self.base.step()
-
-    def epoch_end(self, epoch: int) -> None:
-        """Call after epoch ``epoch`` finished."""
-        if self.base is not None and self.kind != "onecycle":
-            self.base.step()
-        for name, scheduler in self.named.items():
-            if epoch in self.active[name]:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    named = {name: _named_scheduler(opt, recipe.lr_schedules[name]) for name in active}
+    steps = {name: set(es) for name, es in active.items()}
+    scale: list[float] = []
+    for epoch in range(epochs):
+        scale.append(float(opt.param_groups[0]["lr"]))
+        # A no-op step first keeps torch from warning that a scheduler ran before the optimizer;
+        # the parameter has no gradient, so nothing changes.
+        opt.step()
+        for name, scheduler in named.items():
+            if epoch in steps[name]:
                 scheduler.step()
+    return scale
 
 
-class RecipeLR:
-    """A recipe run's learning rate per iteration, as a table (what the trainer reads).
-
-    The table is recorded by stepping an :class:`LRDriver` on a stand-in optimizer through the
-    whole run, so the LR is a pure function of the iteration: a resumed run needs no scheduler
-    state and lands on exactly the same values. Only ``onecycle`` changes the LR within an
-    epoch, so every other schedule is recorded once per epoch (a long run's table costs
-    milliseconds, not seconds, at start-up).
+def recipe_lr(
+    recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]], steps_per_epoch: int
+) -> LRSchedule:
+    """The recipe's learning rate per iteration (what the trainer reads).
 
     Args:
         recipe: the recipe.
-        resolved: its resolved plan (epochs, and which named schedules step when).
+        epochs: run length.
+        active: named LR schedule → the epochs whose end steps it.
         steps_per_epoch: batches per epoch.
 
+    Returns:
+        An :class:`~prunekit.train.LRSchedule`.
+
     Example:
-        >>> RecipeLR(recipe, resolved, steps_per_epoch=391).lr(0)
+        >>> recipe_lr(recipe, 30, {"decay": [0, 1, 2]}, steps_per_epoch=391).lr(0)
     """
-
-    def __init__(self, recipe: Recipe, resolved: ResolvedRecipe, steps_per_epoch: int) -> None:
-        if steps_per_epoch < 1:
-            raise ConfigError("the training data is empty (0 batches per epoch); give it data")
-        per_batch = base_schedule_name(recipe) == "onecycle"
-        self.steps_per_table_entry = 1 if per_batch else steps_per_epoch
-        self.table = _record(
-            recipe,
-            resolved.num_epochs,
-            _active(recipe, resolved),
-            steps_per_epoch if per_batch else 1,
-        )
-        self.total_steps = resolved.num_epochs * steps_per_epoch
-
-    def lr(self, step: int) -> float:
-        """Learning rate at iteration ``step`` (0-based)."""
-        return self.table[step // self.steps_per_table_entry]
+    training = recipe.training.model_copy(update={"schedule": base_schedule_name(recipe)})
+    scale = policy_scale(recipe, epochs, active)
+    return LRSchedule.from_config(training, steps_per_epoch, epochs=epochs, epoch_scale=scale)
 
 
-def _active(recipe: Recipe, resolved: ResolvedRecipe) -> dict[str, list[int]]:
+def active_lr_epochs(resolved: ResolvedRecipe) -> dict[str, list[int]]:
     """Named LR schedule → the epochs whose end steps it (from the resolved plan)."""
-    found = {n: [p.epoch for p in resolved.epochs if n in p.lr_step] for n in recipe.lr_schedules}
+    found = {
+        n: [p.epoch for p in resolved.epochs if n in p.lr_step] for n in resolved.recipe.lr_schedules
+    }
     return {n: es for n, es in found.items() if es}
 
 
-def _record(
-    recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]], steps_per_epoch: int
-) -> list[float]:
-    """LR of every iteration: the optimizer's LR before each step, with the real schedulers."""
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=recipe.training.lr)
-    driver = LRDriver(opt, recipe, epochs, active, steps_per_epoch)
-    table: list[float] = []
-    for epoch in range(epochs):
-        for _ in range(steps_per_epoch):
-            table.append(driver.lr)
-            # A no-op step first keeps torch from warning that the scheduler ran before the
-            # optimizer; the parameter has no gradient so nothing changes.
-            opt.step()
-            driver.batch_end()
-        driver.epoch_end(epoch)
-    return table
-
-
-def simulate_lr(recipe: Recipe, epochs: int, active: Mapping[str, Sequence[int]]) -> list[float]:
-    """LR at the start of each epoch, computed with the real torch schedulers.
-
-    For ``onecycle`` one step per epoch stands in for the batches: the printed value is the LR
-    at the epoch's first batch only approximately (the run itself uses :class:`RecipeLR`).
-    """
-    return _record(recipe, epochs, active, steps_per_epoch=1)
+def resolved_lr(resolved: ResolvedRecipe, steps_per_epoch: int) -> LRSchedule:
+    """:func:`recipe_lr` of a resolved recipe (its epochs and LR policy steps)."""
+    return recipe_lr(
+        resolved.recipe, resolved.num_epochs, active_lr_epochs(resolved), steps_per_epoch
+    )

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from prunekit.errors import ConfigError
+from prunekit.train.config import TrainConfig
 from prunekit.recipes._source import (
     RecipeValueError,
     SourceMap,
@@ -119,26 +120,6 @@ class DataSection(StrictModel):
     eval_batch_size: PositiveInt | None = None  # None: same as batch_size
     augment: bool = True
     workers: PositiveInt | None = None  # image-decoding processes (None: all cores, max 16)
-
-
-class TrainingSection(StrictModel):
-    """Optimizer and base LR schedule. ``schedule`` None: cosine, or constant when an
-    ``lr_schedules`` policy drives the LR (Distiller style)."""
-
-    epochs: PositiveInt | None = None  # None: derived from the policies
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: PositiveFloat = 0.1
-    momentum: Fraction = 0.9
-    nesterov: bool = False
-    weight_decay: NonNegFloat = 5e-4
-    schedule: Literal["constant", "step", "cosine", "onecycle"] | None = None
-    step_size: PositiveInt | None = None  # for schedule: step (None: epochs // 3)
-    milestones: list[NonNegInt] | None = None  # for schedule: step, instead of step_size
-    gamma: PositiveFloat = 0.1
-    label_smoothing: Fraction = 0.0
-    bf16: bool = False
-    seed: int = 0
-    device: str | None = None  # None: cuda if available, else cpu
 
 
 class DistillationSection(StrictModel):
@@ -467,7 +448,7 @@ class Recipe(StrictModel):
     description: str | None = None
     model: ModelSection | None = None  # None: given on the command line (--model)
     data: DataSection | None = None  # None: given on the command line (--data)
-    training: TrainingSection = Field(default_factory=TrainingSection)
+    training: TrainConfig = Field(default_factory=TrainConfig)
     pruners: dict[str, PrunerConfig] = Field(default_factory=dict)
     regularizers: dict[str, RegularizerConfig] = Field(default_factory=dict)
     lr_schedules: dict[str, LRScheduleConfig] = Field(default_factory=dict)

@@ -23,7 +23,7 @@ from torch import nn
 from prunekit._fileio import atomic_write_text
 from prunekit.errors import ConfigError
 from prunekit.recipes import _targets
-from prunekit.recipes.lr import simulate_lr
+from prunekit.recipes.lr import recipe_lr
 from prunekit.recipes.native import (
     MagnitudePruner,
     Policy,
@@ -211,7 +211,9 @@ def resolve(recipe: Recipe, model: nn.Module, epochs: int | None = None) -> Reso
     active = _active_epochs(recipe, num_epochs, warnings)
     lr_active = {n: sorted({e for _, es in active[n] for e in es}) for n in recipe.lr_schedules}
     lr_active = {n: es for n, es in lr_active.items() if es}
-    lrs = simulate_lr(recipe, num_epochs, lr_active)
+    # One step per epoch stands in for the batches: for 'onecycle' the printed value is the
+    # LR at the epoch's first batch only approximately (the run reads the per-batch table).
+    lrs = recipe_lr(recipe, num_epochs, lr_active, steps_per_epoch=1).per_epoch()
     plans = [EpochPlan(epoch=e, lr=lr) for e, lr in enumerate(lrs)]
     for name, pruner in recipe.pruners.items():
         for i, full in active[name]:

@@ -11,32 +11,41 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from prunekit.errors import ConfigError
+from prunekit.config import Config
+from prunekit.train.schedule import BASE_SCHEDULES
 
-Schedule = Literal["step", "onecycle", "cosine", "constant"]
 CompileMode = Literal["none", "cuda-graphs", "reduce-overhead"]
 OptimizerName = Literal["sgd", "adamw"]
 
+# Network Slimming's CIFAR recipe (Liu et al. 2017): 160 epochs, ×0.1 at 50% and 75%.
+DEFAULT_EPOCHS = 160
+DEFAULT_SCHEDULE = "step"
 # Fields that only change how a run is displayed, so a resumed run may change them freely.
 COSMETIC_FIELDS = frozenset({"progress", "log_every", "eval_every"})
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Config):
     """Hyper-parameters and runtime switches of :class:`~prunekit.train.Trainer`.
 
     Args:
-        epochs: number of passes over the training loader.
+        epochs: number of passes over the training loader; ``None`` → 160 (a recipe derives it
+            from its policies instead).
         optimizer: ``"sgd"`` (the Network Slimming recipe) or ``"adamw"``.
         lr: peak learning rate.
         momentum: SGD momentum (AdamW: beta1).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for AdamW).
-        schedule: ``"step"`` (×0.1 at 50% and 75% of the epochs, the Network Slimming
+        schedule: a name in :data:`prunekit.train.schedule.BASE_SCHEDULES`: ``"step"`` (×gamma
+            at ``milestones``; by default at 50% and 75% of the epochs, the Network Slimming
             reference), ``"onecycle"``, ``"cosine"`` or ``"constant"``; evaluated per iteration.
+            ``None`` → ``"step"`` (``"constant"`` in a recipe whose LR policies drive the LR).
+        milestones: ``step``: epochs at which the LR decays (instead of 50%/75%).
+        step_size: ``step``: decay every this many epochs (instead of ``milestones``).
+        gamma: ``step``: decay factor (0.1).
         warmup: epochs (may be fractional) of linear warm-up; for ``"onecycle"`` the length of
             the rising phase (default 30% of the run).
         label_smoothing: cross-entropy label smoothing.
@@ -52,15 +61,18 @@ class TrainConfig(BaseModel):
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; ``None`` → CUDA when available.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    what: ClassVar[str] = "training option"
 
-    epochs: int = Field(160, ge=1)
+    epochs: int | None = Field(None, ge=1)
     optimizer: OptimizerName = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(1e-4, ge=0)
-    schedule: Schedule = "step"
+    schedule: str | None = None
+    milestones: list[int] | None = None
+    step_size: int | None = Field(None, ge=1)
+    gamma: float = Field(0.1, gt=0)
     warmup: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     bf16: bool | None = None
@@ -73,42 +85,42 @@ class TrainConfig(BaseModel):
     progress: bool = True
     device: str | None = None
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from None
-
-    @model_validator(mode="before")
+    @field_validator("schedule")
     @classmethod
-    def _none_means_default(cls, data: Any) -> Any:
-        # Dropping explicit Nones lets pydantic fill in the declared default for that field.
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
+    def _known_schedule(cls, v: str | None) -> str | None:
+        if v is not None and v not in BASE_SCHEDULES:
+            raise ValueError(f"unknown schedule; use one of {', '.join(BASE_SCHEDULES.names())}")
+        return v
 
+    @field_validator("milestones")
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
-        """Build a config from a plain mapping (e.g. a YAML section); ``None`` → all defaults."""
-        return cls(**(data or {}))
+    def _sorted_milestones(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(m < 0 for m in v) or v != sorted(set(v))):
+            raise ValueError("milestones must be increasing epochs >= 0")
+        return v
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able mapping of every field."""
-        return self.model_dump(mode="json")
+    @model_validator(mode="after")
+    def _step_options_need_step(self) -> TrainConfig:
+        step = self.schedule in (None, "step")
+        if not step and (self.milestones is not None or self.step_size is not None):
+            raise ValueError(
+                f"milestones/step_size shape a 'step' schedule, but schedule is {self.schedule!r}"
+            )
+        if self.milestones is not None and self.step_size is not None:
+            raise ValueError("give either milestones or step_size, not both")
+        return self
+
+    @property
+    def num_epochs(self) -> int:
+        """``epochs``, or its default (160, the Network Slimming recipe) when unset."""
+        return DEFAULT_EPOCHS if self.epochs is None else self.epochs
+
+    @property
+    def schedule_name(self) -> str:
+        """``schedule``, or its default (``"step"``) when unset."""
+        return DEFAULT_SCHEDULE if self.schedule is None else self.schedule
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Names of non-cosmetic fields whose values differ (used to validate a resume)."""
         mine, theirs = self.to_dict(), other.to_dict()
         return sorted(k for k in mine if k not in COSMETIC_FIELDS and mine[k] != theirs[k])
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
-            known = ", ".join(TrainConfig.model_fields)
-            parts.append(f"unknown training option {loc!r}; known options: {known}")
-        else:
-            parts.append(f"training option {loc!r}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)

@@ -290,7 +290,7 @@ class Trainer:
         lr = sched.lr(min(self.step, sched.total_steps - 1))
         bar = tqdm(
             total=len(loader),  # type: ignore[arg-type]
-            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            desc=f"epoch {epoch + 1}/{self.config.num_epochs}",
             leave=False,
             disable=not self._show_progress(),
         )
@@ -323,7 +323,7 @@ class Trainer:
     def _run_epoch(self, epoch: int, sched: LRFunction, step_fn: StepFn) -> dict[str, Any]:
         start = time.perf_counter()
         row = self._train_epoch(epoch, sched, step_fn)
-        last = epoch + 1 == self.config.epochs
+        last = epoch + 1 == self.config.num_epochs
         row.update(val_acc=None, val_loss=None)
         if self.val_loader is not None and (last or (epoch + 1) % self.config.eval_every == 0):
             res = self.evaluate()
@@ -406,19 +406,17 @@ class Trainer:
         out = Path(out_dir)
         ckpt_dir = out / CHECKPOINT_DIR
         steps = len(self.train_loader)  # type: ignore[arg-type]
-        sched = self.lr_schedule or LRSchedule(
-            self.config.schedule, self.config.lr, self.config.epochs, steps, self.config.warmup
-        )
-        if sched.total_steps < self.config.epochs * steps:
+        sched = self.lr_schedule or LRSchedule.from_config(self.config, steps)
+        if sched.total_steps < self.config.num_epochs * steps:
             raise ConfigError(
                 f"lr_schedule covers {sched.total_steps} iterations, the run has "
-                f"{self.config.epochs} epochs × {steps} batches"
+                f"{self.config.num_epochs} epochs × {steps} batches"
             )
         start, history = 0, list[dict[str, Any]]()
         if resume and latest_checkpoint(ckpt_dir) is not None:
             start, history = self._restore(ckpt_dir)
             if self.dist.is_main:
-                LOG.info("resuming %s after epoch %d of %d", out, start, self.config.epochs)
+                LOG.info("resuming %s after epoch %d of %d", out, start, self.config.num_epochs)
         else:
             seed_everything(self.config.seed)
             self.step = 0
@@ -429,7 +427,7 @@ class Trainer:
             # Rewrite from the checkpoint's history: drops rows of epochs that were lost.
             atomic_write_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
         step_fn = self._build_step()
-        for epoch in range(start, self.config.epochs):
+        for epoch in range(start, self.config.num_epochs):
             _call(self.callbacks, "on_epoch_start", self, epoch)
             row = self._run_epoch(epoch, sched, step_fn)
             history.append(row)
@@ -439,7 +437,7 @@ class Trainer:
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
                 save_checkpoint(ckpt_dir, epoch + 1, self._state(epoch + 1, history))
-                LOG.info(_format_row(row, self.config.epochs))
+                LOG.info(_format_row(row, self.config.num_epochs))
         result = TrainResult(self.model, history, out, start)
         _call(self.callbacks, "on_train_end", self, result)
         return result
