@@ -373,13 +373,11 @@ class Study:
         method: Any = tool
         if tool == "torch-pruning":
             method = torch_pruning_planner(slim.example_input(), record)
-        pruned = slim.prune_stage(
-            copy.deepcopy(sparse.model), base / "pruned", percent=percent, method=method
-        )
+        pruned = slim.prune_stage(sparse.copy(), base / "pruned", percent=percent, method=method)
         if record:
             atomic_write_json(base / "tool.json", record)
         ft = slim.finetune(
-            copy.deepcopy(pruned.model),
+            pruned.copy(),
             base / "finetuned",
             deadline=self.deadline,
             tag={"tool": tool, "percent": percent},

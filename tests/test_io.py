@@ -25,11 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 def saved(tmp_path):
     torch.manual_seed(0)
     model = build_model("torchvision:resnet18", num_classes=7).eval()
-    prune(model, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.5))
-    prune(model, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.25, criterion="l1"))
-    out = prunekit.save(
-        model, tmp_path / "m", {"model": "torchvision:resnet18", "kwargs": {"num_classes": 7}}
-    )
+    first = prune(model, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.5)).plan
+    second = prune(model, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.25, criterion="l1")).plan
+    spec = {"model": "torchvision:resnet18", "kwargs": {"num_classes": 7}}
+    out = prunekit.save(model, tmp_path / "m", spec, [first, second])
     return model, out
 
 
@@ -102,6 +101,46 @@ def test_spec_for_wrong_model(saved):
     (out / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(CheckpointError, match=r"does not fit|plan"):
         prunekit.load(out)
+
+
+def test_record_round_trips_and_chains(saved, tmp_path):
+    model, out = saved
+    record = prunekit.load_record(out)
+    assert record.model == "torchvision:resnet18" and len(record.steps) == 2
+    again = prunekit.save(model, tmp_path / "again", record)  # a loaded record re-saves as is
+    assert prunekit.load_record(again) == record
+    rebuilt = record.build()
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
+
+
+def test_save_refuses_a_folder_that_would_not_load(tmp_path):
+    model = build_model("torchvision:resnet18", num_classes=7).eval()
+    prune(model, torch.randn(1, 3, 32, 32), PruneConfig(ratio=0.5))
+    spec = {"model": "torchvision:resnet18", "kwargs": {"num_classes": 7}}
+    with pytest.raises(CheckpointError, match=r"0 recorded step\(s\): conv1.weight has shape"):
+        prunekit.save(model, tmp_path / "m", spec)  # the plan was left out
+    assert not (tmp_path / "m").exists()  # nothing written
+
+
+def test_conversions_are_recorded_and_replayed(tmp_path):
+    from prunekit.record import CONVERSIONS, Conversion
+
+    def widen_head(model, data):  # a toy structural step: replace the classifier
+        model.fc = torch.nn.Linear(model.fc.in_features, int(data["classes"]))
+
+    CONVERSIONS.add("test-widen-head", widen_head)
+    try:
+        model = build_model("torchvision:resnet18", num_classes=7).eval()
+        step = Conversion("test-widen-head", {"classes": 3})
+        step.apply(model)
+        out = prunekit.save(model, tmp_path / "m", "torchvision:resnet18", [step])
+        loaded = prunekit.load(out)
+        assert loaded.fc.out_features == 3
+        x = torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+    finally:
+        CONVERSIONS.remove("test-widen-head")
 
 
 def test_no_pickle_in_sources():

@@ -128,7 +128,7 @@ def _run(
     rep.extra.update({"acc dense": f"{acc_dense:.2%}", "acc final": f"{acc_ft:.2%}"})
     log(rep.to_table(max_layers=12))
     if out is not None:
-        save(model, out, {"model": "zoo:digits_cnn", "kwargs": {}})
+        save(model, out, "zoo:digits_cnn", [result.plan])
         rep.plot(
             Path(out) / "report.png",
             title=f"prunekit demo: digits CNN, {ratio:.0%} of channels pruned",

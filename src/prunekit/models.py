@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -78,3 +78,31 @@ def build_model(spec: str, **kwargs: Any) -> nn.Module:
     """
     namespace, name = parse_spec(spec)
     return FACTORIES.get(namespace)(name, kwargs)
+
+
+def kwargs_for_data(
+    spec: str, kwargs: Mapping[str, Any] | None, *, num_classes: int, in_channels: int
+) -> dict[str, Any]:
+    """Constructor kwargs fitting model ``spec`` to a dataset (explicit kwargs win).
+
+    ``num_classes`` always comes from the data; ``in_channels`` too for prunekit's zoo models
+    when the images are not RGB (MNIST: 1) — other namespaces have no common argument for it.
+
+    Args:
+        spec: the model spec, e.g. ``"zoo:vgg11"``.
+        kwargs: the user's constructor kwargs.
+        num_classes: classes in the dataset.
+        in_channels: channels of its images.
+
+    Returns:
+        The kwargs to build the model with.
+
+    Example:
+        >>> kwargs_for_data("zoo:lenet5", {}, num_classes=10, in_channels=1)
+        {'num_classes': 10, 'in_channels': 1}
+    """
+    out = dict(kwargs or {})
+    out.setdefault("num_classes", num_classes)
+    if in_channels != 3 and parse_spec(spec)[0] == "zoo":
+        out.setdefault("in_channels", in_channels)
+    return out

@@ -44,6 +44,12 @@ class Registry(Generic[T]):
             raise ConfigError(f"{self.kind} {name!r} is already registered; pass overwrite=True")
         self._items[name] = obj
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its object (e.g. a test's temporary entry)."""
+        obj = self.get(name)  # unknown names: the usual error with close matches
+        del self._items[name]
+        return obj
+
     def get(self, name: str) -> T:
         """Return the object registered as ``name``."""
         try:

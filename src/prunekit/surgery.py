@@ -160,8 +160,6 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
         _slice_all(model, plan)
     finally:
         torch.set_num_threads(threads)
-    plans = list(getattr(model, "prunekit_plans", []))
-    model.prunekit_plans = [*plans, plan]  # type: ignore[assignment]
     return model
 
 

@@ -134,8 +134,8 @@ def test_round_to_and_errors() -> None:
         SlimmingConfig.from_dict({"percnt": 0.5})
     with pytest.raises(ConfigError, match="floor"):
         SlimmingConfig(floor=0)
-    with pytest.raises(ConfigError, match="training option"):
-        SlimmingConfig(train_options={"label_smoothing": 2.0})
+    with pytest.raises(ConfigError, match="'label_smoothing'"):
+        SlimmingConfig(label_smoothing=2.0)
 
 
 def test_sparse_trained_60_percent_floor_holds_reference_collapses(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from trainutil import small_cnn
 
 from prunekit.cli import main
 from prunekit.models import FACTORIES
+from prunekit.plan import PruningPlan
+from prunekit.record import ModelRecord
 
 pytest.importorskip("prunekit.data")  # the data layer (another module) provides "digits"
 
@@ -34,20 +36,22 @@ FACTORIES.add("trainclitest", _factory, overwrite=True)
 
 
 class _FakeIO(types.ModuleType):
-    def __init__(self, loaded: nn.Module | None = None) -> None:
+    def __init__(self, loaded: nn.Module | None = None, record: Any = None) -> None:
         super().__init__("prunekit.io")
         self.saved: list[dict[str, Any]] = []
-        self.loaded = loaded
+        self.loaded, self.record = loaded, record
 
-    def save(self, model: nn.Module, out_dir: Path, spec: dict, plans: Any = None) -> Path:
-        # Like prunekit.io.save: plans default to those recorded on the model.
-        plans = plans if plans is not None else getattr(model, "prunekit_plans", None)
-        self.saved.append({"model": model, "out_dir": Path(out_dir), "spec": spec, "plans": plans})
+    def save(self, model: nn.Module, out_dir: Path, spec: Any, steps: Any = None) -> Path:
+        self.saved.append({"model": model, "out_dir": Path(out_dir), "spec": spec, "steps": steps})
         return Path(out_dir)
 
     def load(self, path: Path) -> nn.Module:
         assert self.loaded is not None
         return self.loaded
+
+    def load_record(self, path: Path) -> Any:
+        assert self.record is not None
+        return self.record
 
 
 @pytest.fixture(autouse=True)
@@ -72,8 +76,8 @@ def test_train_saves_model_spec_metrics_and_histogram(
     assert rc == 0
     (call,) = io.saved
     assert call["out_dir"] == out / "model"
-    assert call["spec"] == {"model": "trainclitest:cnn", "kwargs": {"num_classes": 10}}
-    assert call["plans"] is None
+    assert call["spec"] == ModelRecord("trainclitest:cnn", {"num_classes": 10})
+    assert call["steps"] is None
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epoch"] == 3 and summary["val_acc"] > 0.85
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
@@ -84,23 +88,22 @@ def test_train_saves_model_spec_metrics_and_histogram(
 def test_finetune_carries_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     pruned = small_cnn()
-    pruned.prunekit_spec = {"model": "zoo:x", "kwargs": {"num_classes": 10}}  # type: ignore[assignment]
-    pruned.prunekit_plans = [{"groups": {"1": [0, 2]}}]  # type: ignore[assignment]
-    io = _FakeIO(loaded=pruned)
+    plan = PruningPlan(groups={"1": {"size": 4, "keep": [0, 2]}})
+    record = ModelRecord("zoo:x", {"num_classes": 10}, (plan,))
+    io = _FakeIO(loaded=pruned, record=record)
     monkeypatch.setitem(sys.modules, "prunekit.io", io)
     rc = main(["finetune", str(tmp_path / "src"), *_args(tmp_path / "ft")])
     assert rc == 0
     (call,) = io.saved
     assert call["model"] is pruned
-    assert call["spec"] == pruned.prunekit_spec and call["plans"] == pruned.prunekit_plans
+    assert call["spec"] == record  # the source's base spec and plans, unchanged
 
 
 def test_one_line_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "prunekit.io", _FakeIO(loaded=small_cnn()))
     assert main(["finetune", str(tmp_path / "src"), *_args(tmp_path / "ft")]) == 2
-    assert "has no prunekit_spec" in capsys.readouterr().err
+    assert "is not a prunekit model folder" in capsys.readouterr().err
     bad = ["train", "--model", "trainclitest:cnn", "--model-kwargs", "{oops", *_args(tmp_path)]
     assert main(bad) == 2
     assert "--model-kwargs is not valid JSON" in capsys.readouterr().err
@@ -114,7 +117,7 @@ def test_train_then_finetune_with_real_io(tmp_path: Path) -> None:
     io = pytest.importorskip("prunekit.io")
     assert main(["train", "--model", "trainclitest:cnn", *_args(tmp_path / "a")]) == 0
     trained = io.load(tmp_path / "a" / "model")
-    assert trained.prunekit_spec["model"] == "trainclitest:cnn"
+    assert io.load_record(tmp_path / "a" / "model").model == "trainclitest:cnn"
     assert main(["finetune", str(tmp_path / "a" / "model"), *_args(tmp_path / "b")]) == 0
     tuned = io.load(tmp_path / "b" / "model")
     before, after = trained.state_dict(), tuned.state_dict()
@@ -133,7 +136,7 @@ def test_finetune_a_slimmed_model_keeps_its_plans(
     plan = prunekit.make_plan(graph, prunekit.score(model, graph, "bn_scale"), ratio=0.5)
     prunekit.apply_plan(model, plan)
     spec = {"model": "trainclitest:cnn", "kwargs": {"num_classes": 10}}
-    io.save(model, tmp_path / "pruned", spec)
+    io.save(model, tmp_path / "pruned", spec, [plan])
     capsys.readouterr()
     assert (
         main(["finetune", str(tmp_path / "pruned"), *_args(tmp_path / "ft", "--epochs", "6")]) == 0
@@ -142,4 +145,4 @@ def test_finetune_a_slimmed_model_keeps_its_plans(
     assert summary["val_acc"] > 0.85
     tuned = io.load(tmp_path / "ft" / "model")
     assert tuned[0].out_channels == 4 and tuned[3].out_channels == 8  # still pruned
-    assert len(tuned.prunekit_plans) == 1
+    assert len(io.load_record(tmp_path / "ft" / "model").steps) == 1

@@ -88,21 +88,21 @@ def run_prune(args: argparse.Namespace) -> int:
     from prunekit import io
     from prunekit.models import build_model
     from prunekit.pipeline import prune
+    from prunekit.record import ModelRecord
     from prunekit.report import compare, layer_channels
     from prunekit.verify import max_rel_diff, soft_copy
 
     cfg = _config(args)
     if args.from_dir:
         model = io.load(args.from_dir)
-        saved = io.read_spec(args.from_dir)
-        spec = {"model": saved["model"], "kwargs": saved.get("kwargs", {})}
+        record = io.load_record(args.from_dir)
     else:
         model = build_model(args.model, **args.kwargs).eval()
-        spec = {"model": args.model, "kwargs": args.kwargs}
+        record = ModelRecord(args.model, args.kwargs)
     x = torch.randn(*args.input_shape)
     before = copy.deepcopy(model)
     layers = layer_channels(model)
-    with _stage(f"trace + score + plan + surgery of {spec['model']} on {tuple(args.input_shape)}"):
+    with _stage(f"trace + score + plan + surgery of {record.model} on {tuple(args.input_shape)}"):
         result = prune(model, x, cfg, batches=_calibration(args))
     print(f"  {len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed")
     with _stage("measuring params, MACs" + ("" if args.no_latency else ", latency")):
@@ -116,11 +116,11 @@ def run_prune(args: argparse.Namespace) -> int:
                 f"pruned model differs from its soft mask by {diff:.2e} (> 1e-4); nothing was "
                 "saved. Please report this model; --ignore the layers involved to work around it"
             )
-    out = io.save(model, args.out, spec)
+    out = io.save(model, args.out, record.then(result.plan))
     from prunekit._fileio import atomic_write_text
 
     atomic_write_text(Path(out) / "report.json", json.dumps(report.to_dict(), indent=1))
-    report.plot(Path(out) / "report.png", title=f"{spec['model']} pruned with prunekit")
+    report.plot(Path(out) / "report.png", title=f"{record.model} pruned with prunekit")
     print(report.to_table())
     print(f"saved to {out} (report.json, report.png)")
     return 0
@@ -153,15 +153,17 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 def run_info(args: argparse.Namespace) -> int:
     from prunekit import io
+    from prunekit.plan import PruningPlan
     from prunekit.report import count_macs, count_params
 
-    spec = io.read_spec(args.dir)
-    plans = io.read_plans(args.dir)
+    record = io.load_record(args.dir)
+    plans = [s for s in record.steps if isinstance(s, PruningPlan)]
     model = io.load(args.dir)
     info: dict[str, Any] = {
-        "model": spec["model"],
-        "kwargs": spec.get("kwargs", {}),
+        "model": record.model,
+        "kwargs": dict(record.kwargs),
         "plans": len(plans),
+        "conversions": [s.kind for s in record.steps if not isinstance(s, PruningPlan)],
         "channels_removed": sum(p.removed_units() for p in plans),
         "params": count_params(model),
         "plan_meta": [p.meta for p in plans],

@@ -80,14 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _model(args: argparse.Namespace, classes: int, channels: int) -> Any:
     from prunekit import io
-    from prunekit.models import build_model
+    from prunekit.models import build_model, kwargs_for_data
 
     if args.from_dir:
         return io.load(args.from_dir)
-    kwargs = dict(args.kwargs)
-    if args.model.startswith("zoo:"):  # zoo models take the dataset's classes and channels
-        kwargs.setdefault("num_classes", classes)
-        kwargs.setdefault("in_channels", channels)
+    kwargs = kwargs_for_data(args.model, args.kwargs, num_classes=classes, in_channels=channels)
     return build_model(args.model, **kwargs)
 
 

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prunekit.errors import CheckpointError, ConfigError
+from prunekit.errors import ConfigError
 
 
 def _lazy(module: str, what: str) -> Any:
@@ -140,7 +140,7 @@ def _preflight(model: Any, loader: Any, data_spec: str) -> None:
 def _train_and_save(
     args: argparse.Namespace,
     model: Any,
-    spec: dict[str, Any],
+    record: Any,
     splits: tuple[Any, Any],
 ) -> int:
     from prunekit.train import BNL1Regularizer, Trainer, bn_scales, plot_bn_histogram
@@ -159,9 +159,9 @@ def _train_and_save(
     if before:
         plot_bn_histogram(before, bn_scales(result.model), args.out / "bn_gamma_hist.png")
     io = _lazy("prunekit.io", "saving the model")
-    # io.save records the model's own prunekit_plans (set by surgery / kept by io.load), so a
-    # fine-tuned pruned model is saved together with the plans that shaped it.
-    io.save(result.model, args.out / "model", spec)
+    # The record (base spec + the plans/conversions that shaped the model) travels with it, so a
+    # fine-tuned pruned model is saved together with its plans.
+    io.save(result.model, args.out / "model", record)
     keys = ("epoch", "train_loss", "train_acc", "val_acc", "val_top5")
     print(json.dumps({"out": str(args.out), **{k: result.final.get(k) for k in keys}}))
     return 0
@@ -179,26 +179,26 @@ def _model_kwargs(text: str | None) -> dict[str, Any]:
 
 def run_train(args: argparse.Namespace) -> int:
     """``prunekit train``: build ``--model`` for the dataset's classes, train, save."""
-    from prunekit.models import build_model
+    from prunekit.models import build_model, kwargs_for_data
 
-    kwargs = _model_kwargs(args.model_kwargs)
     train, test = _datasets(args)
-    kwargs.setdefault("num_classes", len(train.classes))
-    channels = int(train.images.shape[1])
-    if channels != 3 and args.model.startswith("zoo:"):
-        kwargs.setdefault("in_channels", channels)  # zoo models take in_channels (MNIST: 1)
+    kwargs = kwargs_for_data(
+        args.model,
+        _model_kwargs(args.model_kwargs),
+        num_classes=len(train.classes),
+        in_channels=int(train.images.shape[1]),
+    )
+    from prunekit.record import ModelRecord
+    from prunekit.train import seed_everything
+
+    # Seed before building: the initial weights come from the RNG (same --seed, same run).
+    seed_everything(_config(args).seed)
     model = build_model(args.model, **kwargs)
-    return _train_and_save(args, model, {"model": args.model, "kwargs": kwargs}, (train, test))
+    return _train_and_save(args, model, ModelRecord(args.model, kwargs), (train, test))
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     """``prunekit finetune SRC_DIR``: load a saved (pruned) model, train it, save it."""
     io = _lazy("prunekit.io", "finetune")
     model = io.load(args.src)
-    spec = getattr(model, "prunekit_spec", None)
-    if spec is None:
-        raise CheckpointError(
-            f"the model loaded from {args.src} has no prunekit_spec; "
-            "save it with prunekit.io.save(model, dir, spec) first"
-        )
-    return _train_and_save(args, model, spec, _datasets(args))
+    return _train_and_save(args, model, io.load_record(args.src), _datasets(args))

@@ -2,6 +2,7 @@
 
 * :mod:`prunekit.methods.slimming` — Network Slimming (Liu et al., ICCV 2017).
 * :mod:`prunekit.methods.bn_threshold` — its global |γ| thresholds as pruning plans.
+* :mod:`prunekit.methods.stages` — the shared, resumable stages every method is composed of.
 
 Example:
     >>> from prunekit.methods import NetworkSlimming, SlimmingConfig
@@ -23,8 +24,17 @@ from prunekit.methods.slimming import (
     SlimmingConfig,
     SlimmingResult,
     SlimPruneResult,
+)
+from prunekit.methods.stages import (
     StageInterrupted,
     StageResult,
+    TrainSpec,
+    Workbench,
+    WorkbenchConfig,
+    convert_stage,
+    prune_model,
+    prune_stage,
+    train_stage,
 )
 
 __all__ = [
@@ -36,8 +46,15 @@ __all__ = [
     "SlimmingResult",
     "StageInterrupted",
     "StageResult",
+    "TrainSpec",
+    "Workbench",
+    "WorkbenchConfig",
+    "convert_stage",
     "describe_plan",
     "global_slim_plan",
+    "prune_model",
+    "prune_stage",
     "reference_threshold_plan",
     "slim_plan",
+    "train_stage",
 ]

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from prunekit._fileio import atomic_write_text
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.graph import DependencyGraph, trace
-from prunekit.plan import plan_from_keep
+from prunekit.plan import PruningPlan, plan_from_keep
 from prunekit.recipes.lr import resolved_lr
 from prunekit.recipes.native import (
     DataSection,
@@ -53,6 +53,7 @@ from prunekit.recipes.native import (
     StructuredPruner,
 )
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
+from prunekit.record import ModelRecord
 from prunekit.sparse import masks_for
 from prunekit.structured import StructuredPruner as StructuredSchedulePruner
 from prunekit.surgery import apply_plan
@@ -379,8 +380,9 @@ class Executor:
             _history_row(plan.epoch, lr.lr(plan.epoch * len(train)), row)
             for plan, row in zip(resolved.epochs, trained.history)
         ]
-        model = self._finalize(trained.model, hooks)
-        self._save(model, resolved, history)
+        model = trained.model
+        plan = self._finalize(model, hooks)
+        self._save(model, plan, resolved, history)
         return RunResult(model, resolved, history, hooks.state.masks, self.out_dir)
 
     def _train_config(self, resolved: ResolvedRecipe) -> TrainConfig:
@@ -449,18 +451,25 @@ class Executor:
 
     # -- end of run -----------------------------------------------------------------------------
 
-    def _finalize(self, model: nn.Module, hooks: _RecipeHooks) -> nn.Module:
-        """Physically remove the units that ``surgery: true`` pruners zeroed (one plan)."""
+    def _finalize(self, model: nn.Module, hooks: _RecipeHooks) -> PruningPlan | None:
+        """Physically remove the units that ``surgery: true`` pruners zeroed (one plan, returned
+        so the saved model records it)."""
         state = hooks.state
         if not state.surgery_tensors:
-            return model
+            return None
         keep = surgery_keep_sets(hooks.graph, state.masks, state.surgery_tensors)
-        if keep:
-            apply_plan(model, plan_from_keep(hooks.graph, keep, {"source": "recipe"}))
-        return model
+        if not keep:
+            return None
+        plan = plan_from_keep(hooks.graph, keep, {"source": "recipe"})
+        apply_plan(model, plan)
+        return plan
 
     def _save(
-        self, model: nn.Module, resolved: ResolvedRecipe, history: list[dict[str, float]]
+        self,
+        model: nn.Module,
+        plan: PruningPlan | None,
+        resolved: ResolvedRecipe,
+        history: list[dict[str, float]],
     ) -> None:
         """Write ``model/`` (``prunekit.io``), ``history.json`` and ``resolved.json``."""
         if self.out_dir is None:
@@ -471,11 +480,10 @@ class Executor:
         if section is None:
             raise ConfigError("saving needs the recipe's 'model' section (the base model spec)")
         if section.checkpoint is not None:
-            base = io.read_spec(section.checkpoint)
-            spec = {"model": base["model"], "kwargs": base.get("kwargs", {})}
+            record = io.load_record(section.checkpoint)
         else:
-            spec = {"model": section.spec, "kwargs": section.kwargs}
-        io.save(model, self.out_dir / "model", spec)
+            record = ModelRecord(section.spec, section.kwargs)
+        io.save(model, self.out_dir / "model", record.then(*([] if plan is None else [plan])))
         atomic_write_text(self.out_dir / "history.json", json.dumps(history, indent=2))
         resolved.save_json(self.out_dir / "resolved.json")
 

@@ -28,13 +28,13 @@ from pydantic import (
 )
 
 from prunekit.errors import ConfigError
-from prunekit.train.config import TrainConfig
 from prunekit.recipes._source import (
     RecipeValueError,
     SourceMap,
     format_validation_error,
     read_yaml,
 )
+from prunekit.train.config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
 # constrained scalars (messages read "'<field>' in <where> must be …, got …")
