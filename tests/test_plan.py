@@ -137,3 +137,54 @@ def test_plan_from_keep_errors(resnet):
 def test_malformed_plan_json(text, match):
     with pytest.raises(PlanError, match=match):
         PruningPlan.from_json(text)
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda d: d["groups"][next(iter(d["groups"]))]["keep"].append(999), "out of range"),
+        (lambda d: d["groups"][next(iter(d["groups"]))]["keep"].insert(0, -5), "out of range"),
+        (lambda d: d["groups"][next(iter(d["groups"]))].update(keep=[]), "keeps no unit"),
+        (lambda d: d["groups"][next(iter(d["groups"]))].update(keep=[1, 0]), "sorted and unique"),
+        (lambda d: next(iter(d["tensors"].values()))["0"].append(10**6), "out of range"),
+        (lambda d: next(iter(d["tensors"].values())).update({"7": [0]}), "has no dim 7"),
+    ],
+)
+def test_plan_read_from_disk_is_validated(resnet, mutate, match):
+    _, graph, scores = resnet
+    data = make_plan(graph, scores, ratio=0.5).to_dict()
+    mutate(data)
+    with pytest.raises(PlanError, match=match):
+        PruningPlan.from_dict(data)
+
+
+def test_global_ties_remove_exactly_the_ratio_spread_over_groups():
+    """Tied scores (an untrained network's BN scales are all 1) must not remove everything."""
+    model = torchvision.models.resnet18().eval()
+    graph = trace(model, torch.randn(1, 3, 32, 32))
+    scores = score(model, graph, "bn_scale")
+    total = sum(s.numel() for s in scores.values())
+    plan = make_plan(graph, scores, ratio=0.5, global_ranking=True, normalize=None)
+    removed = sum(s.numel() - len(plan.groups[g]["keep"]) for g, s in scores.items())
+    assert removed == total // 2
+    for g, s in scores.items():  # each tied group loses about half, none is emptied
+        kept = len(plan.groups[g]["keep"])
+        assert abs(kept - s.numel() / 2) <= 1, (g, kept, s.numel())
+
+
+def test_registered_allocator_is_used_by_make_plan(resnet):
+    from prunekit.allocators import ALLOCATORS, register_allocator
+
+    @register_allocator("test-only-big")
+    def only_big(req):
+        return {g.id: g.size // 2 if g.size >= 256 else g.size for g in req.groups}
+
+    try:
+        _, graph, scores = resnet
+        plan = make_plan(graph, scores, Allocation(allocator="test-only-big"))
+        for g in graph.groups:
+            kept = len(plan.groups[g.id]["keep"])
+            assert kept == (g.size // 2 if g.size >= 256 else g.size)
+        assert plan.meta["allocator"] == "test-only-big"
+    finally:
+        ALLOCATORS.remove("test-only-big")

@@ -9,81 +9,83 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.config import Config
 from prunekit.graph import DependencyGraph, trace
 from prunekit.importance import CRITERIA, score
-from prunekit.plan import Allocation, PruningPlan, make_plan, plan_for_target
+from prunekit.plan import Allocation, PruningPlan, make_plan
 from prunekit.surgery import apply_plan
 
 
-@dataclass
-class PruneConfig:
+class PruneConfig(Config):
     """Settings of one structured pruning step (``None`` means the default).
 
     Attributes:
         method: ``"structured"`` (any criterion) or ``"slim"`` (Network Slimming: |γ| of
-            BatchNorm, one global threshold, raw scores).
+            BatchNorm, one global ranking of raw scores, :func:`~prunekit.methods.slim_plan`).
         ratio: fraction of units removed (locally per group, or globally).
         criterion: importance criterion name (see :data:`prunekit.importance.CRITERIA`).
         global_ranking: rank all groups together (with a per-group ``floor``).
         floor: units every group keeps at least.
         round_to: keep a multiple of this many units per group.
-        target: ``"macs"`` or ``"params"``: find the ratio reaching ``reduction`` of it.
-        reduction: wanted fraction of MACs/params removed when ``target`` is set.
+        allocator: a name in :data:`prunekit.allocators.ALLOCATORS` (default: ``global`` with
+            ``global_ranking``, else ``local``).
+        target: ``{cost: goal}`` for one target allocator, e.g. ``{"macs": 0.4}`` (remove 40%
+            of the MACs) or ``{"params": 0.5}``; ``ratio`` is then searched for.
         ignored_layers: module paths whose output channels stay.
         overrides: glob (group id, tensor or module path) -> ratio.
         unknown_ops: ``"error"`` or ``"barrier"``.
         reduce: how slot scores combine into unit scores.
     """
 
-    method: str = "structured"
+    what: ClassVar[str] = "prune setting"
+
+    method: Literal["structured", "slim"] = "structured"
     ratio: float = 0.5
     criterion: str | None = None
     global_ranking: bool | None = None
     floor: int = 1
     round_to: int | None = None
-    target: str | None = None
-    reduction: float | None = None
-    ignored_layers: list[str] = field(default_factory=list)
-    overrides: dict[str, float] = field(default_factory=dict)
-    unknown_ops: str = "error"
+    allocator: str | None = None
+    target: dict[str, float] | None = None
+    ignored_layers: list[str] = Field(default_factory=list)
+    overrides: dict[str, float] = Field(default_factory=dict)
+    unknown_ops: Literal["error", "barrier"] = "error"
     reduce: str = "mean"
 
-    def __post_init__(self) -> None:
-        if self.method not in ("structured", "slim"):
-            raise ConfigError(f"method must be 'structured' or 'slim', got {self.method!r}")
-        if self.criterion is not None:
-            CRITERIA.get(self.criterion)
-        if self.target is not None and self.reduction is None:
-            raise ConfigError(f"target={self.target!r} needs reduction=<fraction to remove>")
-        self.allocation()  # validates ratio, floor, round_to and overrides before any work
-
+    @field_validator("criterion")
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
-        """Build from a dict; unknown keys are errors."""
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(data) - known)
-        if bad:
-            raise ConfigError(f"unknown prune setting(s) {bad}; known: {sorted(known)}")
-        return cls(**data)
+    def _known_criterion(cls, v: str | None) -> str | None:
+        if v is not None and v not in CRITERIA:
+            CRITERIA.get(v)  # the registry's error, with close matches
+        return v
+
+    @model_validator(mode="after")
+    def _valid_allocation(self) -> PruneConfig:
+        if self.target is not None and (len(self.target) != 1 or self.allocator is not None):
+            raise ValueError("target names exactly one cost, e.g. {'macs': 0.4}, and no allocator")
+        self.allocation()  # validates ratio, floor, round_to, overrides, allocator before work
+        return self
 
     def allocation(self) -> Allocation:
         """The allocation part of this config."""
         slim = self.method == "slim"
-        glob = self.global_ranking if self.global_ranking is not None else slim
+        name, goal = next(iter(self.target.items())) if self.target else (self.allocator, None)
         return Allocation(
             ratio=self.ratio,
-            global_ranking=glob,
+            global_ranking=self.global_ranking if self.global_ranking is not None else slim,
             floor=self.floor,
             round_to=self.round_to,
             overrides=self.overrides,
             normalize=None if slim else "mean",
+            allocator=name,
+            target=goal,
         )
 
 
@@ -125,17 +127,7 @@ def prune(
     )
     criterion = cfg.criterion or ("bn_scale" if cfg.method == "slim" else "l2")
     scores = score(model, graph, criterion, reduce=cfg.reduce, batches=batches, loss_fn=loss_fn)
-    alloc = cfg.allocation()
-    if cfg.target is not None:
-        kw = {
-            k: getattr(alloc, k)
-            for k in ("global_ranking", "floor", "round_to", "overrides", "normalize")
-        }
-        plan = plan_for_target(
-            graph, scores, target=cfg.target, reduction=float(cfg.reduction or 0.0), **kw
-        )
-    else:
-        plan = make_plan(graph, scores, alloc)
+    plan = make_plan(graph, scores, cfg.allocation())
     plan.meta.update({"criterion": criterion, "method": cfg.method})
     apply_plan(model, plan, soft=soft)
     return PruneResult(model, plan, graph, scores)

@@ -9,9 +9,8 @@ positions (what surgery needs). It is produced from a graph and scores by :func:
 
 from __future__ import annotations
 
-import fnmatch
+import itertools
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunekit.errors import ConfigError, PlanError
-from prunekit.graph import DependencyGraph, Group
+from prunekit.allocators import ALLOCATORS, Allocation, AllocationRequest
+from prunekit.errors import PlanError
+from prunekit.graph import DependencyGraph
 
 FORMAT = "prunekit.plan/1"
 
@@ -74,10 +74,30 @@ class PruningPlan:
             }
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PlanError(f"malformed plan: {exc!r}") from None
-        for t in tensors:
-            if t not in shapes:
-                raise PlanError(f"malformed plan: tensor {t!r} has no recorded shape")
-        return cls(groups=groups, tensors=tensors, shapes=shapes, meta=dict(data.get("meta", {})))
+        plan = cls(groups=groups, tensors=tensors, shapes=shapes, meta=dict(data.get("meta", {})))
+        plan.validate()
+        return plan
+
+    def validate(self) -> None:
+        """Check the plan is internally consistent (what a file read from disk must be).
+
+        Raises:
+            PlanError: naming the group or tensor whose indices are out of range, repeated,
+                unsorted or empty, or a tensor dim its recorded shape does not have.
+        """
+        for gid, g in self.groups.items():
+            where = f"plan group {gid!r}"
+            _check_positions(where, g["keep"], g["size"])
+            if not g["keep"]:
+                raise PlanError(f"{where} keeps no unit; every group keeps at least one")
+        for name, dims in self.tensors.items():
+            shape = self.shapes.get(name)
+            if shape is None:
+                raise PlanError(f"malformed plan: tensor {name!r} has no recorded shape")
+            for dim, kept in dims.items():
+                if not 0 <= dim < len(shape):
+                    raise PlanError(f"plan tensor {name!r} has no dim {dim} (shape {shape})")
+                _check_positions(f"plan tensor {name!r} dim {dim}", kept, shape[dim])
 
     @classmethod
     def from_json(cls, text: str) -> PruningPlan:
@@ -91,6 +111,15 @@ class PruningPlan:
     def removed_units(self) -> int:
         """Total number of units removed."""
         return sum(g["size"] - len(g["keep"]) for g in self.groups.values())
+
+
+def _check_positions(where: str, idx: list[int], size: int) -> None:
+    """Kept positions must be sorted, unique and in ``[0, size)``."""
+    bad = [i for i in idx if not 0 <= i < size]
+    if bad:
+        raise PlanError(f"{where}: index {bad[0]} is out of range for size {size}; re-make the plan")
+    if any(a >= b for a, b in itertools.pairwise(idx)):
+        raise PlanError(f"{where}: kept indices must be sorted and unique; re-make the plan")
 
 
 def plan_from_keep(
@@ -133,57 +162,10 @@ def plan_from_keep(
     return plan
 
 
-@dataclass
-class Allocation:
-    """How many units each group keeps (the part of planning that needs no scores)."""
-
-    ratio: float = 0.5
-    global_ranking: bool = False
-    floor: int = 1
-    round_to: int | None = None
-    overrides: Mapping[str, float] | None = None
-    max_ratio: float = 1.0
-    normalize: str | None = "mean"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"ratio must be in [0, 1), got {self.ratio}")
-        if self.floor < 1:
-            raise ConfigError(
-                f"floor must be >= 1 (a layer never loses all channels), got {self.floor}"
-            )
-        if self.round_to is not None and self.round_to < 1:
-            raise ConfigError(f"round_to must be a positive integer, got {self.round_to}")
-        for k, v in (self.overrides or {}).items():
-            if not 0.0 <= float(v) < 1.0:
-                raise ConfigError(f"override ratio for {k!r} must be in [0, 1), got {v}")
-        if self.normalize not in (None, "mean", "max", "sum"):
-            raise ConfigError(
-                f"normalize must be None, 'mean', 'max' or 'sum', got {self.normalize!r}"
-            )
-
-
-def _override(group: Group, overrides: Mapping[str, float] | None) -> float | None:
-    for pattern, r in (overrides or {}).items():
-        names = [group.id, *group.tensors, *(t.rsplit(".", 1)[0] for t in group.tensors)]
-        if any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            return float(r)
-    return None
-
-
-def _n_keep(size: int, ratio: float, alloc: Allocation) -> int:
-    keep = size - math.floor(ratio * size + 1e-9)
-    if alloc.round_to:
-        keep = min(size, math.ceil(keep / alloc.round_to) * alloc.round_to)
-    return max(min(alloc.floor, size), keep)
-
-
-def _normalized(s: torch.Tensor, how: str | None) -> torch.Tensor:
-    s = s.double()
-    if how is None:
-        return s
-    d = {"mean": s.mean(), "max": s.max(), "sum": s.sum()}[how]
-    return s / d if float(d) > 0 else s
+def top_units(scores: torch.Tensor, n: int) -> list[int]:
+    """The ``n`` highest-scoring units, sorted (ties: the lower index stays)."""
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    return sorted(order[:n].tolist())
 
 
 def make_plan(
@@ -194,6 +176,10 @@ def make_plan(
 ) -> PruningPlan:
     """Choose kept units from importance scores.
 
+    The allocator named by ``alloc`` (:data:`prunekit.allocators.ALLOCATORS`: ``local``,
+    ``global``, ``macs``, ``params``, or one you registered) decides how many units each group
+    keeps; each group then keeps its highest-scoring units.
+
     Args:
         graph: the dependency graph.
         scores: group id -> per-unit importance (higher = more important). Groups with no
@@ -202,56 +188,31 @@ def make_plan(
             (``ratio=0.5, global_ranking=True, floor=1, round_to=8, overrides={...}``).
 
     Returns:
-        A :class:`PruningPlan`.
+        A :class:`PruningPlan` (``meta``: the allocation, and what the allocator recorded).
 
     Example:
         >>> plan = make_plan(graph, score(model, graph, "l2"), ratio=0.5, round_to=8)
     """
     alloc = alloc or Allocation(**kwargs)
-    scored = [g for g in graph.groups if g.id in scores]
-    ratios = {g.id: _override(g, alloc.overrides) for g in scored}
-    local_ratio = {
-        g.id: (r if r is not None else alloc.ratio) for g, r in ((g, ratios[g.id]) for g in scored)
-    }
-    if alloc.global_ranking:
-        local_ratio.update(_global_ratios(scored, scores, alloc, ratios))
-    keep = {}
-    for g in scored:
-        s = scores[g.id]
-        if s.numel() != g.size:
-            raise PlanError(f"score for group {g.id!r} has {s.numel()} entries, group has {g.size}")
-        n = _n_keep(g.size, min(local_ratio[g.id], alloc.max_ratio), alloc)
-        order = torch.argsort(s.double(), descending=True, stable=True)
-        keep[g.id] = sorted(order[:n].tolist())
-    meta = {
-        "ratio": alloc.ratio,
-        "global": alloc.global_ranking,
-        "floor": alloc.floor,
-        "round_to": alloc.round_to,
-    }
-    return plan_from_keep(graph, keep, meta)
+    scored = {g.id: g for g in graph.groups if g.id in scores}
+    for gid, g in scored.items():
+        if scores[gid].numel() != g.size:
+            raise PlanError(
+                f"score for group {gid!r} has {scores[gid].numel()} entries, group has {g.size}"
+            )
 
+    def plan_for(counts: Mapping[str, int]) -> PruningPlan:
+        keep = {gid: top_units(scores[gid], int(n)) for gid, n in counts.items()}
+        return plan_from_keep(graph, keep, alloc.meta())
 
-def _global_ratios(
-    groups: list[Group],
-    scores: Mapping[str, torch.Tensor],
-    alloc: Allocation,
-    fixed: Mapping[str, float | None],
-) -> dict[str, float]:
-    """One threshold over all (normalised) scores; each group's share below it is its ratio."""
-    free = [g for g in groups if fixed.get(g.id) is None]
-    if not free:
-        return {}
-    allv = torch.cat([_normalized(scores[g.id], alloc.normalize) for g in free])
-    k = math.floor(alloc.ratio * allv.numel())
-    if k == 0:
-        return {g.id: 0.0 for g in free}
-    thr = torch.sort(allv).values[k - 1]
-    out = {}
-    for g in free:
-        below = int((_normalized(scores[g.id], alloc.normalize) <= thr).sum())
-        out[g.id] = min(below / g.size, (g.size - alloc.floor) / g.size)
-    return out
+    req = AllocationRequest(graph, {gid: scores[gid] for gid in scored}, alloc, plan_for)
+    counts = ALLOCATORS.get(alloc.name).fn(req)
+    unknown = sorted(set(counts) - set(scored))
+    if unknown:
+        raise PlanError(f"allocator {alloc.name!r} returned unscored group(s) {unknown[:3]}")
+    plan = plan_for(counts)
+    plan.meta.update(req.meta)
+    return plan
 
 
 def estimate(graph: DependencyGraph, plan: PruningPlan | None = None) -> dict[str, float]:
@@ -277,40 +238,16 @@ def plan_for_target(
     *,
     target: str = "macs",
     reduction: float = 0.5,
-    tol: float = 0.005,
     **kwargs: Any,
 ) -> PruningPlan:
-    """Find the ratio whose plan removes ``reduction`` of the model's MACs or params.
+    """:func:`make_plan` with a target allocator: remove ``reduction`` of the MACs or params.
 
     Args:
-        target: ``"macs"`` or ``"params"``.
-        reduction: wanted fraction removed, in (0, 1).
-        tol: accepted error of the achieved fraction.
+        target: a target allocator (``"macs"``, ``"params"`` ...).
+        reduction: its target (for MACs/params: the fraction removed, in (0, 1)).
         **kwargs: other :class:`Allocation` fields.
 
     Returns:
         The plan (its ``meta`` records the achieved reduction).
     """
-    if target not in ("macs", "params"):
-        raise ConfigError(f"target must be 'macs' or 'params', got {target!r}")
-    if not 0.0 < reduction < 1.0:
-        raise ConfigError(f"reduction must be in (0, 1), got {reduction}")
-    base = estimate(graph)[target]
-    lo, hi = 0.0, 0.999
-    best = make_plan(graph, scores, ratio=0.0, **kwargs)
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        plan = make_plan(graph, scores, ratio=mid, **kwargs)
-        got = 1.0 - estimate(graph, plan)[target] / base
-        best = plan
-        if abs(got - reduction) <= tol:
-            break
-        lo, hi = (mid, hi) if got < reduction else (lo, mid)
-    best.meta.update(
-        {
-            "target": target,
-            "reduction": reduction,
-            "achieved": 1.0 - estimate(graph, best)[target] / base,
-        }
-    )
-    return best
+    return make_plan(graph, scores, Allocation(allocator=target, target=reduction, **kwargs))

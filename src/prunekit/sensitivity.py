@@ -43,10 +43,11 @@ from tqdm.auto import tqdm
 
 from prunekit._fileio import atomic_write_text
 from prunekit._plot import new_figure, save_figure
+from prunekit.allocators import keep_count
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph, Group
 from prunekit.importance import score
-from prunekit.plan import plan_from_keep
+from prunekit.plan import plan_from_keep, top_units
 from prunekit.sparse import compute_masks, default_param_names, stored_tensor
 from prunekit.surgery import apply_plan
 
@@ -109,13 +110,6 @@ def _one_group_graph(model: nn.Module, group: Group) -> DependencyGraph:
     return DependencyGraph([group], tensor_shapes={t: tuple(state[t].shape) for t in group.tensors})
 
 
-def _n_keep(size: int, level: float, floor: int, round_to: int | None) -> int:
-    keep = size - math.floor(level * size + 1e-9)
-    if round_to:
-        keep = min(size, math.ceil(keep / round_to) * round_to)
-    return max(min(floor, size), keep)
-
-
 def structured_pruner(
     criterion: str = "l1",
     *,
@@ -154,9 +148,8 @@ def structured_pruner(
                 f"criterion {criterion!r} cannot score group {target.id!r} (e.g. bn_scale "
                 "needs a BatchNorm in the group); use l1 or l2"
             )
-        n = _n_keep(target.size, level, floor, round_to)
-        order = torch.argsort(scores.double(), descending=True, stable=True)
-        plan = plan_from_keep(graph, {target.id: order[:n].tolist()})
+        n = keep_count(target.size, level, floor=floor, round_to=round_to)
+        plan = plan_from_keep(graph, {target.id: top_units(scores, n)})
         params = dict(model.named_parameters())
         snapshot = {t: params[t].detach().clone() for t in plan.tensors if t in params}
         try:

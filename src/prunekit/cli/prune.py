@@ -64,9 +64,9 @@ def _config(args: argparse.Namespace) -> Any:
     if args.target_macs is not None and args.target_params is not None:
         raise ConfigError("give at most one of --target-macs and --target-params")
     target = (
-        "macs"
+        {"macs": args.target_macs}
         if args.target_macs is not None
-        else "params"
+        else {"params": args.target_params}
         if args.target_params is not None
         else None
     )
@@ -78,7 +78,6 @@ def _config(args: argparse.Namespace) -> Any:
         floor=args.floor,
         round_to=args.round_to,
         target=target,
-        reduction=args.target_macs if target == "macs" else args.target_params,
         ignored_layers=list(args.ignore),
         unknown_ops=args.unknown_ops,
     )

@@ -138,9 +138,10 @@ def global_slim_plan(
 ) -> tuple[PruningPlan, SlimReport]:
     """prunekit's Network Slimming plan: raw |γ| ranked globally, a per-group floor.
 
-    A unit's score is the mean |γ| over the BatchNorms it feeds. Units are removed in order of
-    score until ``percent`` of the total is reached, then each group keeps at least ``floor``
-    units (its best ones) and, with ``round_to``, a multiple of it.
+    A unit's score is the mean |γ| over the BatchNorms it feeds. The library's ``global``
+    allocator removes units in order of score until ``percent`` of the total (by ``count``) is
+    reached, while each group keeps at least ``floor`` units (its best ones) and, with
+    ``round_to``, a multiple of it.
 
     Args:
         model: the (sparse-trained) model the graph was traced from.
@@ -168,20 +169,22 @@ def global_slim_plan(
         for g in graph.groups
         if g.id in scores
     }
-    thr = _weighted_cut(scores, weights, percent)
-    ratios = {}
-    for gid, s in scores.items():
-        size = s.numel()
-        ratios[_exact(gid)] = min(int((s <= thr).sum()) / size, (size - min(floor, size)) / size)
-    # Per-group ratios through make_plan: it keeps each group's best units, with floor/round_to.
-    alloc = Allocation(ratio=0.0, floor=floor, round_to=round_to, overrides=ratios, normalize=None)
+    # The library's global allocator: raw |γ| ranked together, exact counts, per-group floor.
+    alloc = Allocation(
+        ratio=percent,
+        global_ranking=True,
+        floor=floor,
+        round_to=round_to,
+        normalize=None,
+        weights=weights,
+    )
     plan = make_plan(graph, scores, alloc)
+    thr = _cut(scores, plan)
     plan.meta.update(
         {
             "criterion": "bn_scale",
             "method": "slim",
             "threshold_rule": "prunekit",
-            "ratio": percent,
             "count": count,
             "threshold": thr,
         }
@@ -193,32 +196,23 @@ def global_slim_plan(
     return plan, report
 
 
+def _cut(scores: dict[str, torch.Tensor], plan: PruningPlan) -> float:
+    """The global |γ| cut a plan made: the highest score of a removed unit (-inf: none)."""
+    cut = float("-inf")
+    for gid, s in scores.items():
+        gone = torch.ones(s.numel(), dtype=torch.bool)
+        gone[torch.as_tensor(plan.groups[gid]["keep"], dtype=torch.long)] = False
+        if bool(gone.any()):
+            cut = max(cut, float(s[gone].max()))
+    return cut
+
+
 def _readers(g: Group, bns: dict[str, nn.Module]) -> torch.Tensor:
     """Per unit of ``g``: how many BatchNorm channels it is (at least 1)."""
     w = np.zeros(g.size)
     for _, s in _gamma_slots(g, bns):
         np.add.at(w, s.units, 1.0)
     return torch.from_numpy(np.maximum(w, 1.0))
-
-
-def _weighted_cut(
-    scores: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], percent: float
-) -> float:
-    """The score of the last unit removed when removing lowest scores first until their
-    weight would exceed ``percent`` of the total weight (``-inf`` when nothing goes)."""
-    if not scores:
-        return float("-inf")
-    s = torch.cat([scores[g].double() for g in scores])
-    w = torch.cat([weights[g].double() for g in scores])
-    order = torch.argsort(s, stable=True)
-    cum = torch.cumsum(w[order], 0)
-    n = int((cum <= percent * float(w.sum()) + 1e-9).sum())
-    return float(s[order[n - 1]]) if n > 0 else float("-inf")
-
-
-def _exact(gid: str) -> str:
-    """``gid`` as an fnmatch pattern matching only itself (plan overrides are globs)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in gid)
 
 
 def reference_threshold_plan(

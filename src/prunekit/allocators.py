@@ -1,0 +1,340 @@
+"""Allocators: how many units each group keeps — the part of planning that is a policy.
+
+:func:`prunekit.plan.make_plan` asks the allocator named by its :class:`Allocation` for a keep
+count per group, then keeps each group's highest-scoring units. Allocators are entries of
+:data:`ALLOCATORS`; the built-in ones:
+
+* ``local`` — every group removes ``floor(ratio · size)`` units (overrides per group);
+* ``global`` — all units ranked together (scores normalised per group, see ``normalize``):
+  exactly ``floor(ratio · total)`` units are removed — lowest first; tied scores (an untrained
+  network's BatchNorm scales) are spread evenly over the tied groups, so ties never remove more
+  than asked — while every group keeps at least ``floor``;
+* ``macs`` / ``params`` — *target* allocators: the ratio whose ranking (``local``, or ``global``
+  with ``global_ranking``) removes the target fraction of the model's MACs / parameters.
+
+A new allocator is one registered function (see ``docs/extending.md``); recipes and the CLI
+read the names from the registry.
+
+Example:
+    >>> @ALLOCATORS.register("half_of_big")
+    ... def half_of_big(req):  # prune only groups of 64+ units, by half
+    ...     return {g.id: g.size // 2 if g.size >= 64 else g.size for g in req.groups}
+    >>> plan = make_plan(graph, scores, Allocation(allocator="half_of_big"))
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph, Group
+from prunekit.registry import Registry
+
+
+@dataclass
+class Allocation:
+    """How many units each group keeps (the part of planning that needs no surgery).
+
+    Attributes:
+        ratio: fraction of units removed (per group, or of all ranked units).
+        global_ranking: rank all groups together (allocator ``global``; also the ranking the
+            target allocators search with).
+        floor: units every group keeps at least.
+        round_to: each group keeps a multiple of this many units (capped at its size).
+        overrides: glob (group id, tensor or module path) → ratio for matching groups.
+        max_ratio: no group loses more than this fraction.
+        normalize: how ``global`` makes scores of different groups comparable: ``"mean"``,
+            ``"max"``, ``"sum"`` (divide by it) or ``None`` (raw scores, e.g. BN |γ|).
+        allocator: a name in :data:`ALLOCATORS`; ``None`` → ``"global"`` with
+            ``global_ranking``, else ``"local"``.
+        target: the target allocators' goal (``macs``/``params``: fraction removed, in (0, 1)).
+        weights: group id → per-unit weight for ``global`` (how much each unit counts towards
+            ``ratio``, e.g. how many BatchNorm channels it is); ``None`` → 1 per unit.
+    """
+
+    ratio: float = 0.5
+    global_ranking: bool = False
+    floor: int = 1
+    round_to: int | None = None
+    overrides: Mapping[str, float] | None = None
+    max_ratio: float = 1.0
+    normalize: str | None = "mean"
+    allocator: str | None = None
+    target: float | None = None
+    weights: Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"ratio must be in [0, 1), got {self.ratio}")
+        if self.floor < 1:
+            raise ConfigError(
+                f"floor must be >= 1 (a layer never loses all channels), got {self.floor}"
+            )
+        if self.round_to is not None and self.round_to < 1:
+            raise ConfigError(f"round_to must be a positive integer, got {self.round_to}")
+        for k, v in (self.overrides or {}).items():
+            if not 0.0 <= float(v) < 1.0:
+                raise ConfigError(f"override ratio for {k!r} must be in [0, 1), got {v}")
+        if self.normalize not in (None, "mean", "max", "sum"):
+            raise ConfigError(
+                f"normalize must be None, 'mean', 'max' or 'sum', got {self.normalize!r}"
+            )
+        spec = ALLOCATORS.get(self.name)
+        if spec.takes_target and self.target is None:
+            raise ConfigError(f"allocator {self.name!r} needs a target ({spec.target_help})")
+        if not spec.takes_target and self.target is not None:
+            raise ConfigError(f"allocator {self.name!r} takes no target (got {self.target})")
+        if spec.takes_target and spec.check_target is not None:
+            spec.check_target(float(self.target or 0.0))
+
+    @property
+    def name(self) -> str:
+        """The allocator this allocation uses."""
+        if self.allocator is not None:
+            return self.allocator
+        return "global" if self.global_ranking else "local"
+
+    def meta(self) -> dict[str, Any]:
+        """What a plan records about its allocation."""
+        out: dict[str, Any] = {
+            "allocator": self.name,
+            "ratio": self.ratio,
+            "global": self.global_ranking,
+            "floor": self.floor,
+            "round_to": self.round_to,
+        }
+        if self.target is not None:
+            out["target"] = self.target
+        return out
+
+
+@dataclass
+class AllocationRequest:
+    """What an allocator sees: the graph, the scored groups, the settings, and helpers.
+
+    Attributes:
+        graph: the dependency graph.
+        scores: group id → per-unit importance (only groups that may be pruned).
+        alloc: the settings.
+        plan_for: ``fn(counts) -> plan`` building the plan a keep-count choice gives (target
+            allocators measure it).
+        meta: what the allocator wants recorded in the plan (e.g. the achieved target).
+    """
+
+    graph: DependencyGraph
+    scores: Mapping[str, torch.Tensor]
+    alloc: Allocation
+    plan_for: Callable[[Mapping[str, int]], Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[Group]:
+        """The scored groups, in graph order."""
+        return [g for g in self.graph.groups if g.id in self.scores]
+
+    def override(self, group: Group) -> float | None:
+        """The ratio an ``overrides`` glob sets for ``group`` (None: not overridden)."""
+        for pattern, r in (self.alloc.overrides or {}).items():
+            names = [group.id, *group.tensors, *(t.rsplit(".", 1)[0] for t in group.tensors)]
+            if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                return float(r)
+        return None
+
+    def keep(self, group: Group, ratio: float) -> int:
+        """Units ``group`` keeps at ``ratio`` under this allocation's floor/round_to/max."""
+        return keep_count(
+            group.size,
+            min(ratio, self.alloc.max_ratio),
+            floor=self.alloc.floor,
+            round_to=self.alloc.round_to,
+        )
+
+    def with_ratio(self, ratio: float, allocator: str | None = None) -> dict[str, int]:
+        """Keep counts at another ratio with a ranking allocator (what targets search over)."""
+        name = allocator or ("global" if self.alloc.global_ranking else "local")
+        alloc = Allocation(
+            ratio=ratio,
+            global_ranking=self.alloc.global_ranking,
+            floor=self.alloc.floor,
+            round_to=self.alloc.round_to,
+            overrides=self.alloc.overrides,
+            max_ratio=self.alloc.max_ratio,
+            normalize=self.alloc.normalize,
+            allocator=name,
+            weights=self.alloc.weights,
+        )
+        sub = AllocationRequest(self.graph, self.scores, alloc, self.plan_for)
+        return ALLOCATORS.get(name).fn(sub)
+
+
+#: ``fn(request) -> {group id: units kept}``
+AllocatorFn = Callable[[AllocationRequest], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Allocator:
+    """A registered allocator: the function, and whether it aims at a target value."""
+
+    fn: AllocatorFn
+    takes_target: bool = False
+    target_help: str = ""
+    check_target: Callable[[float], None] | None = None
+
+
+ALLOCATORS: Registry[Allocator] = Registry("allocator")
+
+
+def register_allocator(
+    name: str,
+    *,
+    takes_target: bool = False,
+    target_help: str = "",
+    check_target: Callable[[float], None] | None = None,
+) -> Callable[[AllocatorFn], AllocatorFn]:
+    """Decorator registering ``fn(request) -> {group id: kept units}`` as allocator ``name``.
+
+    Args:
+        name: the name recipes, the CLI and :class:`Allocation` use.
+        takes_target: the allocator reaches ``Allocation.target`` (e.g. a latency).
+        target_help: what the target means, for error messages.
+        check_target: validates a target value (raise :class:`ConfigError`).
+
+    Returns:
+        The decorator.
+    """
+
+    def deco(fn: AllocatorFn) -> AllocatorFn:
+        ALLOCATORS.add(name, Allocator(fn, takes_target, target_help, check_target))
+        return fn
+
+    return deco
+
+
+def keep_count(size: int, ratio: float, *, floor: int = 1, round_to: int | None = None) -> int:
+    """Units a group of ``size`` keeps when ``ratio`` of them go — the one keep-count rule.
+
+    ``size − floor(ratio·size)``, rounded up to a multiple of ``round_to`` (at most ``size``),
+    and at least ``floor``.
+
+    Example:
+        >>> keep_count(10, 0.55, round_to=4)
+        8
+    """
+    keep = size - math.floor(ratio * size + 1e-9)
+    if round_to:
+        keep = min(size, math.ceil(keep / round_to) * round_to)
+    return max(min(floor, size), keep)
+
+
+@register_allocator("local")
+def _local(req: AllocationRequest) -> dict[str, int]:
+    """The same ratio in every group (or the group's override)."""
+    out = {}
+    for g in req.groups:
+        r = req.override(g)
+        out[g.id] = req.keep(g, req.alloc.ratio if r is None else r)
+    return out
+
+
+def _normalized(s: torch.Tensor, how: str | None) -> torch.Tensor:
+    s = s.double()
+    if how is None:
+        return s
+    d = {"mean": s.mean(), "max": s.max(), "sum": s.sum()}[how]
+    return s / d if float(d) > 0 else s
+
+
+@register_allocator("global")
+def _global(req: AllocationRequest) -> dict[str, int]:
+    """One ranking over all groups: the lowest (normalised) units go until ``ratio`` of the
+    units (by weight) is removed; each group keeps at least ``floor``."""
+    alloc = req.alloc
+    out: dict[str, int] = {}
+    free = []
+    for g in req.groups:
+        r = req.override(g)
+        if r is None:
+            free.append(g)
+        else:
+            out[g.id] = req.keep(g, r)
+    if not free:
+        return out
+    s = torch.cat([_normalized(req.scores[g.id], alloc.normalize) for g in free])
+    w = torch.cat(
+        [
+            (alloc.weights or {}).get(g.id, torch.ones(g.size)).double().reshape(g.size)
+            for g in free
+        ]
+    )
+    owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(free)])
+    # Ties (an untrained network's equal BatchNorm scales) are broken by a unit's relative
+    # position in its group, so tied groups each lose about the same share, not the first ones
+    # everything; then by group order (np.lexsort: last key first).
+    frac = np.concatenate([np.arange(g.size) / g.size for g in free])
+    order = np.lexsort((owner, frac, s.numpy()))
+    budget = alloc.ratio * float(w.sum()) + 1e-9
+    removable = [
+        min(g.size - min(alloc.floor, g.size), math.floor(alloc.max_ratio * g.size + 1e-9))
+        for g in free
+    ]
+    removed = [0] * len(free)
+    spent = 0.0
+    weights = w.tolist()
+    for i in order.tolist():
+        gi = int(owner[i])
+        if spent + weights[i] > budget:
+            break
+        if removed[gi] < removable[gi]:
+            removed[gi] += 1
+            spent += weights[i]
+    for g, n in zip(free, removed):
+        kept = g.size - n
+        if alloc.round_to:
+            kept = min(g.size, math.ceil(kept / alloc.round_to) * alloc.round_to)
+        out[g.id] = kept
+    return out
+
+
+def _fraction(v: float) -> None:
+    if not 0.0 < v < 1.0:
+        raise ConfigError(f"a macs/params target is the fraction removed, in (0, 1); got {v}")
+
+
+def _cost_target(cost: str) -> AllocatorFn:
+    def allocate(req: AllocationRequest) -> dict[str, int]:
+        from prunekit.plan import estimate
+
+        goal = float(req.alloc.target or 0.0)
+        base = estimate(req.graph)[cost]
+        lo, hi = 0.0, 0.999
+        best = req.with_ratio(0.0)
+        got = 0.0
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            counts = req.with_ratio(mid)
+            got = 1.0 - estimate(req.graph, req.plan_for(counts))[cost] / base
+            best = counts
+            if abs(got - goal) <= 0.005:
+                break
+            lo, hi = (mid, hi) if got < goal else (lo, mid)
+        req.meta.update({"target_cost": cost, "achieved": got})
+        return best
+
+    allocate.__doc__ = f"The ratio whose ranking removes ``target`` of the model's {cost}."
+    return allocate
+
+
+for _cost in ("macs", "params"):
+    register_allocator(
+        _cost,
+        takes_target=True,
+        target_help=f"the fraction of {_cost} to remove, in (0, 1)",
+        check_target=_fraction,
+    )(_cost_target(_cost))
