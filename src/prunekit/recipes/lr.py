@@ -8,6 +8,8 @@ epochs its policy makes active — Distiller's semantics for ``lr_schedulers``.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ from prunekit.recipes.native import (
     CosineLRSchedule,
     ExponentialLRSchedule,
     LRScheduleConfig,
+    MultiStepGammasLRSchedule,
     MultiStepLRSchedule,
     PolynomialLRSchedule,
     Recipe,
@@ -42,6 +45,12 @@ def _named_scheduler(opt: Optimizer, cfg: LRScheduleConfig) -> sched.LRScheduler
         return sched.CosineAnnealingLR(opt, T_max=cfg.t_max, eta_min=cfg.eta_min)
     if isinstance(cfg, PolynomialLRSchedule):
         return sched.PolynomialLR(opt, total_iters=cfg.total_iters, power=cfg.power)
+    if isinstance(cfg, MultiStepGammasLRSchedule):
+        # Distiller's MultiStepMultiGammaLR: base · Π gammas[:k], k = milestones reached so far.
+        miles, gammas = list(cfg.milestones), list(cfg.gammas)
+        return sched.LambdaLR(
+            opt, lambda t: math.prod(gammas[: bisect.bisect_right(miles, t)])
+        )
     raise TypeError(f"unknown lr schedule config {type(cfg).__name__}")  # pragma: no cover
 
 
