@@ -52,6 +52,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="recipe format (default: detect)",
     )
+    p.add_argument(
+        "--skip-quantizers",
+        action="store_true",
+        help="Distiller schedule with a quantizers section: run its pruning part only (warned)",
+    )
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -59,7 +64,7 @@ def _load(args: argparse.Namespace) -> Any:
     from prunekit.recipes import load_recipe
     from prunekit.recipes.native import ModelSection
 
-    recipe = load_recipe(args.recipe, format=args.format)
+    recipe = load_recipe(args.recipe, format=args.format, skip_quantizers=args.skip_quantizers)
     kwargs: dict[str, Any] | None = None
     if args.model_kwargs is not None:
         try:

@@ -211,6 +211,8 @@ def _pool_of(pruner: PrunerConfig, universe: Universe) -> tuple[tuple[str, ...],
         return universe.bn, "BatchNorm scale"
     if isinstance(pruner, (StructuredPruner, GroupPruner)):
         return universe.weights, "conv/linear weight"
+    if set(universe.elements) == set(universe.weights):
+        return universe.elements, "conv/linear weight"
     return universe.elements, "weight (conv, linear, RNN or embedding)"
 
 

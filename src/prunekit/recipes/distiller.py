@@ -485,9 +485,11 @@ def _precheck(data: dict[str, Any], source: SourceMap) -> list[str]:
         noun = _ITEM_SECTIONS[section]
         for name, entry in list(entries.items()):
             cls = entry.get("class") if isinstance(entry, dict) else None
-            if not isinstance(cls, str) or cls in known:
+            if isinstance(cls, str) and cls in known:
                 continue
-            if cls in ds.REFUSED:
+            if not isinstance(cls, str):
+                why = f"{noun} {name!r} needs a 'class' key (one of: {', '.join(known)})"
+            elif cls in ds.REFUSED:
                 why = f"{cls} is not supported: {ds.REFUSED[cls]}"
             else:
                 why = f"unsupported class {cls!r} in {noun} {name!r} (supported: {', '.join(known)})"
