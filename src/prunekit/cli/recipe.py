@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from prunekit.errors import ConfigError
@@ -105,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     from prunekit.recipes import Executor
 
     recipe = _load(args)
+    for note in recipe.notes:  # e.g. skipped quantizers
+        print(f"warning: {note}", file=sys.stderr)
     result = Executor(
         recipe,
         epochs=args.epochs_override,

@@ -181,6 +181,7 @@ def count_epochs(recipe: Recipe, override: int | None = None) -> tuple[int, str]
     if recipe.training.epochs is not None:
         return recipe.training.epochs, "recipe"
     ends = [max(p.epochs) + 1 if p.epochs is not None else p.ending_epoch for p in recipe.policies]
+    ends += [e + 1 for e in recipe.thinning_epochs]  # a thinning acts in its epoch
     known = [e for e in ends if e is not None]
     if not known:
         raise ConfigError(
@@ -234,6 +235,13 @@ def resolve(recipe: Recipe, model: nn.Module, epochs: int | None = None) -> Reso
             if e < num_epochs:
                 plans[e].lr_step.append(name)
     _warn_horizon(recipe, num_epochs, active, warnings)
+    late = [e for e in recipe.thinning_epochs if e >= num_epochs]
+    if late:
+        warnings.append(
+            f"{recipe.source.filename}: thinning at epoch {late[0]} comes after the run's "
+            f"{num_epochs} epochs; what is pruned after the last thinning in the run stays "
+            "zeroed, not sliced"
+        )
     return ResolvedRecipe(recipe, plans, targets, strengths, how, warnings)
 
 
