@@ -89,11 +89,23 @@ CRITERIA: Registry[Criterion] = Registry("sparse criterion")
 
 
 def _prune_lowest(scores: Tensor, k: int) -> Tensor:
-    """Keep-mask (flat) that drops exactly the ``k`` lowest scores; ties broken by position."""
-    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        order = torch.argsort(scores.flatten(), stable=True)
-        keep[order[:k]] = False
+    """Keep-mask (flat) that drops exactly the ``k`` lowest scores; ties broken by position.
+
+    Selection instead of a full sort: the k-th smallest value ``v`` (``kthvalue``, linear time)
+    splits the entries into ``< v`` (all pruned) and ``== v`` (the first ones by position until
+    ``k`` are pruned) — the same set a stable sort gives, several times faster on large tensors.
+    """
+    flat = scores.flatten()
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k <= 0:
+        return keep
+    if k >= flat.numel():
+        return ~keep
+    v = torch.kthvalue(flat, k)[0]
+    below = flat < v
+    keep &= ~below
+    ties = torch.nonzero(flat == v).flatten()
+    keep[ties[: k - int(below.sum())]] = False
     return keep
 
 
