@@ -83,8 +83,11 @@ def test_apoz_is_the_positive_share_after_the_following_bn(setup):
     norms = following_norms(model, batches[0][0])
     assert norms["stem.0.weight"] == "stem.1" and "fc2.weight" not in norms
     s = score(model, graph, "apoz", batches=batches[:1])
-    gid = next(g.id for g in graph.groups if any(sl.tensor == "branch_a.0.weight" and sl.dim == 0
-                                                 for sl in g.slots))  # fmt: skip
+    gid = next(
+        g.id
+        for g in graph.groups
+        if any(sl.tensor == "branch_a.0.weight" and sl.dim == 0 for sl in g.slots)
+    )
     seen: list[torch.Tensor] = []
     h = model.branch_a[1].register_forward_hook(lambda m, i, o: seen.append(o))
     with torch.no_grad():

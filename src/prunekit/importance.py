@@ -378,7 +378,9 @@ def following_norms(model: nn.Module, example: Any) -> dict[str, str]:
     return found
 
 
-def fold_bn(model: nn.Module, names: Iterable[str], norms: Mapping[str, str]) -> dict[str, torch.Tensor]:
+def fold_bn(
+    model: nn.Module, names: Iterable[str], norms: Mapping[str, str]
+) -> dict[str, torch.Tensor]:
     """Weights with their following BatchNorm folded in, ``w·γ/sqrt(var + eps)`` per output
     channel (Jacob et al. 2018, arXiv:1712.05877, eq. 20-21 — what Distiller's
     ``fold_batchnorm`` ranks); weights without a BN in ``norms`` come back unchanged."""
@@ -391,7 +393,9 @@ def fold_bn(model: nn.Module, names: Iterable[str], norms: Mapping[str, str]) ->
             out[name] = w
             continue
         bn = model.get_submodule(bn_path)
-        scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+        assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        var = bn.running_var if bn.running_var is not None else torch.ones_like(w[:, 0].flatten())
+        scale = 1.0 / torch.sqrt(var + bn.eps)
         if bn.weight is not None:
             scale = scale * bn.weight.detach()
         out[name] = w * scale.view(-1, *([1] * (w.dim() - 1)))

@@ -83,8 +83,10 @@ def _prune_only(name: str, spec: str, **kw: object) -> torch.nn.Module:
 def test_resnet56_filter_ranking_gives_distillers_570704() -> None:
     model = _prune_only("filter_rank_thinning", "resnet56_cifar")
     assert _weights(model) == (570_704, 570_704)  # Distiller: 851,504 → 570,704
-    widths = [model.get_submodule(f"layer{s}.{b}.conv1").out_channels for s, b in
-              ((1, 0), (1, 8), (2, 0), (2, 1), (2, 5), (3, 0), (3, 1), (3, 2), (3, 4))]  # fmt: skip
+    widths = [
+        model.get_submodule(f"layer{s}.{b}.conv1").out_channels
+        for s, b in ((1, 0), (1, 8), (2, 0), (2, 1), (2, 5), (3, 0), (3, 1), (3, 2), (3, 4))
+    ]
     assert widths == [5, 5, 32, 13, 32, 64, 52, 39, 64]
 
 
@@ -114,11 +116,16 @@ def test_word_lm_agp_schedule_runs_on_an_lstm_language_model() -> None:
     text = torch.randint(0, 60, (4 * 8 * 13,), generator=gen)  # a token stream
     seqs = text.view(-1, 13)  # 32 sequences of 13 tokens: inputs 12, next-token targets 12
     batches = [(s[:, :-1], s[:, 1:].reshape(-1)) for s in seqs.split(8)]
-    result = Executor(recipe, model=model, train_data=batches, eval_data=batches[:1],
-                      device="cpu", progress=False).run()  # fmt: skip
+    result = Executor(
+        recipe, model=model, train_data=batches, eval_data=batches[:1], device="cpu", progress=False
+    ).run()
     lm = result.model
-    for name, s in (("rnn.weight_ih_l0", 0.6), ("rnn.weight_hh_l0", 0.6),
-                    ("rnn.weight_ih_l1", 0.8), ("encoder.weight", 0.9)):  # fmt: skip
+    for name, s in (
+        ("rnn.weight_ih_l0", 0.6),
+        ("rnn.weight_hh_l0", 0.6),
+        ("rnn.weight_ih_l1", 0.8),
+        ("encoder.weight", 0.9),
+    ):
         w = lm.get_parameter(name)
         assert int((w == 0).sum()) == int(s * w.numel()), name
     assert int((lm.decoder.weight == 0).sum()) == 0  # not listed

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from prunekit.errors import ConfigError
-from prunekit.recipes import load_recipe, resolve
 from prunekit.recipes import _distiller_schema as ds
+from prunekit.recipes import load_recipe, resolve
 from prunekit.recipes.native import (
     GroupLassoRegularizer,
     GroupPruner,
@@ -80,7 +80,12 @@ def test_pruning_policy_args_become_masking(write: Write) -> None:
     )
     m = load_recipe(path).policies[0].masking
     assert m is not None
-    assert (m.every_steps, m.forward_only, m.mask_gradients, m.double_copies) == (4, True, True, True)
+    assert (m.every_steps, m.forward_only, m.mask_gradients, m.double_copies) == (
+        4,
+        True,
+        True,
+        True,
+    )
     assert (m.discard, m.keep, m.skip_first_step) == (True, True, True)
 
 
@@ -204,10 +209,12 @@ def test_blocks_with_kwargs(write: Write, resnet20: torch.nn.Module) -> None:
             group_type: Blocks
             weights: [module.layer2.1.conv1.weight]"""
     epochs = "starting_epoch: 0\n            ending_epoch: 4\n            frequency: 1"
-    ok = load_recipe(_one(write, body + "\n            kwargs: {block_shape: [1, 8, 1, 1]}", epochs=epochs))
+    ok = load_recipe(
+        _one(write, body + "\n            kwargs: {block_shape: [1, 8, 1, 1]}", epochs=epochs)
+    )
     p = ok.pruners["p"]
     assert isinstance(p, GroupPruner) and (p.group, p.block_shape) == ("blocks", [1, 8, 1, 1])
-    with pytest.raises(ConfigError, match="group_type Blocks needs kwargs: {block_shape"):
+    with pytest.raises(ConfigError, match=r"group_type Blocks needs kwargs: \{block_shape"):
         load_recipe(_one(write, body, epochs=epochs))
 
 
@@ -282,7 +289,10 @@ def test_first_reg_regims_grammar_of_ranked_pruner(write: Write, resnet20: torch
     recipe = load_recipe(path)
     filters, rows = recipe.pruners["p[filters]"], recipe.pruners["p[cols]"]
     assert isinstance(filters, StructuredPruner) and filters.ranking == "own"
-    assert filters.levels == {"module.layer1.0.conv1.weight": 0.5, "module.layer2.0.conv1.weight": 0.25}
+    assert filters.levels == {
+        "module.layer1.0.conv1.weight": 0.5,
+        "module.layer2.0.conv1.weight": 0.25,
+    }
     assert isinstance(rows, GroupPruner) and rows.group == "cols"
     assert [p.pruner for p in recipe.policies] == ["p[filters]", "p[cols]"]
     action = resolve(recipe, resnet20).epochs[0].prune[0]

@@ -12,8 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from prunekit.recipes import Executor, load_recipe, resolve
-from prunekit.recipes import _runtime
+from prunekit.recipes import Executor, _runtime, load_recipe, resolve
 from prunekit.recipes.native import ModelSection, StdThresholdPruner
 from prunekit.zoo import build
 
@@ -21,7 +20,9 @@ Write = Callable[[str], Path]
 EXAMPLES = Path(__file__).parents[2] / "examples" / "recipes" / "distiller"
 
 
-def _prune_only(path: str | Path, spec: str, epochs: int | None = None, **kw: object) -> torch.nn.Module:
+def _prune_only(
+    path: str | Path, spec: str, epochs: int | None = None, **kw: object
+) -> torch.nn.Module:
     recipe = load_recipe(path)
     recipe.model = ModelSection(spec=spec, input_shape=[1, 3, 32, 32])
     torch.manual_seed(0)
@@ -142,20 +143,34 @@ def test_sensitivity_pruner_takes_std_once(write: Write) -> None:
     threshold = s * float(w.std(unbiased=False))  # ...but the threshold stays s·std(W₀)
     expected = (shrunk.abs() > threshold) & m1["layer3.0.conv2.weight"]
     assert torch.equal(m2["layer3.0.conv2.weight"], expected)
-    recomputed = (shrunk.abs() > s * float(shrunk.std(unbiased=False))) & m1["layer3.0.conv2.weight"]
+    recomputed = (shrunk.abs() > s * float(shrunk.std(unbiased=False))) & m1[
+        "layer3.0.conv2.weight"
+    ]
     assert int(m2["layer3.0.conv2.weight"].sum()) < 0.6 * int(recomputed.sum())
 
 
 # Distiller's published non-zeros of its ResNet-18 AGP schedule (examples/agp-pruning/
 # resnet18.schedule_agp.yaml): int(s·n) zeros per tensor; round() is one off in 12 of these.
 RESNET18_NNZ = {
-    "layer1.0.conv1": 8848, "layer1.0.conv2": 8848, "layer1.1.conv1": 12166,
-    "layer1.1.conv2": 12166, "layer2.0.conv1": 24331, "layer2.0.conv2": 58983,
-    "layer2.0.downsample.0": 2704, "layer2.1.conv1": 35390, "layer2.1.conv2": 35390,
-    "layer3.0.conv1": 70779, "layer3.0.conv2": 194642, "layer3.1.conv1": 235930,
-    "layer3.1.conv2": 235930, "layer4.0.conv1": 471860, "layer4.0.conv2": 943719,
-    "layer4.0.downsample.0": 52429, "layer4.1.conv1": 943719, "layer4.1.conv2": 778568,
-}  # fmt: skip
+    "layer1.0.conv1": 8848,
+    "layer1.0.conv2": 8848,
+    "layer1.1.conv1": 12166,
+    "layer1.1.conv2": 12166,
+    "layer2.0.conv1": 24331,
+    "layer2.0.conv2": 58983,
+    "layer2.0.downsample.0": 2704,
+    "layer2.1.conv1": 35390,
+    "layer2.1.conv2": 35390,
+    "layer3.0.conv1": 70779,
+    "layer3.0.conv2": 194642,
+    "layer3.1.conv1": 235930,
+    "layer3.1.conv2": 235930,
+    "layer4.0.conv1": 471860,
+    "layer4.0.conv2": 943719,
+    "layer4.0.downsample.0": 52429,
+    "layer4.1.conv1": 943719,
+    "layer4.1.conv2": 778568,
+}
 
 RESNET18_AGP = """
 version: 1

@@ -11,8 +11,7 @@ import torch
 from recipe_test_models import TinyCNN
 from torch import nn
 
-from prunekit.recipes import Executor, Recipe, RunResult
-from prunekit.recipes import _runtime
+from prunekit.recipes import Executor, Recipe, RunResult, _runtime
 from prunekit.recipes.native import SplicingPruner
 from prunekit.recipes.resolve import PruneAction
 
@@ -55,7 +54,9 @@ class _Spy:
 
     def __init__(self, model: nn.Module) -> None:
         self.seen: list[torch.Tensor] = []
-        model.conv2.register_forward_pre_hook(lambda m, a: self.seen.append(m.weight.detach().clone()))
+        model.conv2.register_forward_pre_hook(
+            lambda m, a: self.seen.append(m.weight.detach().clone())
+        )
 
 
 def test_forward_only_double_copies_keep_training_pruned_weights(digits: Batches) -> None:

@@ -11,8 +11,8 @@ from recipe_test_models import TinyCNN
 
 from prunekit.errors import ConfigError
 from prunekit.recipes import Executor, Recipe, resolve
-from prunekit.recipes.native import validate_native
 from prunekit.recipes._source import SourceMap
+from prunekit.recipes.native import validate_native
 from prunekit.zoo import build
 
 
@@ -23,30 +23,66 @@ def _recipe(data: dict[str, Any]) -> Recipe:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"pruners": {"p": {"method": "magnitude", "final_sparsity": 0.5}},
-          "policies": [{"pruner": "p", "epochs": [0], "masking": {"double_copies": True}}]},
-         "'double_copies' needs 'forward_only: true'"),
-        ({"pruners": {"p": {"method": "group", "group": "filters", "criterion": "bernoulli",
-                            "final_sparsity": 0.5}},
-          "policies": [{"pruner": "p", "epochs": [0]}]},
-         "rescales the filters it keeps"),
-        ({"pruners": {"p": {"method": "structured", "final_sparsity": 0.5}},
-          "policies": [{"pruner": "p", "epochs": [0], "masking": {"forward_only": True}}]},
-         "removes units through the dependency graph"),
-        ({"regularizers": {"r": {"kind": "l1", "strength": 0.1}},
-          "policies": [{"regularizer": "r", "epochs": [0], "masking": {"keep": True}}]},
-         "has no 'threshold'"),
-        ({"regularizers": {"r": {"kind": "l1", "strength": 0.1}},
-          "policies": [{"regularizer": "r", "epochs": [0], "masking": {"every_steps": 2}}]},
-         "are for pruner policies"),
-        ({"pruners": {"p": {"method": "group", "group": "blocks", "final_sparsity": 0.5}}},
-         "'blocks' needs one"),
-        ({"lr_schedules": {"l": {"kind": "multistep_gammas", "milestones": [1, 2], "gammas": [0.1]}}},
-         "2 milestones but 1 gammas"),
-        ({"pruners": {"p": {"method": "splicing", "sensitivity": 0.1, "low": 2.0, "high": 1.0}}},
-         "low 2.0 > high 1.0"),
+        (
+            {
+                "pruners": {"p": {"method": "magnitude", "final_sparsity": 0.5}},
+                "policies": [{"pruner": "p", "epochs": [0], "masking": {"double_copies": True}}],
+            },
+            "'double_copies' needs 'forward_only: true'",
+        ),
+        (
+            {
+                "pruners": {
+                    "p": {
+                        "method": "group",
+                        "group": "filters",
+                        "criterion": "bernoulli",
+                        "final_sparsity": 0.5,
+                    }
+                },
+                "policies": [{"pruner": "p", "epochs": [0]}],
+            },
+            "rescales the filters it keeps",
+        ),
+        (
+            {
+                "pruners": {"p": {"method": "structured", "final_sparsity": 0.5}},
+                "policies": [{"pruner": "p", "epochs": [0], "masking": {"forward_only": True}}],
+            },
+            "removes units through the dependency graph",
+        ),
+        (
+            {
+                "regularizers": {"r": {"kind": "l1", "strength": 0.1}},
+                "policies": [{"regularizer": "r", "epochs": [0], "masking": {"keep": True}}],
+            },
+            "has no 'threshold'",
+        ),
+        (
+            {
+                "regularizers": {"r": {"kind": "l1", "strength": 0.1}},
+                "policies": [{"regularizer": "r", "epochs": [0], "masking": {"every_steps": 2}}],
+            },
+            "are for pruner policies",
+        ),
+        (
+            {"pruners": {"p": {"method": "group", "group": "blocks", "final_sparsity": 0.5}}},
+            "'blocks' needs one",
+        ),
+        (
+            {
+                "lr_schedules": {
+                    "l": {"kind": "multistep_gammas", "milestones": [1, 2], "gammas": [0.1]}
+                }
+            },
+            "2 milestones but 1 gammas",
+        ),
+        (
+            {"pruners": {"p": {"method": "splicing", "sensitivity": 0.1, "low": 2.0, "high": 1.0}}},
+            "low 2.0 > high 1.0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_validation_one_line(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         _recipe(data)
@@ -57,8 +93,13 @@ def test_multistep_gammas_lr_is_distillers_formula() -> None:
     recipe = _recipe(
         {
             "training": {"lr": 0.1},
-            "lr_schedules": {"l": {"kind": "multistep_gammas", "milestones": [2, 4, 5],
-                                   "gammas": [0.1, 0.1, 0.2]}},  # fmt: skip
+            "lr_schedules": {
+                "l": {
+                    "kind": "multistep_gammas",
+                    "milestones": [2, 4, 5],
+                    "gammas": [0.1, 0.1, 0.2],
+                }
+            },
             "policies": [{"lr_schedule": "l", "starting_epoch": 0, "ending_epoch": 7}],
         }
     )
@@ -69,15 +110,29 @@ def test_multistep_gammas_lr_is_distillers_formula() -> None:
 def test_ramp_threshold_plan_follows_narang_et_al() -> None:
     recipe = _recipe(
         {
-            "pruners": {"r": {"method": "ramp_threshold", "q": 0.2, "ramp_epoch": 3,
-                              "ramp_slope_mult": 2, "params": ["conv2.weight"]}},  # fmt: skip
+            "pruners": {
+                "r": {
+                    "method": "ramp_threshold",
+                    "q": 0.2,
+                    "ramp_epoch": 3,
+                    "ramp_slope_mult": 2,
+                    "params": ["conv2.weight"],
+                }
+            },
             "policies": [{"pruner": "r", "starting_epoch": 1, "ending_epoch": 6}],
         }
     )
-    got = [e.prune[0].per_param["conv2.weight"] for e in resolve(recipe, TinyCNN()).epochs if e.prune]
+    got = [
+        e.prune[0].per_param["conv2.weight"] for e in resolve(recipe, TinyCNN()).epochs if e.prune
+    ]
     slope = 2 * 0.2 * 1 / (2 * (3 - 1) + 3 * (6 - 3))  # θ = 2qf / (2(ramp−start) + 3(end−ramp))
-    expected = [slope * 1, slope * 2, slope * 3 + 2 * slope * 1, slope * 3 + 2 * slope * 2,
-                slope * 3 + 2 * slope * 3]  # fmt: skip
+    expected = [
+        slope * 1,
+        slope * 2,
+        slope * 3 + 2 * slope * 1,
+        slope * 3 + 2 * slope * 2,
+        slope * 3 + 2 * slope * 3,
+    ]
     assert got == pytest.approx(expected)
 
 
@@ -87,12 +142,25 @@ def test_regularizer_threshold_zeroes_and_keep_makes_it_permanent() -> None:
     recipe = _recipe(
         {
             "training": {"epochs": 3, "lr": 0.01},
-            "regularizers": {"g": {"kind": "group_lasso", "group": "filters", "strength": 0.5,
-                                   "params": ["conv2.weight"], "threshold": "mean_abs"}},
-            "policies": [{"regularizer": "g", "starting_epoch": 0, "ending_epoch": 2,
-                          "masking": {"keep": True}}],
+            "regularizers": {
+                "g": {
+                    "kind": "group_lasso",
+                    "group": "filters",
+                    "strength": 0.5,
+                    "params": ["conv2.weight"],
+                    "threshold": "mean_abs",
+                }
+            },
+            "policies": [
+                {
+                    "regularizer": "g",
+                    "starting_epoch": 0,
+                    "ending_epoch": 2,
+                    "masking": {"keep": True},
+                }
+            ],
         }
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = TinyCNN()
     result = Executor(recipe, model=model, train_data=batches, device="cpu", progress=False).run()
@@ -105,12 +173,19 @@ def test_regularizer_threshold_zeroes_and_keep_makes_it_permanent() -> None:
 def test_fold_bn_ranks_folded_weights() -> None:
     recipe = _recipe(
         {
-            "pruners": {"p": {"method": "structured", "final_sparsity": 0.5, "ranking": "own",
-                              "fold_bn": True, "params": ["conv1.weight"]}},
+            "pruners": {
+                "p": {
+                    "method": "structured",
+                    "final_sparsity": 0.5,
+                    "ranking": "own",
+                    "fold_bn": True,
+                    "params": ["conv1.weight"],
+                }
+            },
             "policies": [{"pruner": "p", "epochs": [0]}],
             "model": {"spec": "zoo:digits_cnn", "input_shape": [1, 1, 8, 8]},
         }
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     model = TinyCNN()
     with torch.no_grad():  # BN scales that reverse the filters' L1 order
@@ -125,11 +200,17 @@ def test_fold_bn_ranks_folded_weights() -> None:
 def test_group_pruner_random_level_draws_per_tensor_and_event() -> None:
     recipe = _recipe(
         {
-            "pruners": {"p": {"method": "group", "group": "filters", "level_range": [0.2, 0.8],
-                              "params": ["layer1.0.conv1.weight", "layer2.0.conv1.weight"]}},
+            "pruners": {
+                "p": {
+                    "method": "group",
+                    "group": "filters",
+                    "level_range": [0.2, 0.8],
+                    "params": ["layer1.0.conv1.weight", "layer2.0.conv1.weight"],
+                }
+            },
             "policies": [{"pruner": "p", "epochs": [0]}],
         }
-    )  # fmt: skip
+    )
     masks = Executor(recipe, model=build("resnet20_cifar"), device="cpu").prune_only().masks
     pruned = {n: int((~m.flatten(1).any(1)).sum()) / m.shape[0] for n, m in masks.items()}
     assert all(0.2 - 1 / 16 <= v <= 0.8 for v in pruned.values()) and len(pruned) == 2

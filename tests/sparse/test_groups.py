@@ -27,7 +27,9 @@ def test_whole_structures_and_int_counts(
     assert torch.equal(mask, expand(conv, structure, alive))  # all or nothing per structure
     assert int((~alive).sum()) == int(0.3 * count)  # Distiller's int(s·n)
     scores = structure_scores(conv, structure)
-    assert float(scores.flatten()[~alive.flatten()].max()) < float(scores.flatten()[alive.flatten()].min())
+    assert float(scores.flatten()[~alive.flatten()].max()) < float(
+        scores.flatten()[alive.flatten()].min()
+    )
 
 
 def test_rows_cols_and_blocks(conv: torch.Tensor) -> None:
@@ -62,7 +64,11 @@ def test_pruned_structures_stay_pruned(conv: torch.Tensor) -> None:
 
 def test_bernoulli_scales_the_kept_filters(conv: torch.Tensor) -> None:
     gen = torch.Generator().manual_seed(3)
-    mask = group_masks({"w": conv}, {"w": 0.5}, "filters", criterion="bernoulli", generator=gen)["w"]
+    mask = group_masks({"w": conv}, {"w": 0.5}, "filters", criterion="bernoulli", generator=gen)[
+        "w"
+    ]
     per_filter = mask.flatten(1)[:, 0]
     kept = int((per_filter > 0).sum())
-    assert 0 < kept < 8 and torch.allclose(per_filter[per_filter > 0], torch.full((kept,), 8 / kept))
+    assert 0 < kept < 8 and torch.allclose(
+        per_filter[per_filter > 0], torch.full((kept,), 8 / kept)
+    )

@@ -35,14 +35,22 @@ def test_weight_counts(name: str) -> None:
 
 def test_distiller_parameter_names() -> None:
     names = dict(build("resnet56_cifar").named_parameters())
-    assert {"layer2.0.downsample.0.weight", "layer2.0.downsample.1.weight",
-            "layer3.8.conv2.weight", "fc.weight"} <= set(names)  # fmt: skip
+    assert {
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.weight",
+        "layer3.8.conv2.weight",
+        "fc.weight",
+    } <= set(names)
     assert "features.34.weight" in dict(build("vgg19_cifar").named_parameters())
     mobile = dict(build("mobilenet").named_parameters())
     assert tuple(mobile["model.13.3.weight"].shape) == (1024, 1024, 1, 1)
     assert tuple(mobile["model.1.0.weight"].shape) == (32, 1, 3, 3)  # depthwise
     assert tuple(dict(build("alexnet_bn").named_parameters())["features.2.weight"].shape) == (
-        256, 48, 5, 5)  # fmt: skip
+        256,
+        48,
+        5,
+        5,
+    )
 
 
 def test_preact_shortcuts() -> None:

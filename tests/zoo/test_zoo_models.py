@@ -78,12 +78,17 @@ DEFAULT_CFG: dict[str, list[int | str]] = {
     "alexnet_bn": [96, 256, 384, 384, 256, 4096, 4096],
     "plain20_cifar": cifar_resnet_cfg(20),
     "plain20_cifar_nobn": cifar_resnet_cfg(20),
-    **{f"mobilenet{s}": mobilenet_cfg(a)
-       for s, a in (("", 1.0), ("_075", 0.75), ("_050", 0.5), ("_025", 0.25))},
-    **{f"{k}{d}_cifar{x}": cifar_resnet_cfg(d) for d in (20, 32, 44, 56, 110)
-       for k, x in (("resnet", ""), ("preact_resnet", ""), ("preact_resnet", "_conv_ds"))},
+    **{
+        f"mobilenet{s}": mobilenet_cfg(a)
+        for s, a in (("", 1.0), ("_075", 0.75), ("_050", 0.5), ("_025", 0.25))
+    },
+    **{
+        f"{k}{d}_cifar{x}": cifar_resnet_cfg(d)
+        for d in (20, 32, 44, 56, 110)
+        for k, x in (("resnet", ""), ("preact_resnet", ""), ("preact_resnet", "_conv_ds"))
+    },
     **{f"vgg{d}{b}_cifar": VGG_CIFAR_CFGS[d] for d in (11, 13, 16, 19) for b in ("", "_bn")},
-}  # fmt: skip
+}
 IMAGE_MODELS = [n for n in list_models() if n not in SEQUENCE_MODELS]
 
 

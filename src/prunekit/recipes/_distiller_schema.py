@@ -50,8 +50,19 @@ Weights = Annotated[list[str], BeforeValidator(_as_list), AfterValidator(_non_em
 RankedGroup = Literal["Filters", "3D", "Channels", "Rows", "Blocks"]
 FilterGroup = Literal["Filters", "3D"]
 #: structure groups of Distiller's group thresholding / regularizers
-REG_GROUPS = ("2D", "3D", "4D", "Filters", "Channels", "Rows", "Cols", "Rows+Cols", "Cols+Rows",
-              "Channels+4D", "4D+Channels")  # fmt: skip
+REG_GROUPS = (
+    "2D",
+    "3D",
+    "4D",
+    "Filters",
+    "Channels",
+    "Rows",
+    "Cols",
+    "Rows+Cols",
+    "Cols+Rows",
+    "Channels+4D",
+    "4D+Channels",
+)
 
 #: Distiller classes prunekit does not run, with the reason and what to use instead.
 REFUSED = {
@@ -75,10 +86,6 @@ class _D(BaseModel):
 
 class _Class(_D):
     """Every entry names its class."""
-
-
-def _cls(*names: str) -> Any:
-    return Literal[names]  # type: ignore[valid-type]
 
 
 def _check_agp(initial: float, final: float) -> None:
@@ -138,7 +145,7 @@ FILTER_ONE_SHOT = {k.removesuffix("_AGP"): v for k, v in FILTER_AGP.items()}
 class DAGPPruner(_Class):
     """``AutomatedGradualPruner``: fine-grained AGP over ``weights``."""
 
-    class_: _cls("AutomatedGradualPruner") = Field(alias="class")
+    class_: Literal["AutomatedGradualPruner"] = Field(alias="class")
     initial_sparsity: Fraction
     final_sparsity: Fraction
     weights: Weights
@@ -152,7 +159,7 @@ class DAGPPruner(_Class):
 class DRankedAGP(_Ranked):
     """``L1/L2RankedStructureParameterPruner_AGP``: structured AGP over ranked structures."""
 
-    class_: _cls(*RANKED_AGP) = Field(alias="class")
+    class_: Literal[tuple(RANKED_AGP)] = Field(alias="class")  # type: ignore[valid-type]
     initial_sparsity: Fraction
     final_sparsity: Fraction
 
@@ -165,7 +172,7 @@ class DRankedAGP(_Ranked):
 class DFilterAGP(_Class):
     """The activation / gradient / random / Bernoulli filter pruners with an AGP schedule."""
 
-    class_: _cls(*FILTER_AGP) = Field(alias="class")
+    class_: Literal[tuple(FILTER_AGP)] = Field(alias="class")  # type: ignore[valid-type]
     initial_sparsity: Fraction
     final_sparsity: Fraction
     group_type: FilterGroup
@@ -182,7 +189,7 @@ class DFilterAGP(_Class):
 class DRanked(_Ranked):
     """``L1/L2RankedStructureParameterPruner``: one-shot to ``desired_sparsity``."""
 
-    class_: _cls(*RANKED_ONE_SHOT) = Field(alias="class")
+    class_: Literal[tuple(RANKED_ONE_SHOT)] = Field(alias="class")  # type: ignore[valid-type]
     desired_sparsity: Fraction
     noise: NonNegFloat = 0.0
     group_size: PositiveInt = 1
@@ -207,7 +214,7 @@ class DRankedRegims(_Class):
     """Distiller's first grammar of ``L1RankedStructureParameterPruner``: ``reg_regims`` maps
     each weight to ``[fraction, group_type]`` (still used by its VGG-19 and ResNet-56 examples)."""
 
-    class_: _cls("L1RankedStructureParameterPruner") = Field(alias="class")
+    class_: Literal["L1RankedStructureParameterPruner"] = Field(alias="class")
     reg_regims: dict[str, list[float | str]]
 
     @model_validator(mode="after")
@@ -232,7 +239,7 @@ class DRankedRegims(_Class):
 class DFilterRanked(_Class):
     """The one-shot activation / gradient / random / Bernoulli filter pruners."""
 
-    class_: _cls(*FILTER_ONE_SHOT) = Field(alias="class")
+    class_: Literal[tuple(FILTER_ONE_SHOT)] = Field(alias="class")  # type: ignore[valid-type]
     group_type: FilterGroup
     desired_sparsity: Fraction
     weights: Weights
@@ -244,7 +251,7 @@ class DRandomLevel(_Ranked):
     """``RandomLevelStructureParameterPruner``: L1 ranking at a level drawn uniformly from
     ``sparsity_range`` at every event, per weight."""
 
-    class_: _cls("RandomLevelStructureParameterPruner") = Field(alias="class")
+    class_: Literal["RandomLevelStructureParameterPruner"] = Field(alias="class")
     sparsity_range: list[Fraction]
 
     @model_validator(mode="after")
@@ -261,14 +268,14 @@ class DRandomLevel(_Ranked):
 class DSensitivityPruner(_Class):
     """``SensitivityPruner``: |w| <= s·std(W) per tensor (std taken once); ``'*'`` default."""
 
-    class_: _cls("SensitivityPruner") = Field(alias="class")
+    class_: Literal["SensitivityPruner"] = Field(alias="class")
     sensitivities: dict[str, PositiveFloat]
 
 
 class DSplicingPruner(_Class):
     """``SplicingPruner``: dynamic network surgery (Guo et al. 2016)."""
 
-    class_: _cls("SplicingPruner") = Field(alias="class")
+    class_: Literal["SplicingPruner"] = Field(alias="class")
     sensitivities: dict[str, PositiveFloat]
     low_thresh_mult: PositiveFloat
     hi_thresh_mult: PositiveFloat
@@ -278,14 +285,14 @@ class DSplicingPruner(_Class):
 class DMagnitudePruner(_Class):
     """``MagnitudeParameterPruner``: absolute |w| thresholds per tensor (``'*'`` default)."""
 
-    class_: _cls("MagnitudeParameterPruner") = Field(alias="class")
+    class_: Literal["MagnitudeParameterPruner"] = Field(alias="class")
     thresholds: dict[str, NonNegFloat]
 
 
 class DLevelPruner(_Class):
     """``SparsityLevelParameterPruner``: per-tensor sparsity levels, one shot."""
 
-    class_: _cls("SparsityLevelParameterPruner") = Field(alias="class")
+    class_: Literal["SparsityLevelParameterPruner"] = Field(alias="class")
     levels: dict[str, Fraction]
 
 
@@ -294,7 +301,7 @@ class DStructurePruner(_Class):
     |w| is at most the weight's threshold; ``reg_regims`` maps weights to
     ``[threshold, group_type]``."""
 
-    class_: _cls("StructureParameterPruner") = Field(alias="class")
+    class_: Literal["StructureParameterPruner"] = Field(alias="class")
     reg_regims: dict[str, list[float | str]]
     threshold_criteria: Literal["Mean_Abs", "Max"]
 
@@ -319,7 +326,7 @@ class DStructurePruner(_Class):
 class DBaiduRNNPruner(_Class):
     """``BaiduRNNPruner``: Narang et al. 2017's ramped magnitude threshold."""
 
-    class_: _cls("BaiduRNNPruner") = Field(alias="class")
+    class_: Literal["BaiduRNNPruner"] = Field(alias="class")
     initial_sparsity: Fraction  # required and checked by Distiller, not used by its formula
     final_sparsity: Fraction
     q: PositiveFloat
@@ -336,7 +343,7 @@ class DBaiduRNNPruner(_Class):
 class DSlimmingPruner(_Class):
     """prunekit extension (not in Distiller): Network Slimming's global BN-scale threshold."""
 
-    class_: _cls("NetworkSlimmingPruner") = Field(alias="class")
+    class_: Literal["NetworkSlimmingPruner"] = Field(alias="class")
     desired_sparsity: Fraction
     weights: list[str] | None = None  # BN weights; None: all BatchNorm layers
 
@@ -365,7 +372,9 @@ def class_names(model: type[BaseModel]) -> tuple[str, ...]:
 
 
 #: Distiller pruner class → schema model name; L1RankedStructureParameterPruner has two grammars
-_PRUNER_TAGS = {c: m.__name__ for m in _PRUNER_MODELS if m is not DRankedRegims for c in class_names(m)}
+_PRUNER_TAGS = {
+    c: m.__name__ for m in _PRUNER_MODELS if m is not DRankedRegims for c in class_names(m)
+}
 PRUNER_CLASSES = tuple(_PRUNER_TAGS)
 
 
@@ -417,7 +426,7 @@ def _check_regims(regims: dict[str, list[float | str]], allowed: tuple[str, ...]
 class DL1Regularizer(_Class):
     """``L1Regularizer``: ``reg_regims`` maps weights to λ."""
 
-    class_: _cls("L1Regularizer") = Field(alias="class")
+    class_: Literal["L1Regularizer"] = Field(alias="class")
     reg_regims: dict[str, NonNegFloat]
     threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
 
@@ -425,7 +434,7 @@ class DL1Regularizer(_Class):
 class DGroupLassoRegularizer(_Class):
     """``GroupLassoRegularizer``: ``reg_regims`` maps weights to ``[λ, group_type]``."""
 
-    class_: _cls("GroupLassoRegularizer") = Field(alias="class")
+    class_: Literal["GroupLassoRegularizer"] = Field(alias="class")
     reg_regims: dict[str, list[float | str]]
     threshold_criteria: Literal["Mean_Abs", "Max"] | None = None
 
@@ -447,7 +456,7 @@ class DGroupLassoRegularizer(_Class):
 class DGroupVarianceRegularizer(_Class):
     """``GroupVarianceRegularizer``: λ / Var(channel L2 norms); group type Channels only."""
 
-    class_: _cls("GroupVarianceRegularizer") = Field(alias="class")
+    class_: Literal["GroupVarianceRegularizer"] = Field(alias="class")
     reg_regims: dict[str, list[float | str]]
 
     @model_validator(mode="after")
@@ -463,36 +472,36 @@ DRegularizer = Annotated[
 
 
 class DStepLR(_Class):
-    class_: _cls("StepLR") = Field(alias="class")
+    class_: Literal["StepLR"] = Field(alias="class")
     step_size: PositiveInt
     gamma: PositiveFloat = 0.1
 
 
 class DMultiStepLR(_Class):
-    class_: _cls("MultiStepLR") = Field(alias="class")
+    class_: Literal["MultiStepLR"] = Field(alias="class")
     milestones: list[NonNegInt]
     gamma: PositiveFloat = 0.1
 
 
 class DMultiStepMultiGammaLR(_Class):
-    class_: _cls("MultiStepMultiGammaLR") = Field(alias="class")
+    class_: Literal["MultiStepMultiGammaLR"] = Field(alias="class")
     milestones: list[NonNegInt]
     gammas: list[PositiveFloat]
 
 
 class DExponentialLR(_Class):
-    class_: _cls("ExponentialLR") = Field(alias="class")
+    class_: Literal["ExponentialLR"] = Field(alias="class")
     gamma: PositiveFloat
 
 
 class DCosineLR(_Class):
-    class_: _cls("CosineAnnealingLR") = Field(alias="class")
+    class_: Literal["CosineAnnealingLR"] = Field(alias="class")
     T_max: PositiveInt
     eta_min: NonNegFloat = 0.0
 
 
 class DPolynomialLR(_Class):
-    class_: _cls("PolynomialLR") = Field(alias="class")
+    class_: Literal["PolynomialLR"] = Field(alias="class")
     T_max: PositiveInt
     power: PositiveFloat = 1.0
 
@@ -508,7 +517,7 @@ class DThinning(_Class):
     thinning (prunekit counts later structured events among the survivors and slices at the end
     of the run)."""
 
-    class_: _cls("StructureRemover", "FilterRemover", "ChannelRemover") = Field(alias="class")
+    class_: Literal["StructureRemover", "FilterRemover", "ChannelRemover"] = Field(alias="class")
     thinning_func_str: Literal["remove_filters", "remove_channels"] | None = None
     arch: str | None = None
     dataset: str | None = None

@@ -239,7 +239,9 @@ def splice_event(
         mean, std = stats[n]
         base = mean + std * action.per_param[n]
         old = previous.get(n)
-        old_keep = torch.ones_like(mag, dtype=torch.bool) if old is None else old.to(mag.device) != 0
+        old_keep = (
+            torch.ones_like(mag, dtype=torch.bool) if old is None else old.to(mag.device) != 0
+        )
         out[n] = (mag >= base * cfg.high) | ((mag >= base * cfg.low) & old_keep)
     return out
 

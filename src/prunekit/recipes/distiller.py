@@ -36,8 +36,15 @@ from prunekit.recipes._source import (
 from prunekit.recipes.native import Recipe, validate_native
 
 #: top-level sections Distiller's ``dict_config`` reads
-SECTIONS = ("version", "pruners", "regularizers", "quantizers", "lr_schedulers", "extensions",
-            "policies")  # fmt: skip
+SECTIONS = (
+    "version",
+    "pruners",
+    "regularizers",
+    "quantizers",
+    "lr_schedulers",
+    "extensions",
+    "policies",
+)
 _ITEM_SECTIONS = {
     "pruners": "pruner",
     "regularizers": "regularizer",
@@ -47,15 +54,27 @@ _ITEM_SECTIONS = {
 _KNOWN = {
     "pruners": ds.PRUNER_CLASSES,
     "regularizers": ("L1Regularizer", "GroupLassoRegularizer", "GroupVarianceRegularizer"),
-    "lr_schedulers": ("StepLR", "MultiStepLR", "MultiStepMultiGammaLR", "ExponentialLR",
-                      "CosineAnnealingLR", "PolynomialLR"),  # fmt: skip
+    "lr_schedulers": (
+        "StepLR",
+        "MultiStepLR",
+        "MultiStepMultiGammaLR",
+        "ExponentialLR",
+        "CosineAnnealingLR",
+        "PolynomialLR",
+    ),
     "extensions": ("StructureRemover", "FilterRemover", "ChannelRemover"),
 }
 # Distiller group type → native structure (ranked pruners: "Rows" are a Linear's input columns).
 _RANKED = {"Filters": "filters", "3D": "filters", "Channels": "channels", "Rows": "cols"}
 # Group thresholding and regularizers: "Rows" are output rows, "Cols" input columns.
-_THRESHOLD = {"2D": "kernels", "3D": "filters", "Filters": "filters", "Channels": "channels",
-              "Rows": "rows", "Cols": "cols"}  # fmt: skip
+_THRESHOLD = {
+    "2D": "kernels",
+    "3D": "filters",
+    "Filters": "filters",
+    "Channels": "channels",
+    "Rows": "rows",
+    "Cols": "cols",
+}
 _LASSO: dict[str, list[str]] = {
     **{k: [v] for k, v in _THRESHOLD.items()},
     "4D": ["layer"],
@@ -115,8 +134,13 @@ def _ranked(p: Any, criterion: str, removes: set[str]) -> dict[str, Any]:
         return {**out, "method": "group", "group": "filters", "criterion": "bernoulli"}
     if p.group_type == "Blocks":
         shape = (p.kwargs or {})["block_shape"]
-        return {**out, "method": "group", "group": "blocks", "criterion": criterion,
-                "block_shape": shape}  # fmt: skip
+        return {
+            **out,
+            "method": "group",
+            "group": "blocks",
+            "criterion": criterion,
+            "block_shape": shape,
+        }
     target = _RANKED[p.group_type]
     if target == "cols":  # a Linear's input columns, masked in that weight only (never thinned)
         return {**out, "method": "group", "group": "cols", "criterion": criterion}
@@ -147,8 +171,13 @@ def _regims_pruners(p: ds.DRankedRegims, removes: set[str]) -> dict[str, dict[st
 def _threshold_pruners(p: ds.DStructurePruner) -> dict[str, dict[str, Any]]:
     norm = "mean_abs" if p.threshold_criteria == "Mean_Abs" else "max"
     return {
-        group: {"method": "group", "group": group, "thresholds": values,
-                "threshold_norm": norm, "params": list(values)}  # fmt: skip
+        group: {
+            "method": "group",
+            "group": group,
+            "thresholds": values,
+            "threshold_norm": norm,
+            "params": list(values),
+        }
         for group, values in _by_group(p.reg_regims, _THRESHOLD).items()
     }
 
@@ -164,9 +193,14 @@ def _convert_pruner(p: Any, removes: set[str]) -> dict[str, dict[str, Any]]:
 
 def _convert_single(p: Any, removes: set[str]) -> dict[str, Any]:
     if isinstance(p, ds.DAGPPruner):
-        return {"method": "magnitude", "schedule": "agp", "rounding": "floor",
-                "initial_sparsity": p.initial_sparsity, "final_sparsity": p.final_sparsity,
-                "params": p.weights}  # fmt: skip
+        return {
+            "method": "magnitude",
+            "schedule": "agp",
+            "rounding": "floor",
+            "initial_sparsity": p.initial_sparsity,
+            "final_sparsity": p.final_sparsity,
+            "params": p.weights,
+        }
     if isinstance(p, (ds.DRankedAGP, ds.DRanked)):
         table = ds.RANKED_AGP if isinstance(p, ds.DRankedAGP) else ds.RANKED_ONE_SHOT
         return _ranked(p, table[p.class_], removes)
@@ -175,8 +209,13 @@ def _convert_single(p: Any, removes: set[str]) -> dict[str, Any]:
         return _ranked(p, table[p.class_], removes)
     if isinstance(p, ds.DRandomLevel):
         group = "blocks" if p.group_type == "Blocks" else _RANKED[p.group_type]
-        out = {"method": "group", "group": group, "criterion": "l1", "params": p.weights,
-               "level_range": p.sparsity_range}  # fmt: skip
+        out = {
+            "method": "group",
+            "group": group,
+            "criterion": "l1",
+            "params": p.weights,
+            "level_range": p.sparsity_range,
+        }
         if group == "blocks":
             out["block_shape"] = (p.kwargs or {})["block_shape"]
         return out
@@ -186,20 +225,37 @@ def _convert_single(p: Any, removes: set[str]) -> dict[str, Any]:
 def _convert_threshold_kind(p: Any) -> dict[str, Any]:
     if isinstance(p, ds.DSensitivityPruner):
         # Distiller computes std(W) once and reuses the threshold at every active epoch.
-        return {"method": "std_threshold", "schedule": "iterative", "std": "first",
-                "sensitivities": p.sensitivities}  # fmt: skip
+        return {
+            "method": "std_threshold",
+            "schedule": "iterative",
+            "std": "first",
+            "sensitivities": p.sensitivities,
+        }
     if isinstance(p, ds.DSplicingPruner):
-        return {"method": "splicing", "sensitivities": p.sensitivities,
-                "low": p.low_thresh_mult, "high": p.hi_thresh_mult,
-                "growth": p.sensitivity_multiplier}  # fmt: skip
+        return {
+            "method": "splicing",
+            "sensitivities": p.sensitivities,
+            "low": p.low_thresh_mult,
+            "high": p.hi_thresh_mult,
+            "growth": p.sensitivity_multiplier,
+        }
     if isinstance(p, ds.DMagnitudePruner):
         return {"method": "magnitude", "schedule": "iterative", "thresholds": p.thresholds}
     if isinstance(p, ds.DLevelPruner):
-        return {"method": "magnitude", "schedule": "one_shot", "rounding": "floor",
-                "levels": p.levels}  # fmt: skip
+        return {
+            "method": "magnitude",
+            "schedule": "one_shot",
+            "rounding": "floor",
+            "levels": p.levels,
+        }
     if isinstance(p, ds.DBaiduRNNPruner):
-        return {"method": "ramp_threshold", "q": p.q, "ramp_epoch": p.ramp_epoch,
-                "ramp_slope_mult": p.ramp_slope_mult, "params": p.weights}  # fmt: skip
+        return {
+            "method": "ramp_threshold",
+            "q": p.q,
+            "ramp_epoch": p.ramp_epoch,
+            "ramp_slope_mult": p.ramp_slope_mult,
+            "params": p.weights,
+        }
     assert isinstance(p, ds.DSlimmingPruner)
     return {"method": "slim", "percent": p.desired_sparsity, "params": p.weights}
 
@@ -215,8 +271,11 @@ def _threshold(criteria: str | None) -> str | None:
 
 def _convert_regularizer(r: Any) -> dict[str, Any]:
     if isinstance(r, ds.DL1Regularizer):
-        return {"kind": "l1", "strengths": r.reg_regims,
-                "threshold": _threshold(r.threshold_criteria)}  # fmt: skip
+        return {
+            "kind": "l1",
+            "strengths": r.reg_regims,
+            "threshold": _threshold(r.threshold_criteria),
+        }
     strengths = {k: float(v[0]) for k, v in r.reg_regims.items()}
     if isinstance(r, ds.DGroupVarianceRegularizer):
         return {"kind": "group_variance", "strengths": strengths}
@@ -224,8 +283,12 @@ def _convert_regularizer(r: Any) -> dict[str, Any]:
     for name, (_, group) in r.reg_regims.items():
         kinds = _LASSO[str(group)]
         groups[name] = kinds[0] if len(kinds) == 1 else kinds
-    return {"kind": "group_lasso", "strengths": strengths, "groups": groups,
-            "threshold": _threshold(r.threshold_criteria)}  # fmt: skip
+    return {
+        "kind": "group_lasso",
+        "strengths": strengths,
+        "groups": groups,
+        "threshold": _threshold(r.threshold_criteria),
+    }
 
 
 def _convert_lr(s: Any) -> dict[str, Any]:
@@ -324,8 +387,11 @@ class _Converter:
                 )
             body["levels"] = args.levels
         if args.fold_batchnorm:
-            if body["method"] not in ("structured", "magnitude") or body.get("criterion", "l1") \
-                    not in ("l1", "l2") or "thresholds" in body:  # fmt: skip
+            if (
+                body["method"] not in ("structured", "magnitude")
+                or body.get("criterion", "l1") not in ("l1", "l2")
+                or "thresholds" in body
+            ):
                 raise ConfigError(
                     f"{where}: args.fold_batchnorm ranks BN-folded weights, which prunekit does "
                     "for AutomatedGradualPruner, SparsityLevelParameterPruner and the L1/L2 "
@@ -492,7 +558,9 @@ def _precheck(data: dict[str, Any], source: SourceMap) -> list[str]:
             elif cls in ds.REFUSED:
                 why = f"{cls} is not supported: {ds.REFUSED[cls]}"
             else:
-                why = f"unsupported class {cls!r} in {noun} {name!r} (supported: {', '.join(known)})"
+                why = (
+                    f"unsupported class {cls!r} in {noun} {name!r} (supported: {', '.join(known)})"
+                )
             lines.append(source.prefix((section, name, "class")) + why)
             dropped.setdefault(noun, set()).add(name)
             del entries[name]
@@ -514,9 +582,10 @@ def _uses(policy: Any, dropped: dict[str, set[str]]) -> bool:
 def _quantizers(data: dict[str, Any], source: SourceMap, skip: bool, notes: list[str]) -> None:
     """Refuse (one line) or, with ``skip``, drop the quantization parts with a note."""
     q_policies = [
-        i for i, p in enumerate(data.get("policies") or [])
+        i
+        for i, p in enumerate(data.get("policies") or [])
         if isinstance(p, dict) and "quantizer" in p
-    ]  # fmt: skip
+    ]
     if "quantizers" not in data and not q_policies:
         return
     where = ("quantizers",) if "quantizers" in data else ("policies", q_policies[0])
@@ -604,5 +673,11 @@ def load_distiller(path: str | Path, *, skip_quantizers: bool = False) -> Recipe
 
 def schema_models() -> list[type[BaseModel]]:
     """Every Distiller class model prunekit reads (for documentation and tests)."""
-    return [m for m in vars(ds).values() if isinstance(m, type) and issubclass(m, ds._Class)
-            and m is not ds._Class and m is not ds._Ranked]  # fmt: skip
+    return [
+        m
+        for m in vars(ds).values()
+        if isinstance(m, type)
+        and issubclass(m, ds._Class)
+        and m is not ds._Class
+        and m is not ds._Ranked
+    ]

@@ -49,7 +49,6 @@ from prunekit.recipes.native import (
     GroupLassoRegularizer,
     GroupPruner,
     GroupVarianceRegularizer,
-    L1Regularizer,
     MagnitudePruner,
     PrunerConfig,
     RampThresholdPruner,
@@ -240,7 +239,7 @@ class _RecipeHooks:
         names = self.resolved.targets[action.pruner]
         if isinstance(cfg, StructuredPruner):
             return plan_masks(self._structured_event(cfg, action), params)
-        tensors = {n: params[n] for n in names}
+        tensors: dict[str, Tensor] = {n: params[n] for n in names}
         current = {n: self.state.masks[n] for n in names if n in self.state.masks}
         extra = self._stateful_masks(cfg, action, tensors, current)
         if extra is not None:
@@ -256,6 +255,7 @@ class _RecipeHooks:
             return new
         if isinstance(cfg, StdThresholdPruner):
             return masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
+        assert isinstance(cfg, MagnitudePruner)
         if cfg.thresholds is not None:  # a MagnitudePruner with absolute cut-offs
             return masks_for(tensors, action.per_param, criterion="threshold", current=current)
         amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
@@ -346,7 +346,9 @@ class _RecipeHooks:
         if not self.state.surgery_tensors:
             return
         self.thinned = surgery_keep_sets(self.graph, self.state.masks, self.state.surgery_tensors)
-        self.physical = {g.id: len(self.thinned.get(g.id, range(g.size))) for g in self.graph.groups}
+        self.physical = {
+            g.id: len(self.thinned.get(g.id, range(g.size))) for g in self.graph.groups
+        }
 
     def on_step_end(self, trainer: Trainer, step: int) -> None:
         self.state.apply(self._params)
@@ -441,7 +443,7 @@ class _PolicyRegularizers:
             if strengths:
                 self.by_name[name] = _regularizers_of(cfg, strengths)
         self.last: dict[str, int] = {}  # regularizer policy with keep → its last active epoch
-        for i, policy in enumerate(recipe.policies):
+        for policy in recipe.policies:
             if policy.kind == "regularizer" and policy.masking is not None and policy.masking.keep:
                 active = [e.epoch for e in resolved.epochs if policy.target in e.regularize]
                 if active:
@@ -468,8 +470,9 @@ class _PolicyRegularizers:
                 masks = {}
                 for n in tensors:
                     group = _lasso_groups(cfg, n)[0]
-                    masks.update(group_masks({n: tensors[n]}, {n: strengths[n]}, group,
-                                             thresholds=norm))  # fmt: skip
+                    masks.update(
+                        group_masks({n: tensors[n]}, {n: strengths[n]}, group, thresholds=norm)
+                    )
             else:
                 masks = masks_for(tensors, strengths, criterion="threshold")
             for n, m in masks.items():
@@ -625,7 +628,8 @@ class Executor:
         model = self._build_model()
         resolved = resolve(self.recipe, model, self.epochs)
         model.to(self.device)
-        hooks = _RecipeHooks(self, model, resolved, (self.train_data, self.eval_data), None)
+        loaders = (self.train_data, self.eval_data)
+        hooks = _RecipeHooks(self, model, resolved, loaders, None)  # type: ignore[arg-type]
         stub = _NoTrainer(model)
         with torch.no_grad():
             for epoch in range(resolved.num_epochs):

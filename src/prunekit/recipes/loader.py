@@ -48,5 +48,12 @@ def load_recipe(path: str | Path, format: str = "auto", *, skip_quantizers: bool
 
 
 #: every top-level key of either format (a file with none of them is neither)
-_RECIPE_KEYS = {*Recipe.model_fields, "pruners", "regularizers", "lr_schedulers", "extensions",
-                "quantizers", "policies"}  # fmt: skip
+_RECIPE_KEYS = {
+    *Recipe.model_fields,
+    "pruners",
+    "regularizers",
+    "lr_schedulers",
+    "extensions",
+    "quantizers",
+    "policies",
+}

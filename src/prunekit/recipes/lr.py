@@ -48,9 +48,7 @@ def _named_scheduler(opt: Optimizer, cfg: LRScheduleConfig) -> sched.LRScheduler
     if isinstance(cfg, MultiStepGammasLRSchedule):
         # Distiller's MultiStepMultiGammaLR: base · Π gammas[:k], k = milestones reached so far.
         miles, gammas = list(cfg.milestones), list(cfg.gammas)
-        return sched.LambdaLR(
-            opt, lambda t: math.prod(gammas[: bisect.bisect_right(miles, t)])
-        )
+        return sched.LambdaLR(opt, lambda t: math.prod(gammas[: bisect.bisect_right(miles, t)]))
     raise TypeError(f"unknown lr schedule config {type(cfg).__name__}")  # pragma: no cover
 
 

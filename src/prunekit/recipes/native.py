@@ -337,14 +337,19 @@ class GroupPruner(_SparsityTarget):
     @model_validator(mode="after")
     def _check(self) -> GroupPruner:
         self._check_range()
-        given = [k for k in ("final_sparsity", "levels", "thresholds", "level_range")
-                 if getattr(self, k) is not None]  # fmt: skip
+        given = [
+            k
+            for k in ("final_sparsity", "levels", "thresholds", "level_range")
+            if getattr(self, k) is not None
+        ]
         if not given:
             raise RecipeValueError(
                 "needs 'final_sparsity' (or 'levels', 'thresholds' or 'level_range')"
             )
         if "thresholds" in given and len(given) > 1:
-            raise RecipeValueError("'thresholds' cannot be combined with sparsities", ("thresholds",))
+            raise RecipeValueError(
+                "'thresholds' cannot be combined with sparsities", ("thresholds",)
+            )
         if (self.group == "blocks") != (self.block_shape is not None):
             raise RecipeValueError(
                 "'block_shape' goes with group 'blocks' (and 'blocks' needs one)", ("block_shape",)

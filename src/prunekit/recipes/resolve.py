@@ -302,8 +302,17 @@ def _schedule_pruner(
         if isinstance(pruner, GroupPruner) and pruner.level_range is not None:
             level_range = (pruner.level_range[0], pruner.level_range[1])
         plans[epoch].prune.append(
-            PruneAction(name, pruner.method, sparsity, dict(params), quantity, k + 1, len(full),
-                        policy_index, level_range)  # fmt: skip
+            PruneAction(
+                name,
+                pruner.method,
+                sparsity,
+                dict(params),
+                quantity,
+                k + 1,
+                len(full),
+                policy_index,
+                level_range,
+            )
         )
 
 
@@ -329,7 +338,9 @@ def _event_values(
     return params
 
 
-def ramp_threshold(pruner: RampThresholdPruner, epoch: int, start: int, end: int, freq: int) -> float:
+def ramp_threshold(
+    pruner: RampThresholdPruner, epoch: int, start: int, end: int, freq: int
+) -> float:
     """Narang et al. 2017's threshold ε at ``epoch`` of a policy ``[start, end)`` every ``freq``
     epochs (eq. 1, with q the weight of the 90th percentile and Distiller's epoch counting):
     slope θ = 2qf / (2(ramp − start) + 3(end − ramp)) before ``ramp_epoch``, ``ramp_slope_mult``·θ

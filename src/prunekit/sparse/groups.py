@@ -48,9 +48,13 @@ class _View:
 
 def _view(w: Tensor, structure: str, block_shape: Sequence[int] | None) -> _View:
     if structure in ("rows", "cols") and w.dim() != 2:
-        raise ConfigError(f"{structure} are structures of 2-D (Linear) weights, got shape {tuple(w.shape)}")
+        raise ConfigError(
+            f"{structure} are structures of 2-D (Linear) weights, got shape {tuple(w.shape)}"
+        )
     if structure in ("kernels", "blocks") and w.dim() != 4:
-        raise ConfigError(f"{structure} are structures of 4-D (conv) weights, got shape {tuple(w.shape)}")
+        raise ConfigError(
+            f"{structure} are structures of 4-D (conv) weights, got shape {tuple(w.shape)}"
+        )
     if structure in ("filters", "rows"):
         shape = [w.shape[0]] + [1] * (w.dim() - 1)
         return _View(w.reshape(w.shape[0], -1), lambda v: v.view(shape).expand_as(w))
@@ -78,13 +82,15 @@ def _blocks(w: Tensor, block_shape: Sequence[int] | None) -> _View:
         v = w.reshape(f * c // size, size, k)
         flat = v.transpose(1, 2).reshape(-1, size)
         n = v.shape[0]
-        return _View(flat, lambda b: b.view(n, k, 1).expand(n, k, size).transpose(1, 2)
-                     .reshape(w.shape))  # fmt: skip
+        return _View(
+            flat, lambda b: b.view(n, k, 1).expand(n, k, size).transpose(1, 2).reshape(w.shape)
+        )
     v = w.reshape(f // r, r, c * k)  # r consecutive filters at one (channel, kernel position)
     flat = v.transpose(1, 2).reshape(-1, r)
     n = v.shape[0]
-    return _View(flat, lambda b: b.view(n, c * k, 1).expand(n, c * k, r).transpose(1, 2)
-                 .reshape(w.shape))  # fmt: skip
+    return _View(
+        flat, lambda b: b.view(n, c * k, 1).expand(n, c * k, r).transpose(1, 2).reshape(w.shape)
+    )
 
 
 def structure_scores(
@@ -106,12 +112,16 @@ def structure_scores(
     raise ConfigError(f"unknown structure norm {norm!r}; use l1, l2, mean_abs or max")
 
 
-def expand(w: Tensor, structure: str, values: Tensor, block_shape: Sequence[int] | None = None) -> Tensor:
+def expand(
+    w: Tensor, structure: str, values: Tensor, block_shape: Sequence[int] | None = None
+) -> Tensor:
     """A tensor shaped like ``w`` holding each structure's value (e.g. a keep map)."""
     return _view(w, structure, block_shape).expand(values).clone()
 
 
-def _alive(current: Tensor | None, structure: str, block_shape: Sequence[int] | None) -> Tensor | None:
+def _alive(
+    current: Tensor | None, structure: str, block_shape: Sequence[int] | None
+) -> Tensor | None:
     if current is None:
         return None
     return _view(current.float(), structure, block_shape).flat.amax(1) > 0
@@ -160,8 +170,9 @@ def group_masks(
             continue
         else:
             alive = _alive((current or {}).get(name), structure, block_shape)
-            keep = _ranked_keep(w, structure, amount, criterion, block_shape, rounding, generator,
-                                alive)  # fmt: skip
+            keep = _ranked_keep(
+                w, structure, amount, criterion, block_shape, rounding, generator, alive
+            )
         alive = _alive((current or {}).get(name), structure, block_shape)
         if alive is not None:
             keep = keep & alive.to(keep.device)

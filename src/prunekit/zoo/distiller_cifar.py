@@ -95,8 +95,17 @@ class ResNetCifar(nn.Module):
         cfg: widths ``[stem, (conv1, conv2) × 3n]``; default 16/32/64.
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
-        self, depth: int, *, num_classes: int = 10, in_channels: int = 3, cfg: Sequence[int] | None = None
+        self,
+        depth: int,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        cfg: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         name = f"resnet{depth}_cifar"
@@ -169,6 +178,10 @@ class PreactResNetCifar(nn.Module):
         num_classes, in_channels, cfg: as :class:`ResNetCifar`.
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
         self,
         depth: int,
@@ -225,6 +238,10 @@ class PlainCifar(nn.Module):
         cfg: widths ``[stem, (conv1, conv2) × 9]``, free (no shortcuts to agree with).
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
         self,
         *,
@@ -260,8 +277,29 @@ VGG_CIFAR_CFGS: dict[int, list[int | str]] = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-         512, 512, 512, 512, "M"],  # fmt: skip
+    19: [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],
 }
 
 
@@ -290,7 +328,9 @@ class VGGCifar(nn.Module):
             raise ConfigError(f"vgg_cifar depth must be 11, 13, 16 or 19, got {depth}")
         layout = list(cfg if cfg is not None else VGG_CIFAR_CFGS[depth])
         convs = [v for v in layout if v != "M"]
-        check_widths(f"vgg{depth}_cifar", convs, len([v for v in VGG_CIFAR_CFGS[depth] if v != "M"]))
+        check_widths(
+            f"vgg{depth}_cifar", convs, len([v for v in VGG_CIFAR_CFGS[depth] if v != "M"])
+        )
         layers: list[nn.Module] = []
         cin = in_channels
         for v in layout:
@@ -315,8 +355,13 @@ def _resnet_builder(depth: int, kind: str) -> Callable[..., nn.Module]:
     ) -> nn.Module:
         if kind == "resnet":
             return ResNetCifar(depth, num_classes=num_classes, in_channels=in_channels, cfg=cfg)
-        return PreactResNetCifar(depth, conv_ds=kind == "conv_ds", num_classes=num_classes,
-                                 in_channels=in_channels, cfg=cfg)  # fmt: skip
+        return PreactResNetCifar(
+            depth,
+            conv_ds=kind == "conv_ds",
+            num_classes=num_classes,
+            in_channels=in_channels,
+            cfg=cfg,
+        )
 
     return build
 
@@ -325,17 +370,20 @@ def _vgg_builder(depth: int, bn: bool) -> Callable[..., nn.Module]:
     def build(
         *, num_classes: int = 10, in_channels: int = 3, cfg: Sequence[int | str] | None = None
     ) -> nn.Module:
-        return VGGCifar(depth, batch_norm=bn, num_classes=num_classes, in_channels=in_channels,
-                        cfg=cfg)  # fmt: skip
+        return VGGCifar(
+            depth, batch_norm=bn, num_classes=num_classes, in_channels=in_channels, cfg=cfg
+        )
 
     return build
 
 
 def _register() -> None:
     for depth in (20, 32, 44, 56, 110):
-        for kind, name in (("resnet", f"resnet{depth}_cifar"),
-                           ("preact", f"preact_resnet{depth}_cifar"),
-                           ("conv_ds", f"preact_resnet{depth}_cifar_conv_ds")):  # fmt: skip
+        for kind, name in (
+            ("resnet", f"resnet{depth}_cifar"),
+            ("preact", f"preact_resnet{depth}_cifar"),
+            ("conv_ds", f"preact_resnet{depth}_cifar_conv_ds"),
+        ):
             fn = _resnet_builder(depth, kind)
             fn.__doc__ = f"Distiller's {name} (see :mod:`prunekit.zoo.distiller_cifar`)."
             register_model(name)(fn)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -29,14 +30,26 @@ from prunekit.zoo._registry import check_widths, register_model
 __all__ = ["AlexNetBN", "MobileNetV1", "mobilenet_cfg"]
 
 # (pointwise width, stride of the depthwise conv) of MobileNet v1's 13 blocks, α = 1
-_MOBILENET_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5,
-                     (1024, 2), (1024, 1)]  # fmt: skip
+_MOBILENET_BLOCKS = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    *[(512, 1)] * 5,
+    (1024, 2),
+    (1024, 1),
+]
 
 
 def mobilenet_cfg(width_mult: float = 1.0, min_channels: int = 8) -> list[int]:
     """MobileNet v1's conv widths in forward order: stem, then (depthwise, pointwise) per block;
     each width is ``max(floor(α·w), min_channels)``."""
-    scaled = [max(math.floor(w * width_mult), min_channels) for w in (32, *[b for b, _ in _MOBILENET_BLOCKS])]
+    scaled = [
+        max(math.floor(w * width_mult), min_channels)
+        for w in (32, *[b for b, _ in _MOBILENET_BLOCKS])
+    ]
     out = [scaled[0]]
     for width in scaled[1:]:
         out += [out[-1], width]
@@ -72,7 +85,9 @@ class MobileNetV1(nn.Module):
         cfg: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        widths = check_widths("mobilenet", cfg if cfg is not None else mobilenet_cfg(width_mult), 27)
+        widths = check_widths(
+            "mobilenet", cfg if cfg is not None else mobilenet_cfg(width_mult), 27
+        )
         for i in range(1, 27, 2):
             if widths[i] != widths[i - 1]:
                 raise ConfigError(
@@ -109,33 +124,34 @@ class AlexNetBN(nn.Module):
         c0, c1, c2, c3, c4, f0, f1 = check_widths(
             "alexnet_bn", cfg if cfg is not None else [96, 256, 384, 384, 256, 4096, 4096], 7
         )
-        bn = {"eps": 1e-4, "momentum": 0.9}
+        bn2 = partial(nn.BatchNorm2d, eps=1e-4, momentum=0.9)  # TensorPack's BN settings
+        bn1 = partial(nn.BatchNorm1d, eps=1e-4, momentum=0.9)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c0, 12, stride=4),
             nn.ReLU(inplace=True),
             nn.Conv2d(c0, c1, 5, padding=2, groups=2, bias=False),
-            nn.BatchNorm2d(c1, **bn),
+            bn2(c1),
             nn.MaxPool2d(3, stride=2, ceil_mode=True),
             nn.ReLU(inplace=True),
             nn.Conv2d(c1, c2, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c2, **bn),
+            bn2(c2),
             nn.MaxPool2d(3, stride=2, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(c2, c3, 3, padding=1, groups=2, bias=False),
-            nn.BatchNorm2d(c3, **bn),
+            bn2(c3),
             nn.ReLU(inplace=True),
             nn.Conv2d(c3, c4, 3, padding=1, groups=2, bias=False),
-            nn.BatchNorm2d(c4, **bn),
+            bn2(c4),
             nn.MaxPool2d(3, stride=2),
             nn.ReLU(inplace=True),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # identity for 224×224 inputs
         self.classifier = nn.Sequential(
             nn.Linear(c4 * 36, f0, bias=False),
-            nn.BatchNorm1d(f0, **bn),
+            bn1(f0),
             nn.ReLU(inplace=True),
             nn.Linear(f0, f1, bias=False),
-            nn.BatchNorm1d(f1, **bn),
+            bn1(f1),
             nn.ReLU(inplace=True),
             nn.Linear(f1, num_classes),
         )
@@ -159,8 +175,12 @@ def _mobilenet_builder(width_mult: float) -> Callable[..., nn.Module]:
     return build
 
 
-for _name, _alpha in (("mobilenet", 1.0), ("mobilenet_075", 0.75), ("mobilenet_050", 0.5),
-                      ("mobilenet_025", 0.25)):  # fmt: skip
+for _name, _alpha in (
+    ("mobilenet", 1.0),
+    ("mobilenet_075", 0.75),
+    ("mobilenet_050", 0.5),
+    ("mobilenet_025", 0.25),
+):
     _fn = _mobilenet_builder(_alpha)
     _fn.__doc__ = f"Distiller's {_name}: MobileNet v1 with width multiplier {_alpha}."
     register_model(_name)(_fn)

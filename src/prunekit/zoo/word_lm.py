@@ -64,8 +64,9 @@ class RNNLanguageModel(nn.Module):
             )
         elif rnn_type in ("RNN_TANH", "RNN_RELU"):
             nonlinearity = rnn_type.split("_")[1].lower()
-            self.rnn = nn.RNN(ninp, nhid, nlayers, nonlinearity=nonlinearity, dropout=between,
-                              batch_first=True)  # fmt: skip
+            self.rnn = nn.RNN(
+                ninp, nhid, nlayers, nonlinearity=nonlinearity, dropout=between, batch_first=True
+            )
         else:
             raise ConfigError(
                 f"word_lm: rnn_type must be LSTM, GRU, RNN_TANH or RNN_RELU, got {rnn_type!r}"
