@@ -46,20 +46,39 @@ def cifar_resnet_cfg(depth: int) -> list[int]:
     return [16] + [w for width in (16, 32, 64) for w in [width, width] * n]
 
 
-def _stages(model: str, cfg: Sequence[int], depth: int) -> tuple[int, list[list[tuple[int, int]]]]:
+Stages = list[list[tuple[int, int]]]
+
+
+def _stages(
+    model: str, cfg: Sequence[int], depth: int, residual: bool = True
+) -> tuple[int, Stages]:
     """Split a ResNet cfg into the stem width and per-stage ``(conv1, conv2)`` widths, checking
-    that the blocks of a stage agree on the residual width."""
+    (``residual``) that the blocks of a stage agree on the residual width."""
     widths = check_widths(model, cfg, len(cifar_resnet_cfg(depth)))
     n = (depth - 2) // 6
     pairs = [(widths[1 + 2 * i], widths[2 + 2 * i]) for i in range(3 * n)]
     stages = [pairs[s * n : (s + 1) * n] for s in range(3)]
-    for s, blocks in enumerate(stages):
+    for s, blocks in enumerate(stages if residual else []):
         if len({out for _, out in blocks}) != 1:
             raise ConfigError(
                 f"{model}: the second convs of stage {s + 1} are summed by the shortcuts, so "
                 f"their widths must match; got {[out for _, out in blocks]}"
             )
     return widths[0], stages
+
+
+def _add_stages(
+    owner: nn.Module, cin: int, stages: Stages, block: Callable[[int, int, int, int], nn.Module]
+) -> int:
+    """Add ``layer1``–``layer3`` of ``block(cin, mid, out, stride)`` (stride 2 at the start of
+    stages 2 and 3); returns the last width."""
+    for s, blocks in enumerate(stages):
+        layer = []
+        for b, (mid, out) in enumerate(blocks):
+            layer.append(block(cin, mid, out, 2 if s and not b else 1))
+            cin = out
+        owner.add_module(f"layer{s + 1}", nn.Sequential(*layer))
+    return cin
 
 
 class BasicBlock(nn.Module):
@@ -113,13 +132,7 @@ class ResNetCifar(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         self.relu = nn.ReLU(inplace=True)
-        cin = stem
-        for s, blocks in enumerate(stages):
-            layer = []
-            for b, (mid, out) in enumerate(blocks):
-                layer.append(BasicBlock(cin, mid, out, 2 if s and not b else 1))
-                cin = out
-            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        cin = _add_stages(self, stem, stages, BasicBlock)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 
@@ -195,13 +208,7 @@ class PreactResNetCifar(nn.Module):
         name = f"preact_resnet{depth}_cifar"
         stem, stages = _stages(name, cfg if cfg is not None else cifar_resnet_cfg(depth), depth)
         self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
-        cin = stem
-        for s, blocks in enumerate(stages):
-            layer = []
-            for b, (mid, out) in enumerate(blocks):
-                layer.append(PreactBlock(cin, mid, out, 2 if s and not b else 1, conv_ds))
-                cin = out
-            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        cin = _add_stages(self, stem, stages, lambda i, m, o, st: PreactBlock(i, m, o, st, conv_ds))
         self.final_bn = nn.BatchNorm2d(cin)
         self.final_relu = nn.ReLU(inplace=True)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -251,18 +258,14 @@ class PlainCifar(nn.Module):
         cfg: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        widths = check_widths("plain20_cifar", cfg if cfg is not None else cifar_resnet_cfg(20), 19)
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0]) if batch_norm else nn.Identity()
+        widths = cfg if cfg is not None else cifar_resnet_cfg(20)
+        stem, stages = _stages("plain20_cifar", widths, 20, residual=False)
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem) if batch_norm else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
-        cin = widths[0]
-        for s in range(3):
-            layer = []
-            for b in range(3):
-                mid, out = widths[1 + 2 * (3 * s + b)], widths[2 + 2 * (3 * s + b)]
-                layer.append(PlainBlock(cin, mid, out, 2 if s and not b else 1, batch_norm))
-                cin = out
-            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        cin = _add_stages(
+            self, stem, stages, lambda i, m, o, st: PlainBlock(i, m, o, st, batch_norm)
+        )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 
