@@ -151,3 +151,55 @@ def test_splicing_cuts_below_a_keeps_between_and_splices_above_b() -> None:
     before = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0])
     out = _runtime.splice_event(cfg, action, {"w": w}, {"w": before}, stats)["w"]
     assert out.tolist() == [False, True, False, True, True]
+
+
+_STATEFUL = {
+    "training": {"epochs": 4, "lr": 0.05},
+    "pruners": {
+        "surgery": {"method": "splicing", "sensitivity": 0.3, "low": 0.9, "high": 1.1,
+                    "growth": 0.1, "params": ["fc.weight"]},
+        "once": {"method": "std_threshold", "schedule": "iterative", "std": "first",
+                 "sensitivity": 0.4, "params": ["conv2.weight"]},
+        "filters": {"method": "structured", "ranking": "own", "final_sparsity": 0.25,
+                    "params": ["conv1.weight"]},
+    },
+    "policies": [
+        {"pruner": "surgery", "starting_epoch": 0, "ending_epoch": 3,
+         "masking": {"forward_only": True, "double_copies": True, "every_steps": 3, "keep": True}},
+        {"pruner": "once", "starting_epoch": 0, "ending_epoch": 4},
+        {"pruner": "filters", "epochs": [0, 2]},
+    ],
+    "thinning_epochs": [0, 2],
+    "model": {"spec": "zoo:digits_cnn", "input_shape": [1, 1, 8, 8]},
+}  # fmt: skip
+
+
+def test_resume_keeps_forward_masks_first_stds_and_thinning_counts(
+    digits: Batches, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prunekit.train import Trainer
+
+    def executor(out: Any) -> Executor:
+        torch.manual_seed(0)
+        return Executor(Recipe.model_validate(_STATEFUL), model=TinyCNN(), train_data=digits,
+                        out_dir=out, device="cpu", progress=False)  # fmt: skip
+
+    whole = executor(tmp_path / "whole").run()
+    calls = {"n": 0}
+    real = Trainer._run_epoch
+
+    def dies(self: Trainer, *args: object) -> dict:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # after 2 epochs: mid-policy, masks and stats in flight
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "_run_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        executor(tmp_path / "killed").run()
+    monkeypatch.setattr(Trainer, "_run_epoch", real)
+    resumed = executor(tmp_path / "killed").run(resume=True)
+    assert resumed.history == whole.history
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.model.conv1.out_channels == 8 - 2 - 1  # int(.25·8), then int(.25·6) of 6
