@@ -222,16 +222,7 @@ def score(
     values.update(model.named_buffers())
     values.update(tensors or {})
     ctx = Context(model, values, {}, {}, torch.Generator().manual_seed(seed), params)
-    need = NEEDS_DATA.get(criterion)
-    if need is not None:
-        if batches is None:
-            raise ConfigError(f"criterion {criterion!r} needs calibration batches (batches=...)")
-        if need == "grads":
-            ctx.grads = _taylor_terms(model, batches, loss_fn or F.cross_entropy, max_batches)
-        elif need == "apoz":
-            ctx.activations = _positive_fractions(model, batches, max_batches)
-        else:
-            ctx.activations = _mean_activations(model, batches, max_batches)
+    _collect(ctx, criterion, batches, loss_fn, max_batches)
     out = {}
     threads = torch.get_num_threads()
     try:
@@ -248,6 +239,27 @@ def score(
         torch.set_num_threads(threads)
         _NORMS.clear()
     return out
+
+
+def _collect(
+    ctx: Context,
+    criterion: str,
+    batches: Iterable[Any] | None,
+    loss_fn: Callable[..., torch.Tensor] | None,
+    max_batches: int,
+) -> None:
+    """Fill ``ctx`` with what a data criterion needs from the calibration batches."""
+    need = NEEDS_DATA.get(criterion)
+    if need is None:
+        return
+    if batches is None:
+        raise ConfigError(f"criterion {criterion!r} needs calibration batches (batches=...)")
+    if need == "grads":
+        ctx.grads = _taylor_terms(ctx.model, batches, loss_fn or F.cross_entropy, max_batches)
+    elif need == "apoz":
+        ctx.activations = _positive_fractions(ctx.model, batches, max_batches)
+    else:
+        ctx.activations = _mean_activations(ctx.model, batches, max_batches)
 
 
 def _only_slot(g: Group, slot: tuple[str, int]) -> Group:
