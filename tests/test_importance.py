@@ -73,3 +73,38 @@ def test_random_is_seeded(setup):
     model, graph, _ = setup
     a, b = score(model, graph, "random", seed=1), score(model, graph, "random", seed=1)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_apoz_is_the_positive_share_after_the_following_bn(setup):
+    """Network trimming's APoZ (Hu et al. 2016) as a ReLU after conv → BN sees it."""
+    from prunekit.importance import following_norms
+
+    model, graph, batches = setup
+    norms = following_norms(model, batches[0][0])
+    assert norms["stem.0.weight"] == "stem.1" and "fc2.weight" not in norms
+    s = score(model, graph, "apoz", batches=batches[:1])
+    gid = next(
+        g.id
+        for g in graph.groups
+        if any(sl.tensor == "branch_a.0.weight" and sl.dim == 0 for sl in g.slots)
+    )
+    seen: list[torch.Tensor] = []
+    h = model.branch_a[1].register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(batches[0][0])
+    h.remove()
+    expected = (seen[0] > 0).float().mean(dim=(0, 2, 3))
+    assert torch.allclose(s[gid].float(), expected)
+
+
+def test_slots_rank_a_group_by_one_tensor(setup):
+    model, graph, _ = setup
+    group = next(g for g in graph.groups if len({s.tensor for s in g.slots}) > 2)
+    anchor = next(s for s in group.slots if s.dim == 0 and s.tensor.endswith("weight"))
+    own = score(model, graph, "l1", slots={group.id: (anchor.tensor, 0)})[group.id]
+    w = dict(model.named_parameters())[anchor.tensor].detach()
+    expected = torch.zeros(group.size, dtype=torch.float64)
+    expected[torch.as_tensor(anchor.units)] = w.abs().flatten(1).sum(1).double()[anchor.positions]
+    assert torch.allclose(own, expected)
+    with pytest.raises(ConfigError, match="has no slot"):
+        score(model, graph, "l1", slots={group.id: ("nope.weight", 0)})

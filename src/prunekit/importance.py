@@ -39,13 +39,15 @@ class Context:
     grads: dict[str, torch.Tensor]
     activations: dict[str, torch.Tensor]
     generator: torch.Generator
+    params: frozenset[str] = frozenset()
+    """Names of the model's parameters (``tensors`` also holds buffers and overrides)."""
 
 
 SlotScore = Callable[[Slot, torch.Tensor, Context], "torch.Tensor | None"]
 #: criterion name -> function(slot, tensor, context) -> per-position score or None (skip slot).
 CRITERIA: Registry[SlotScore] = Registry("criterion")
 #: criteria that need calibration batches, and what they collect.
-NEEDS_DATA = {"taylor": "grads", "activation": "activations"}
+NEEDS_DATA = {"taylor": "grads", "activation": "activations", "apoz": "apoz"}
 
 
 _NORMS: dict[tuple[int, float], tuple[torch.Tensor, list[torch.Tensor]]] = {}
@@ -83,7 +85,7 @@ def _per_position(slot: Slot, t: torch.Tensor, p: float) -> torch.Tensor:
 
 def _is_weight(name: str, ctx: Context) -> bool:
     """Magnitude criteria look at parameters, not biases or running statistics."""
-    return not name.endswith("bias") and isinstance(ctx.tensors.get(name), nn.Parameter)
+    return not name.endswith("bias") and name in ctx.params
 
 
 @CRITERIA.register("l1")
@@ -135,6 +137,20 @@ def activation(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None
     return act[torch.as_tensor(slot.positions, dtype=torch.long)]
 
 
+@CRITERIA.register("apoz")
+def apoz(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
+    """1 − APoZ, the share of positive activations of each output channel (Hu et al. 2016,
+    "Network Trimming", arXiv:1607.03250: channels whose ReLU output is mostly zero matter least).
+
+    Measured on the layer's output as a following ReLU sees it: after the BatchNorm that directly
+    consumes the layer's output when there is one (conv → BN → ReLU), else on the output itself.
+    """
+    act = ctx.activations.get(slot.tensor) if slot.dim == 0 else None
+    if act is None:
+        return None
+    return act[torch.as_tensor(slot.positions, dtype=torch.long)]
+
+
 @CRITERIA.register("random")
 def random(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """Uniform random scores (a baseline)."""
@@ -175,18 +191,24 @@ def score(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     max_batches: int = 8,
     seed: int = 0,
+    slots: Mapping[str, tuple[str, int]] | None = None,
+    tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Importance of every unit of every group.
 
     Args:
         model: the model the graph was traced from.
         graph: its dependency graph.
-        criterion: a name in :data:`CRITERIA` (``l1 l2 bn_scale taylor activation random``).
+        criterion: a name in :data:`CRITERIA` (``l1 l2 bn_scale taylor activation apoz random``).
         reduce: how slot scores combine into a unit score: ``mean``, ``sum``, ``max``, ``first``.
         batches: calibration batches ``(inputs, targets)`` for ``taylor``/``activation``.
         loss_fn: loss for ``taylor`` (default cross-entropy).
         max_batches: how many batches to use.
         seed: seed of the ``random`` criterion.
+        slots: group id → the one ``(tensor, dim)`` slot that scores that group, instead of
+            all its slots (e.g. rank a layer's units by its own filters alone, as Distiller's
+            ranked pruners do); other groups are scored from every slot.
+        tensors: name → values to score in place of the model's (e.g. BN-folded weights).
 
     Returns:
         group id -> float64 tensor of unit scores; groups the criterion cannot score (e.g. no
@@ -195,17 +217,12 @@ def score(
     fn = CRITERIA.get(criterion)
     if reduce not in ("mean", "sum", "max", "first"):
         raise ConfigError(f"reduce must be mean, sum, max or first, got {reduce!r}")
-    tensors: dict[str, torch.Tensor] = dict(model.named_parameters())
-    tensors.update(model.named_buffers())
-    ctx = Context(model, tensors, {}, {}, torch.Generator().manual_seed(seed))
-    need = NEEDS_DATA.get(criterion)
-    if need is not None:
-        if batches is None:
-            raise ConfigError(f"criterion {criterion!r} needs calibration batches (batches=...)")
-        if need == "grads":
-            ctx.grads = _taylor_terms(model, batches, loss_fn or F.cross_entropy, max_batches)
-        else:
-            ctx.activations = _mean_activations(model, batches, max_batches)
+    values: dict[str, torch.Tensor] = dict(model.named_parameters())
+    params = frozenset(values)
+    values.update(model.named_buffers())
+    values.update(tensors or {})
+    ctx = Context(model, values, {}, {}, torch.Generator().manual_seed(seed), params)
+    _collect(ctx, criterion, batches, loss_fn, max_batches)
     out = {}
     threads = torch.get_num_threads()
     try:
@@ -213,13 +230,44 @@ def score(
         # busy machine), so score on one thread.
         torch.set_num_threads(1)
         for g in graph.groups:
-            s = _group_score(g, fn, ctx, reduce)
+            only = (slots or {}).get(g.id)
+            voters = g if only is None else _only_slot(g, only)
+            s = _group_score(voters, fn, ctx, reduce)
             if s is not None:
                 out[g.id] = s
     finally:
         torch.set_num_threads(threads)
         _NORMS.clear()
     return out
+
+
+def _collect(
+    ctx: Context,
+    criterion: str,
+    batches: Iterable[Any] | None,
+    loss_fn: Callable[..., torch.Tensor] | None,
+    max_batches: int,
+) -> None:
+    """Fill ``ctx`` with what a data criterion needs from the calibration batches."""
+    need = NEEDS_DATA.get(criterion)
+    if need is None:
+        return
+    if batches is None:
+        raise ConfigError(f"criterion {criterion!r} needs calibration batches (batches=...)")
+    if need == "grads":
+        ctx.grads = _taylor_terms(ctx.model, batches, loss_fn or F.cross_entropy, max_batches)
+    elif need == "apoz":
+        ctx.activations = _positive_fractions(ctx.model, batches, max_batches)
+    else:
+        ctx.activations = _mean_activations(ctx.model, batches, max_batches)
+
+
+def _only_slot(g: Group, slot: tuple[str, int]) -> Group:
+    """``g`` with only the slot ``(tensor, dim)`` left to score it."""
+    kept = [s for s in g.slots if (s.tensor, s.dim) == tuple(slot)]
+    if not kept:
+        raise ConfigError(f"group {g.id!r} has no slot {slot[0]}:{slot[1]} to score it")
+    return Group(g.id, g.size, kept)
 
 
 def _split(batch: Any) -> tuple[Any, Any]:
@@ -277,6 +325,129 @@ def _mean_activations(
                 if i >= max_batches:
                     break
                 model(_split(batch)[0])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {k: v / counts[k] for k, v in sums.items()}
+
+
+def _channel_positive(o: torch.Tensor, conv: bool) -> torch.Tensor:
+    """Per output channel, the share of entries > 0 (what a ReLU keeps)."""
+    ch = 1 if conv else o.dim() - 1
+    return (o.detach() > 0).float().movedim(ch, 0).reshape(o.shape[ch], -1).mean(1).cpu()
+
+
+def _layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Weight name → conv/linear module (transposed convs left out)."""
+    return {
+        (f"{path}.weight" if path else "weight"): mod
+        for path, mod in model.named_modules()
+        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear))
+        and not getattr(mod, "transposed", False)
+    }
+
+
+def following_norms(model: nn.Module, example: Any) -> dict[str, str]:
+    """Which BatchNorm consumes each conv/linear layer's output directly.
+
+    Found by data flow on one forward pass of ``example`` (the BN's input is the layer's output
+    tensor itself), so it holds for any module structure (conv → BN → ReLU blocks, residual
+    blocks, sequential stacks).
+
+    Returns:
+        conv/linear weight name → BN module name, for the layers that have one.
+    """
+    layers = _layers(model)
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
+    found: dict[str, str] = {}
+    hooks = []
+    for name, mod in layers.items():
+
+        def keep(m: nn.Module, i: Any, o: torch.Tensor, name: str = name) -> None:
+            produced[id(o)] = (name, o)  # holding ``o`` keeps its id unique for this pass
+
+        hooks.append(mod.register_forward_hook(keep))
+    for path, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+
+            def match(m: nn.Module, i: Any, path: str = path) -> None:
+                hit = produced.get(id(i[0])) if i else None
+                if hit is not None:
+                    found.setdefault(hit[0], path)
+
+            hooks.append(mod.register_forward_pre_hook(match))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(_split(example)[0] if isinstance(example, (list, tuple)) else example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+        produced.clear()
+    return found
+
+
+def fold_bn(
+    model: nn.Module, names: Iterable[str], norms: Mapping[str, str]
+) -> dict[str, torch.Tensor]:
+    """Weights with their following BatchNorm folded in, ``w·γ/sqrt(var + eps)`` per output
+    channel (Jacob et al. 2018, arXiv:1712.05877, eq. 20-21 — what Distiller's
+    ``fold_batchnorm`` ranks); weights without a BN in ``norms`` come back unchanged."""
+    params = dict(model.named_parameters())
+    out = {}
+    for name in names:
+        w = params[name].detach()
+        bn_path = norms.get(name)
+        if bn_path is None:
+            out[name] = w
+            continue
+        bn = model.get_submodule(bn_path)
+        assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        var = bn.running_var if bn.running_var is not None else torch.ones_like(w[:, 0].flatten())
+        scale = 1.0 / torch.sqrt(var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.detach()
+        out[name] = w * scale.view(-1, *([1] * (w.dim() - 1)))
+    return out
+
+
+def _positive_fractions(
+    model: nn.Module, batches: Iterable[Any], max_batches: int
+) -> dict[str, torch.Tensor]:
+    """Per conv/linear weight, the mean share of positive activations per output channel, after
+    the BatchNorm that consumes the layer's output (:func:`following_norms`), else on the layer
+    output itself."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def record(name: str, o: torch.Tensor, conv: bool) -> None:
+        sums[name] = sums.get(name, 0) + _channel_positive(o, conv)
+        counts[name] = counts.get(name, 0) + 1
+
+    norms: dict[str, str] | None = None
+    was = model.training
+    try:
+        for k, batch in enumerate(batches):
+            if k >= max_batches:
+                break
+            x = _split(batch)[0]
+            if norms is None:
+                norms = following_norms(model, x)
+                for name, mod in _layers(model).items():
+                    where = model.get_submodule(norms[name]) if name in norms else mod
+                    conv = isinstance(mod, nn.modules.conv._ConvNd)
+                    hooks.append(
+                        where.register_forward_hook(
+                            lambda m, i, o, name=name, conv=conv: record(name, o, conv)
+                        )
+                    )
+                model.eval()
+            with torch.no_grad():
+                model(x)
     finally:
         for h in hooks:
             h.remove()

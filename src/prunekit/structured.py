@@ -74,7 +74,7 @@ class StructuredPruner:
             (``{"kind": "agp", "final": 0.5, "start": 0, "end": 10}``); level = fraction of
             each group's units removed (with ``global_ranking``: of all units). ``None``: no
             schedule, levels are set by calling :meth:`prune_to` (as the recipe executor does).
-        criterion: importance criterion (``l1 l2 bn_scale taylor activation random``).
+        criterion: importance criterion (``l1 l2 bn_scale taylor activation apoz random``).
         global_ranking: rank all groups together instead of pruning each by ``level``.
         round_to: keep a multiple of this many units per group (e.g. 8 for tensor cores).
         floor: units every group keeps at least.
@@ -173,14 +173,33 @@ class StructuredPruner:
             return None  # levels never go down; level 0 (AGP's first event) prunes nothing
         return self.prune_to(level, step=t)
 
-    def prune_to(self, level: float, *, step: int = -1) -> PruningPlan:
-        """Soft-prune to ``level`` now (outside the schedule); returns the plan applied."""
+    def prune_to(
+        self,
+        level: float,
+        *,
+        step: int = -1,
+        overrides: Mapping[str, float] | None = None,
+        score_kwargs: Mapping[str, Any] | None = None,
+    ) -> PruningPlan:
+        """Soft-prune to ``level`` now (outside the schedule); returns the plan applied.
+
+        Args:
+            level: fraction of each group's units removed.
+            step: recorded in the plan and the history.
+            overrides: group id (or glob) → level for this event only, on top of the
+                pruner's own ``overrides`` (e.g. exact per-group counts).
+            score_kwargs: extra :func:`prunekit.importance.score` arguments for this event
+                (e.g. ``tensors`` with BN-folded weights).
+        """
         if not 0.0 <= level < 1.0:
             raise ConfigError(f"structured pruning level must be in [0, 1), got {level}")
-        scores = score(self.model, self.graph, self.criterion, **self.score_kwargs)
+        kwargs = {**self.score_kwargs, **(score_kwargs or {})}
+        scores = score(self.model, self.graph, self.criterion, **kwargs)
         if self.groups is not None:  # unscored groups are left whole by make_plan
             scores = {gid: s for gid, s in scores.items() if gid in self.groups}
-        plan = make_plan(self.graph, scores, dataclasses.replace(self._alloc, ratio=level))
+        merged = {**(self._alloc.overrides or {}), **(overrides or {})}
+        alloc = dataclasses.replace(self._alloc, ratio=level, overrides=merged)
+        plan = make_plan(self.graph, scores, alloc)
         plan = self._monotone(plan, scores)
         plan.meta.update({"criterion": self.criterion, "level": level, "step": step})
         apply_plan(self.model, plan, soft=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from prunekit.models import FACTORIES
+
 
 class TinyCNN(nn.Module):
     """conv-bn-relu ×2 → 2×2 average pool → fc, for 8×8 inputs; small enough for CPU tests."""
@@ -21,3 +23,11 @@ class TinyCNN(nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.relu(self.bn2(self.conv2(x)))
         return self.fc(torch.flatten(nn.functional.avg_pool2d(x, 2), 1))
+
+
+def _build(name: str, kwargs: dict) -> nn.Module:
+    return {"tiny_cnn": TinyCNN}[name](**kwargs)
+
+
+# Recipes that save their model name it by a spec the saved folder can be rebuilt from.
+FACTORIES.add("recipetest", _build, overwrite=True)

@@ -75,8 +75,9 @@ def test_automated_gradual_pruner(write: Write, resnet18: torch.nn.Module) -> No
         ("L1RankedStructureParameterPruner_AGP", "Filters", "l1", "filters"),
         ("L2RankedStructureParameterPruner_AGP", "Channels", "l2", "channels"),
         ("ActivationMeanRankedFilterPruner_AGP", "3D", "activation", "filters"),
+        ("ActivationAPoZRankedFilterPruner_AGP", "Filters", "apoz", "filters"),
         ("GradientRankedFilterPruner_AGP", "Filters", "taylor", "filters"),
-        ("RandomRankedFilterPruner_AGP", "Rows", "random", "filters"),
+        ("RandomRankedFilterPruner_AGP", "3D", "random", "filters"),
     ],
 )
 def test_ranked_structure_agp(
@@ -100,6 +101,7 @@ def test_ranked_structure_agp(
     assert isinstance(p, StructuredPruner)
     assert (p.criterion, p.target, p.schedule) == (criterion, target, "agp")
     assert (p.initial_sparsity, p.final_sparsity, p.surgery) == (0.1, 0.5, False)
+    assert p.ranking == "own"  # each weight's own filters, as Distiller ranks them
     resolved = resolve(recipe, resnet18, epochs=8)
     assert resolved.targets["p"] == ["layer2.0.conv1.weight", "layer2.1.conv1.weight"]
     assert [e.epoch for e in resolved.epochs if e.prune] == [0, 2, 4, 6]
@@ -162,13 +164,14 @@ def test_sensitivity_pruner_std_thresholds(write: Write, resnet18: torch.nn.Modu
     p = recipe.pruners["p"]
     assert isinstance(p, StdThresholdPruner)
     assert p.schedule == "iterative" and p.sensitivities is not None
+    assert p.std == "first"  # Distiller computes std(W) once
     resolved = resolve(recipe, resnet18, epochs=8)
     action = resolved.epochs[0].prune[0]
     assert action.quantity == "sensitivity" and action.sparsity is None
     assert action.per_param["conv1.weight"] == 0.25
     assert action.per_param["fc.weight"] == 0.9
     assert action.per_param["layer4.1.conv2.weight"] == 0.5  # '*' default
-    assert len(action.per_param) == 21  # every conv/linear weight of resnet18
+    assert len(action.per_param) == 21  # every conv/linear weight of resnet18 (no RNN/embedding)
 
 
 def test_magnitude_and_level_pruners(write: Write, resnet18: torch.nn.Module) -> None:
@@ -221,7 +224,7 @@ def test_regularizers(write: Write, resnet18: torch.nn.Module) -> None:
     recipe = load_recipe(path)
     bn, lasso = recipe.regularizers["bn"], recipe.regularizers["lasso"]
     assert isinstance(bn, L1Regularizer) and isinstance(lasso, GroupLassoRegularizer)
-    assert lasso.group == "channels"
+    assert lasso.groups == {"module.layer1.0.conv1.weight": "channels"}
     resolved = resolve(recipe, resnet18)
     assert resolved.num_epochs == 4 and resolved.epochs_source == "derived"
     assert resolved.strengths["bn"] == {"bn1.weight": 1e-4, "layer1.0.bn1.weight": 2e-4}
@@ -360,7 +363,7 @@ def test_format_detection(write: Write) -> None:
         load_recipe(native, format="distiller")
 
 
-def test_threshold_criteria_is_rejected(write: Write) -> None:
+def test_threshold_criteria_is_read(write: Write) -> None:
     path = write(
         """
         regularizers:
@@ -370,5 +373,5 @@ def test_threshold_criteria_is_rejected(write: Write) -> None:
             threshold_criteria: Mean_Abs
         """
     )
-    with pytest.raises(ConfigError, match=r"recipe.yaml:5: regularizer 'r': threshold_criteria"):
-        load_recipe(path)
+    reg = load_recipe(path).regularizers["r"]
+    assert isinstance(reg, L1Regularizer) and reg.threshold == "mean_abs"

@@ -246,7 +246,7 @@ CASES = [
             class: QuantAwareTrainRangeLinearQuantizer
         """,
         2,
-        "'quantizers' is not supported: prunekit does not quantize",
+        "quantization is not supported: prunekit does not quantize; pass --skip-quantizers",
     ),
     (
         "distiller-undefined-instance",
@@ -288,10 +288,10 @@ CASES = [
           lasso:
             class: GroupLassoRegularizer
             reg_regims:
-              module.conv1.weight: [0.0001, '2D']
+              module.conv1.weight: [0.0001, '2Dx']
         """,
         6,
-        "group type '2D' is not supported",
+        "group type '2Dx' is not one of Distiller's (2D, 3D, 4D,",
     ),
     (
         "distiller-ending-before-starting",

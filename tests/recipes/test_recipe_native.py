@@ -77,10 +77,10 @@ def test_json_round_trip_is_lossless(write: Callable[[str], Path]) -> None:
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_round_trips_through_json(path: Path) -> None:
-    recipe = load_recipe(path)
+    recipe = load_recipe(path, skip_quantizers=True)
     again = Recipe.from_json(recipe.to_json())
     assert again.model_dump() == recipe.model_dump()
-    assert again.policies and again.pruners
+    assert again.policies and (again.pruners or again.regularizers or again.lr_schedules)
 
 
 def test_from_json_reports_bad_json_with_line() -> None:

@@ -104,3 +104,34 @@ def test_group_lasso_matches_autograd_of_its_penalty(dim: int) -> None:
     assert torch.allclose(got["0.weight"] - plain["0.weight"], w.grad, atol=1e-7)
     assert reg.penalty(net) == pytest.approx(lam * float(norms.detach().sum()), rel=1e-6)
     assert all(torch.equal(got[n], plain[n]) for n in plain if n != "0.weight")
+
+
+def test_group_lasso_group_dims_kernels_and_layer() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    w = model[0].weight
+    model(torch.randn(2, 3, 5, 5)).sum().backward()
+    base = w.grad.clone()
+    kernels = GroupLassoRegularizer({"0.weight": 0.1}, group_dims=(0, 1))
+    kernels.after_backward(model)
+    norms = w.detach().flatten(2).norm(dim=2, keepdim=True).unsqueeze(-1)
+    assert torch.allclose(w.grad - base, 0.1 * w.detach() / norms, atol=1e-5)
+    assert kernels.penalty(model) == pytest.approx(0.1 * float(norms.sum()))
+    layer = GroupLassoRegularizer({"0.weight": 0.1}, group_dims=())
+    assert layer.penalty(model) == pytest.approx(0.1 * float(w.detach().norm()))
+
+
+def test_group_variance_gradient_is_autograd_of_inverse_variance() -> None:
+    from prunekit.train import GroupVarianceRegularizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 3, 3))
+    w = model[0].weight
+    w.grad = torch.zeros_like(w)
+    reg = GroupVarianceRegularizer({"0.weight": 0.5})
+    reg.after_backward(model)
+    ref = w.detach().clone().requires_grad_(True)
+    norms = (ref.square().sum(dim=(0, 2, 3)) + 1e-8).sqrt()  # per input channel
+    (0.5 / norms.var()).backward()
+    assert torch.allclose(w.grad, ref.grad)
+    assert reg.penalty(model) == pytest.approx(float(0.5 / norms.detach().var()))

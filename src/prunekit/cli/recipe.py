@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from prunekit.errors import ConfigError
@@ -52,6 +53,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="recipe format (default: detect)",
     )
+    p.add_argument(
+        "--skip-quantizers",
+        action="store_true",
+        help="Distiller schedule with a quantizers section: run its pruning part only (warned)",
+    )
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -59,7 +65,7 @@ def _load(args: argparse.Namespace) -> Any:
     from prunekit.recipes import load_recipe
     from prunekit.recipes.native import ModelSection
 
-    recipe = load_recipe(args.recipe, format=args.format)
+    recipe = load_recipe(args.recipe, format=args.format, skip_quantizers=args.skip_quantizers)
     kwargs: dict[str, Any] | None = None
     if args.model_kwargs is not None:
         try:
@@ -100,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     from prunekit.recipes import Executor
 
     recipe = _load(args)
+    for note in recipe.notes:  # e.g. skipped quantizers
+        print(f"warning: {note}", file=sys.stderr)
     result = Executor(
         recipe,
         epochs=args.epochs_override,

@@ -81,6 +81,9 @@ class SourceMap:
     format: str = "native"
     lines: dict[Loc, int] = field(default_factory=dict)
     key_lines: dict[Loc, int] = field(default_factory=dict)
+    duplicates: list[str] = field(default_factory=list)
+    """``file:line: duplicate key …`` messages found while parsing (reported with the file's
+    other errors, so one duplicate does not hide them)."""
 
     def line(self, loc: Iterable[Any], *, key: bool = False) -> int | None:
         """Line of ``loc`` or of its longest recorded prefix (``None`` if nothing is known)."""
@@ -108,8 +111,9 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     """Parse YAML text into plain data plus a :class:`SourceMap`.
 
     Raises:
-        ConfigError: on a syntax error (with the parser's line), an empty document, or a
-            duplicate key (naming both lines).
+        ConfigError: on a syntax error (with the parser's line) or an empty document. Duplicate
+            keys are recorded in ``SourceMap.duplicates`` (naming both lines) and reported by
+            :func:`raise_problems` together with the file's other errors.
     """
     try:
         node = yaml.compose(text, Loader=_RecipeLoader)
@@ -158,11 +162,11 @@ def _record(node: yaml.Node, path: Loc, source: SourceMap) -> None:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
             line = key_node.start_mark.line + 1
             if key in seen:
-                where = _describe(path)
-                raise ConfigError(
-                    f"{source.filename}:{line}: duplicate key {key!r} in {where} "
+                source.duplicates.append(
+                    f"{source.filename}:{line}: duplicate key {key!r} in {_describe(path)} "
                     f"(first defined at line {seen[key]}); rename or remove one"
                 )
+                continue
             seen[key] = line
             # Record both the string form and, for integer-looking keys, the int form,
             # because pydantic's ``loc`` keeps keys as the YAML constructed them.
@@ -232,6 +236,8 @@ def _step(tp: Any, elem: Any) -> tuple[str, Any]:
         for member in typing.get_args(tp):
             member = _unwrap(member)
             if isinstance(member, type) and issubclass(member, BaseModel):
+                if elem == member.__name__:  # a callable discriminator's Tag
+                    return "tag", member
                 for info in member.model_fields.values():
                     if elem in _literal_values(info.annotation):
                         return "tag", member
@@ -349,6 +355,20 @@ def _union_tags(tp: Any, discriminator: str) -> list[str]:
                 if discriminator in (name, info.alias):
                     tags += [str(v) for v in _literal_values(info.annotation)]
     return tags
+
+
+def _line_of(message: str) -> int:
+    m = re.match(r"^[^:]*:(\d+):", message)
+    return int(m.group(1)) if m else 0
+
+
+def raise_problems(source: SourceMap, lines: Iterable[str] = ()) -> None:
+    """Raise one :class:`ConfigError` with ``lines`` and the file's duplicate keys, one line
+    each in file order; do nothing when there are none."""
+    found = list(dict.fromkeys([*source.duplicates, *lines]))
+    if found:
+        found.sort(key=_line_of)
+        raise ConfigError("\n".join(found))
 
 
 def format_validation_error(

@@ -6,9 +6,12 @@ from typing import TYPE_CHECKING
 
 from prunekit.recipes.lr import base_schedule_name
 from prunekit.recipes.native import (
+    GroupPruner,
     MagnitudePruner,
     PrunerConfig,
+    RampThresholdPruner,
     SlimPruner,
+    SplicingPruner,
     StdThresholdPruner,
     StructuredPruner,
 )
@@ -23,12 +26,37 @@ def _names(names: list[str], limit: int = 3) -> str:
     return f"{len(names)} tensor{'s' if len(names) != 1 else ''}: {shown}{more}"
 
 
+def _final(pruner: StructuredPruner | GroupPruner) -> str:
+    if pruner.final_sparsity is not None:
+        return f"{pruner.initial_sparsity:.0%}→{pruner.final_sparsity:.0%}"
+    return "per tensor"
+
+
+def _other_line(pruner: PrunerConfig) -> str | None:
+    """The description of the pruner kinds beyond the first four (None: not one of them)."""
+    if isinstance(pruner, GroupPruner):
+        if pruner.thresholds is not None:
+            return f"group {pruner.group} with {pruner.threshold_norm} <= threshold"
+        if pruner.level_range is not None:
+            lo, hi = pruner.level_range
+            return f"group {pruner.criterion} {pruner.group} at a random {lo:.0%}–{hi:.0%}"
+        return f"group {pruner.criterion} {pruner.group}, {pruner.schedule} {_final(pruner)}"
+    if isinstance(pruner, SplicingPruner):
+        return f"splicing |w| < a cut, >= b back (a, b = mean+s·std times {pruner.low:g}, {pruner.high:g})"
+    if isinstance(pruner, RampThresholdPruner):
+        return f"ramp_threshold q={pruner.q:g}, ramp at epoch {pruner.ramp_epoch}"
+    return None
+
+
 def _pruner_line(name: str, pruner: PrunerConfig, targets: list[str]) -> str:
-    if isinstance(pruner, StructuredPruner):
+    other = _other_line(pruner)
+    if other is not None:
+        what = other
+    elif isinstance(pruner, StructuredPruner):
         what = (
             f"structured {pruner.criterion} {pruner.target}"
-            f"{' global' if pruner.global_ranking else ''}, {pruner.schedule} "
-            f"{pruner.initial_sparsity:.0%}→{pruner.final_sparsity:.0%}"
+            f"{' global' if pruner.global_ranking else ''}"
+            f"{' own-ranked' if pruner.ranking == 'own' else ''}, {pruner.schedule} {_final(pruner)}"
         )
     elif isinstance(pruner, SlimPruner):
         what = f"slim (global BN-scale threshold), {pruner.schedule} → {pruner.percent:.0%}"
@@ -45,6 +73,8 @@ def _pruner_line(name: str, pruner: PrunerConfig, targets: list[str]) -> str:
 
 
 def _action(a: PruneAction) -> str:
+    if a.quantity == "random_level" and a.level_range is not None:
+        return f"{a.pruner} {a.level_range[0]:.0%}–{a.level_range[1]:.0%}?"
     if a.quantity == "sparsity" and not a.per_param:
         return f"{a.pruner} {a.sparsity:.1%}"
     values = sorted(a.per_param.values())
@@ -101,6 +131,8 @@ def render(r: ResolvedRecipe) -> str:
     lines.append(f"{'epoch':>5}  {'lr':>11}  {'prune (start of epoch)':<40}  regularize")
     for plan in r.epochs:
         prune = ", ".join(_action(a) for a in plan.prune) or "-"
+        if plan.thinning:
+            prune += " + thinning"
         reg = ", ".join(plan.regularize) or "-"
         lines.append(f"{plan.epoch:>5}  {plan.lr:>11.5g}  {prune:<40}  {reg}")
     if r.warnings:

@@ -19,17 +19,24 @@ from prunekit.errors import ConfigError
 from prunekit.recipes.native import (
     BNL1Regularizer,
     GroupLassoRegularizer,
+    GroupPruner,
+    GroupVarianceRegularizer,
     L1Regularizer,
     MagnitudePruner,
     PrunerConfig,
+    RampThresholdPruner,
     Recipe,
     RegularizerConfig,
     SlimPruner,
+    SplicingPruner,
     StdThresholdPruner,
+    StructuredPruner,
 )
 
 _BN = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+#: what element-wise (fine-grained) pruners mask besides conv/linear weights
+_ELEMENT_ONLY = (nn.RNNBase, nn.Embedding, nn.EmbeddingBag)
 
 
 @dataclass(frozen=True)
@@ -38,32 +45,42 @@ class Universe:
 
     Attributes:
         params: every parameter name.
-        weights: weights of conv / linear layers (what weight pruners act on).
+        weights: weights of conv / linear layers (what structured pruners act on).
         bn: scale (``weight``) parameters of BatchNorm layers (Network Slimming's γ).
         modules: every submodule name (``""`` excluded).
+        elements: what element-wise pruners may mask: ``weights`` plus the weight matrices of
+            RNN/LSTM/GRU layers (``weight_ih_l0``, ``weight_hh_l0``, …) and embedding tables.
     """
 
     params: tuple[str, ...]
     weights: tuple[str, ...]
     bn: tuple[str, ...]
     modules: tuple[str, ...]
+    elements: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, model: nn.Module) -> Universe:
-        """Collect the names of ``model``."""
-        weights, bn, modules = [], [], []
+        """Collect the names of ``model`` (tied weights under their first name only)."""
+        params = tuple(n for n, _ in model.named_parameters())
+        known = set(params)
+        weights, bn, modules, elements = [], [], [], []
         for name, module in model.named_modules():
             if not name:
                 continue
             modules.append(name)
-            if getattr(module, "weight", None) is None:
+            if isinstance(module, nn.RNNBase):
+                elements += [f"{name}.{w}" for w in module._flat_weights_names if "weight" in w]
+                continue
+            if f"{name}.weight" not in known:
                 continue
             if isinstance(module, _PRUNABLE):
                 weights.append(f"{name}.weight")
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
                 bn.append(f"{name}.weight")
-        params = tuple(n for n, _ in model.named_parameters())
-        return cls(params, tuple(weights), tuple(bn), tuple(modules))
+            if isinstance(module, (*_PRUNABLE, *_ELEMENT_ONLY)):
+                elements.append(f"{name}.weight")
+        elements = [e for e in elements if e in known]
+        return cls(params, tuple(weights), tuple(bn), tuple(modules), tuple(elements))
 
 
 def strip_data_parallel(name: str) -> str:
@@ -177,13 +194,26 @@ def _apply_ignore(
 
 def _table_of(pruner: PrunerConfig) -> tuple[str | None, dict[str, float] | None, float | None]:
     """(field name, per-parameter table, default value) of a pruner."""
-    if isinstance(pruner, StdThresholdPruner):
+    if isinstance(pruner, (StdThresholdPruner, SplicingPruner)):
         return "sensitivities", pruner.sensitivities, pruner.sensitivity
-    if isinstance(pruner, MagnitudePruner):
+    if isinstance(pruner, (MagnitudePruner, GroupPruner)):
         if pruner.thresholds is not None:
             return "thresholds", pruner.thresholds, None
         return "levels", pruner.levels, pruner.final_sparsity
+    if isinstance(pruner, StructuredPruner):
+        return "levels", pruner.levels, pruner.final_sparsity
     return None, None, None
+
+
+def _pool_of(pruner: PrunerConfig, universe: Universe) -> tuple[tuple[str, ...], str]:
+    """The tensors a pruner may select, and what to call them in messages."""
+    if isinstance(pruner, SlimPruner):
+        return universe.bn, "BatchNorm scale"
+    if isinstance(pruner, (StructuredPruner, GroupPruner)):
+        return universe.weights, "conv/linear weight"
+    if set(universe.elements) == set(universe.weights):
+        return universe.elements, "conv/linear weight"
+    return universe.elements, "weight (conv, linear, RNN or embedding)"
 
 
 def pruner_targets(
@@ -191,11 +221,7 @@ def pruner_targets(
 ) -> tuple[list[str], dict[str, float]]:
     """Parameters a pruner acts on, and per-parameter values (empty when uniform)."""
     base = ("pruners", name)
-    pool, kind = (
-        (universe.bn, "BatchNorm scale")
-        if isinstance(pruner, SlimPruner)
-        else (universe.weights, "conv/linear weight")
-    )
+    pool, kind = _pool_of(pruner, universe)
     field, table, default = _table_of(pruner)
     names = _select_names(recipe, (*base, "params"), pruner.params, pool, universe, kind)
     names += [
@@ -212,7 +238,9 @@ def pruner_targets(
     names = _apply_ignore(recipe, (*base, "ignore"), pruner.ignore, names, universe)
     if not names:
         raise recipe.source.error(base, f"pruner {name!r} selects no {kind}s of the model")
-    if not table and not isinstance(pruner, StdThresholdPruner):
+    if isinstance(pruner, RampThresholdPruner):
+        return names, dict.fromkeys(names, pruner.q)  # each event turns q into its threshold
+    if not table and not isinstance(pruner, (StdThresholdPruner, SplicingPruner)):
         return names, {}  # one uniform sparsity: no per-tensor values
     values: dict[str, float] = {}
     for n in names:
@@ -247,8 +275,8 @@ def regularizer_strengths(
             )
         )
         return dict.fromkeys(names, reg.strength)
-    assert isinstance(reg, (L1Regularizer, GroupLassoRegularizer))
-    if isinstance(reg, GroupLassoRegularizer):
+    assert isinstance(reg, (L1Regularizer, GroupLassoRegularizer, GroupVarianceRegularizer))
+    if isinstance(reg, (GroupLassoRegularizer, GroupVarianceRegularizer)):
         pool, kind = universe.weights, "conv/linear weight"
     else:
         pool, kind = universe.params, "parameter"

@@ -3,463 +3,511 @@
 A Distiller schedule (``version: 1``) defines named ``pruners``, ``regularizers`` and
 ``lr_schedulers`` (each with a ``class:``), optional ``extensions`` (network thinning) and
 ``policies`` that say when each instance acts (``starting_epoch``/``ending_epoch``/``frequency``,
-``ending_epoch`` exclusive, or ``epochs: [...]``). Weight names usually carry DataParallel's
-``module.`` prefix; it is ignored when matching against the model.
+``ending_epoch`` exclusive, or ``epochs: [...]``), optionally with ``args``. Weight names usually
+carry DataParallel's ``module.`` prefix; it is ignored when matching against the model.
 
-The schedule is first validated against a typed Distiller schema (so errors use Distiller's key
-names and the file's lines), then converted. ``docs/recipes.md`` has the mapping table.
+The schedule is first validated against a typed Distiller schema
+(:mod:`prunekit.recipes._distiller_schema`, so errors use Distiller's key names and the file's
+lines), then converted with Distiller's semantics: own-weight structure ranking with ``int(s·n)``
+counts, fine-grained ``int(s·n)`` levels, the sensitivity std taken once, counts relative to the
+survivors of each thinning. ``docs/recipes.md`` has the mapping table.
 
 Example:
     >>> recipe = load_distiller("examples/recipes/distiller/resnet18_agp_fine.yaml")
-    >>> recipe.pruners["fine"].method
+    >>> recipe.pruners["conv_fine"].method
     'magnitude'
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 
 from prunekit.errors import ConfigError
+from prunekit.recipes import _distiller_schema as ds
 from prunekit.recipes._source import (
-    RecipeValueError,
     SourceMap,
     format_validation_error,
+    raise_problems,
     read_yaml,
 )
-from prunekit.recipes.native import (
-    Fraction,
-    NonNegFloat,
-    NonNegInt,
-    PositiveFloat,
-    PositiveInt,
-    Recipe,
-    check_epoch_range,
-    validate_native,
-)
+from prunekit.recipes.native import Recipe, validate_native
 
-# Distiller class → prunekit criterion, for the ranked structure pruners.
-STRUCTURED_AGP = {
-    "L1RankedStructureParameterPruner_AGP": "l1",
-    "L2RankedStructureParameterPruner_AGP": "l2",
-    "ActivationMeanRankedFilterPruner_AGP": "activation",
-    "GradientRankedFilterPruner_AGP": "taylor",
-    "RandomRankedFilterPruner_AGP": "random",
+#: top-level sections Distiller's ``dict_config`` reads
+SECTIONS = (
+    "version",
+    "pruners",
+    "regularizers",
+    "quantizers",
+    "lr_schedulers",
+    "extensions",
+    "policies",
+)
+_ITEM_SECTIONS = {
+    "pruners": "pruner",
+    "regularizers": "regularizer",
+    "lr_schedulers": "lr_scheduler",
+    "extensions": "extension",
 }
-STRUCTURED_ONE_SHOT = {k.removesuffix("_AGP"): v for k, v in STRUCTURED_AGP.items()}
-GROUP_TARGET = {
-    "Filters": "filters",
-    "3D": "filters",
-    "Rows": "filters",
-    "Channels": "channels",
-    "Cols": "channels",
+_KNOWN = {
+    "pruners": ds.PRUNER_CLASSES,
+    "regularizers": ("L1Regularizer", "GroupLassoRegularizer", "GroupVarianceRegularizer"),
+    "lr_schedulers": (
+        "StepLR",
+        "MultiStepLR",
+        "MultiStepMultiGammaLR",
+        "ExponentialLR",
+        "CosineAnnealingLR",
+        "PolynomialLR",
+    ),
+    "extensions": ("StructureRemover", "FilterRemover", "ChannelRemover"),
 }
-LASSO_GROUPS = {
-    "Filters": "filters",
+# Distiller group type → native structure (ranked pruners: "Rows" are a Linear's input columns).
+_RANKED = {"Filters": "filters", "3D": "filters", "Channels": "channels", "Rows": "cols"}
+# Group thresholding and regularizers: "Rows" are output rows, "Cols" input columns.
+_THRESHOLD = {
+    "2D": "kernels",
     "3D": "filters",
+    "Filters": "filters",
     "Channels": "channels",
     "Rows": "rows",
     "Cols": "cols",
 }
-
-
-def _non_empty(v: list[str]) -> list[str]:
-    if not v:
-        raise ValueError("is empty; list at least one weight")
-    return v
-
-
-Weights = Annotated[list[str], AfterValidator(_non_empty)]
-GroupType = Literal["Filters", "Channels", "Rows", "Cols", "3D"]
-
-
-class _D(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class _Ranked(_D):
-    group_type: GroupType
-    weights: Weights
-    group_dependency: Literal["Leader"] | None = None  # implied: groups always couple layers
-
-
-class DAGPPruner(_D):
-    """``AutomatedGradualPruner``: fine-grained AGP over ``weights``."""
-
-    class_: Literal["AutomatedGradualPruner"] = Field(alias="class")
-    initial_sparsity: Fraction
-    final_sparsity: Fraction
-    weights: Weights
-
-
-class DStructuredAGPPruner(_Ranked):
-    """``L1/L2RankedStructureParameterPruner_AGP`` and the other ranked AGP pruners."""
-
-    class_: Literal[tuple(STRUCTURED_AGP)] = Field(alias="class")  # type: ignore[valid-type]
-    initial_sparsity: Fraction
-    final_sparsity: Fraction
-
-
-class DStructuredPruner(_Ranked):
-    """``L1RankedStructureParameterPruner`` & co: one-shot to ``desired_sparsity``."""
-
-    class_: Literal[tuple(STRUCTURED_ONE_SHOT)] = Field(alias="class")  # type: ignore[valid-type]
-    desired_sparsity: Fraction
-
-
-class DSensitivityPruner(_D):
-    """``SensitivityPruner``: |w| < s·std(W) per tensor; ``'*'`` is the default s."""
-
-    class_: Literal["SensitivityPruner"] = Field(alias="class")
-    sensitivities: dict[str, PositiveFloat]
-
-
-class DMagnitudePruner(_D):
-    """``MagnitudeParameterPruner``: absolute |w| thresholds per tensor (``'*'`` default)."""
-
-    class_: Literal["MagnitudeParameterPruner"] = Field(alias="class")
-    thresholds: dict[str, NonNegFloat]
-
-
-class DLevelPruner(_D):
-    """``SparsityLevelParameterPruner``: per-tensor sparsity levels, one shot."""
-
-    class_: Literal["SparsityLevelParameterPruner"] = Field(alias="class")
-    levels: dict[str, Fraction]
-
-
-class DSlimmingPruner(_D):
-    """prunekit extension (not in Distiller): Network Slimming's global BN-scale threshold."""
-
-    class_: Literal["NetworkSlimmingPruner"] = Field(alias="class")
-    desired_sparsity: Fraction
-    weights: list[str] | None = None  # BN weights; None: all BatchNorm layers
-
-
-DPruner = Annotated[
-    DAGPPruner
-    | DStructuredAGPPruner
-    | DStructuredPruner
-    | DSensitivityPruner
-    | DMagnitudePruner
-    | DLevelPruner
-    | DSlimmingPruner,
-    Field(discriminator="class_"),
-]
-
-
-class DL1Regularizer(_D):
-    """``L1Regularizer``: ``reg_regims`` maps weights to λ."""
-
-    class_: Literal["L1Regularizer"] = Field(alias="class")
-    reg_regims: dict[str, NonNegFloat]
-    threshold_criteria: str | None = None
-
-    @model_validator(mode="after")
-    def _no_threshold(self) -> DL1Regularizer:
-        _reject_threshold(self.threshold_criteria)
-        return self
-
-
-class DGroupLassoRegularizer(_D):
-    """``GroupLassoRegularizer``: ``reg_regims`` maps weights to ``[λ, group_type]``."""
-
-    class_: Literal["GroupLassoRegularizer"] = Field(alias="class")
-    reg_regims: dict[str, list[float | str]]
-    threshold_criteria: str | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> DGroupLassoRegularizer:
-        _reject_threshold(self.threshold_criteria)
-        groups = set()
-        for name, pair in self.reg_regims.items():
-            ok = len(pair) == 2 and isinstance(pair[0], (int, float)) and isinstance(pair[1], str)
-            if not ok:
-                raise RecipeValueError(
-                    f"reg_regims entry {name!r} must be [strength, group_type], got {pair}",
-                    ("reg_regims", name),
-                )
-            if pair[1] not in LASSO_GROUPS:
-                raise RecipeValueError(
-                    f"group type {pair[1]!r} is not supported (supported: "
-                    f"{', '.join(LASSO_GROUPS)})",
-                    ("reg_regims", name),
-                )
-            groups.add(LASSO_GROUPS[str(pair[1])])
-        if len(groups) > 1:
-            raise RecipeValueError(
-                f"mixes group types {sorted(groups)}; prunekit needs one group type per "
-                "regularizer — split it into several regularizers",
-                ("reg_regims",),
-            )
-        return self
-
-
-def _reject_threshold(value: str | None) -> None:
-    if value is not None:
-        raise RecipeValueError(
-            "threshold_criteria is not supported; remove it (prune with a pruner instead)",
-            ("threshold_criteria",),
-        )
-
-
-DRegularizer = Annotated[DL1Regularizer | DGroupLassoRegularizer, Field(discriminator="class_")]
-
-
-class DStepLR(_D):
-    class_: Literal["StepLR"] = Field(alias="class")
-    step_size: PositiveInt
-    gamma: PositiveFloat = 0.1
-
-
-class DMultiStepLR(_D):
-    class_: Literal["MultiStepLR"] = Field(alias="class")
-    milestones: list[NonNegInt]
-    gamma: PositiveFloat = 0.1
-
-
-class DExponentialLR(_D):
-    class_: Literal["ExponentialLR"] = Field(alias="class")
-    gamma: PositiveFloat
-
-
-class DCosineLR(_D):
-    class_: Literal["CosineAnnealingLR"] = Field(alias="class")
-    T_max: PositiveInt
-    eta_min: NonNegFloat = 0.0
-
-
-class DPolynomialLR(_D):
-    class_: Literal["PolynomialLR"] = Field(alias="class")
-    T_max: PositiveInt
-    power: PositiveFloat = 1.0
-
-
-DLRScheduler = Annotated[
-    DStepLR | DMultiStepLR | DExponentialLR | DCosineLR | DPolynomialLR,
-    Field(discriminator="class_"),
-]
-
-
-class DThinning(_D):
-    """``FilterRemover`` / ``ChannelRemover``: thinning → prunekit's end-of-run surgery."""
-
-    class_: Literal["FilterRemover", "ChannelRemover"] = Field(alias="class")
-    thinning_func_str: Literal["remove_filters", "remove_channels"] | None = None
-    arch: str | None = None
-    dataset: str | None = None
-
-
-DExtension = DThinning  # the only supported extension kind (thinning)
-
-
-class DRef(_D):
-    instance_name: str
-
-
-_REF_KINDS = ("pruner", "regularizer", "lr_scheduler", "extension")
-
-
-class DPolicy(_D):
-    """One Distiller policy."""
-
-    pruner: DRef | None = None
-    regularizer: DRef | None = None
-    lr_scheduler: DRef | None = None
-    extension: DRef | None = None
-    starting_epoch: NonNegInt | None = None
-    ending_epoch: NonNegInt | None = None
-    frequency: PositiveInt | None = None
-    epochs: list[NonNegInt] | None = None
-
-    @property
-    def kind(self) -> str:
-        """Which of pruner / regularizer / lr_scheduler / extension this policy schedules."""
-        return next(k for k in _REF_KINDS if getattr(self, k) is not None)
-
-    @model_validator(mode="after")
-    def _check(self) -> DPolicy:
-        named = [k for k in _REF_KINDS if getattr(self, k) is not None]
-        if len(named) != 1:
-            raise RecipeValueError(
-                "must name exactly one of 'pruner', 'regularizer', 'lr_scheduler', 'extension'"
-                + (f" (got {', '.join(named)})" if named else "")
-            )
-        check_epoch_range(self.starting_epoch, self.ending_epoch, self.frequency, self.epochs)
-        return self
-
-
-class DistillerSchedule(_D):
-    """A Distiller schedule file, as Distiller itself reads it (the supported subset)."""
-
-    version: Literal[1] | None = None
-    pruners: dict[str, DPruner] = Field(default_factory=dict)
-    regularizers: dict[str, DRegularizer] = Field(default_factory=dict)
-    lr_schedulers: dict[str, DLRScheduler] = Field(default_factory=dict)
-    extensions: dict[str, DExtension] = Field(default_factory=dict)
-    policies: list[DPolicy] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _check_refs(self) -> DistillerSchedule:
-        sections: dict[str, dict[str, Any]] = {
-            "pruner": self.pruners,
-            "regularizer": self.regularizers,
-            "lr_scheduler": self.lr_schedulers,
-            "extension": self.extensions,
-        }
-        for i, policy in enumerate(self.policies):
-            kind = policy.kind
-            ref = getattr(policy, kind)
-            if ref.instance_name not in sections[kind]:
-                defined = ", ".join(sections[kind]) or "none"
-                raise RecipeValueError(
-                    f"names {kind} {ref.instance_name!r} which is not defined (defined: {defined})",
-                    ("policies", i, kind, "instance_name"),
-                )
-        return self
-
-
-# ---------------------------------------------------------------------------------------------
-# conversion
-# ---------------------------------------------------------------------------------------------
-
-_POLICY_KEYS = {"pruner": "pruner", "regularizer": "regularizer", "lr_scheduler": "lr_schedule"}
-# Distiller key → native key inside a pruner / regularizer (for error lines after conversion).
+_LASSO: dict[str, list[str]] = {
+    **{k: [v] for k, v in _THRESHOLD.items()},
+    "4D": ["layer"],
+    "Rows+Cols": ["rows", "cols"],
+    "Cols+Rows": ["rows", "cols"],
+    "Channels+4D": ["channels", "layer"],
+    "4D+Channels": ["channels", "layer"],
+}
+# Distiller key → native key (for error lines after conversion).
 _FIELD_RENAMES = {
     "weights": "params",
     "desired_sparsity": "final_sparsity",
     "reg_regims": "strengths",
+    "low_thresh_mult": "low",
+    "hi_thresh_mult": "high",
+    "sensitivity_multiplier": "growth",
+    "sparsity_range": "level_range",
+    "kwargs": "block_shape",
+    "group_type": "target",
+    "threshold_criteria": "threshold",
 }
 
 
-def _convert_pruner(p: Any, thinning: bool) -> dict[str, Any]:
-    """One Distiller pruner → native pruner dict."""
-    if isinstance(p, DAGPPruner):
+# ---------------------------------------------------------------------------------------------
+# pruners
+# ---------------------------------------------------------------------------------------------
+
+
+def _ranking(p: Any) -> str:
+    return str(getattr(p, "ranking", None) or "own")
+
+
+def _structured(p: Any, criterion: str, target: str, removes: set[str]) -> dict[str, Any]:
+    return {
+        "method": "structured",
+        "criterion": criterion,
+        "target": target,
+        "ranking": _ranking(p),
+        "surgery": target in removes,
+    }
+
+
+def _schedule_of(p: Any) -> dict[str, Any]:
+    if hasattr(p, "initial_sparsity"):
+        return {
+            "schedule": "agp",
+            "initial_sparsity": p.initial_sparsity,
+            "final_sparsity": p.final_sparsity,
+        }
+    return {"schedule": "one_shot", "final_sparsity": p.desired_sparsity}
+
+
+def _ranked(p: Any, criterion: str, removes: set[str]) -> dict[str, Any]:
+    """A ranked structure pruner (L1/L2 or a filter criterion), AGP or one-shot."""
+    out: dict[str, Any] = {"params": p.weights, **_schedule_of(p)}
+    if criterion == "bernoulli":
+        return {**out, "method": "group", "group": "filters", "criterion": "bernoulli"}
+    if p.group_type == "Blocks":
+        shape = (p.kwargs or {})["block_shape"]
+        return {
+            **out,
+            "method": "group",
+            "group": "blocks",
+            "criterion": criterion,
+            "block_shape": shape,
+        }
+    target = _RANKED[p.group_type]
+    if target == "cols":  # a Linear's input columns, masked in that weight only (never thinned)
+        return {**out, "method": "group", "group": "cols", "criterion": criterion}
+    return {**out, **_structured(p, criterion, target, removes)}
+
+
+def _by_group(regims: dict[str, list[Any]], table: dict[str, str]) -> dict[str, dict[str, float]]:
+    """reg_regims ``{weight: [value, group]}`` → ``{native group: {weight: value}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for name, (value, group) in regims.items():
+        out.setdefault(table[str(group)], {})[name] = float(value)
+    return out
+
+
+def _regims_pruners(p: ds.DRankedRegims, removes: set[str]) -> dict[str, dict[str, Any]]:
+    """Distiller's first ``L1RankedStructureParameterPruner`` grammar: one native pruner per
+    structure kind, each weight at its own fraction."""
+    out = {}
+    for target, levels in _by_group(p.reg_regims, _RANKED).items():
+        base = {"schedule": "one_shot", "params": list(levels), "levels": levels}
+        if target == "cols":
+            out[target] = {**base, "method": "group", "group": "cols", "criterion": "l1"}
+        else:
+            out[target] = {**base, **_structured(p, "l1", target, removes)}
+    return out
+
+
+def _threshold_pruners(p: ds.DStructurePruner) -> dict[str, dict[str, Any]]:
+    norm = "mean_abs" if p.threshold_criteria == "Mean_Abs" else "max"
+    return {
+        group: {
+            "method": "group",
+            "group": group,
+            "thresholds": values,
+            "threshold_norm": norm,
+            "params": list(values),
+        }
+        for group, values in _by_group(p.reg_regims, _THRESHOLD).items()
+    }
+
+
+def _convert_pruner(p: Any, removes: set[str]) -> dict[str, dict[str, Any]]:
+    """One Distiller pruner → native pruner dicts, keyed by a suffix ("" when one)."""
+    if isinstance(p, ds.DRankedRegims):
+        return _regims_pruners(p, removes)
+    if isinstance(p, ds.DStructurePruner):
+        return _threshold_pruners(p)
+    return {"": _convert_single(p, removes)}
+
+
+def _convert_single(p: Any, removes: set[str]) -> dict[str, Any]:
+    if isinstance(p, ds.DAGPPruner):
         return {
             "method": "magnitude",
             "schedule": "agp",
+            "rounding": "floor",
             "initial_sparsity": p.initial_sparsity,
             "final_sparsity": p.final_sparsity,
             "params": p.weights,
         }
-    if isinstance(p, (DStructuredAGPPruner, DStructuredPruner)):
-        agp = isinstance(p, DStructuredAGPPruner)
-        table = STRUCTURED_AGP if agp else STRUCTURED_ONE_SHOT
-        out: dict[str, Any] = {
-            "method": "structured",
-            "criterion": table[p.class_],
-            "target": GROUP_TARGET[p.group_type],
+    if isinstance(p, (ds.DRankedAGP, ds.DRanked)):
+        table = ds.RANKED_AGP if isinstance(p, ds.DRankedAGP) else ds.RANKED_ONE_SHOT
+        return _ranked(p, table[p.class_], removes)
+    if isinstance(p, (ds.DFilterAGP, ds.DFilterRanked)):
+        table = ds.FILTER_AGP if isinstance(p, ds.DFilterAGP) else ds.FILTER_ONE_SHOT
+        return _ranked(p, table[p.class_], removes)
+    if isinstance(p, ds.DRandomLevel):
+        group = "blocks" if p.group_type == "Blocks" else _RANKED[p.group_type]
+        out = {
+            "method": "group",
+            "group": group,
+            "criterion": "l1",
             "params": p.weights,
-            "surgery": thinning,
+            "level_range": p.sparsity_range,
         }
-        if isinstance(p, DStructuredAGPPruner):
-            out |= {
-                "schedule": "agp",
-                "initial_sparsity": p.initial_sparsity,
-                "final_sparsity": p.final_sparsity,
-            }
-        else:
-            out |= {"schedule": "one_shot", "final_sparsity": p.desired_sparsity}
+        if group == "blocks":
+            out["block_shape"] = (p.kwargs or {})["block_shape"]
         return out
-    if isinstance(p, DSensitivityPruner):
-        # Distiller recomputes the std threshold at every active epoch.
+    return _convert_threshold_kind(p)
+
+
+def _convert_threshold_kind(p: Any) -> dict[str, Any]:
+    if isinstance(p, ds.DSensitivityPruner):
+        # Distiller computes std(W) once and reuses the threshold at every active epoch.
         return {
             "method": "std_threshold",
             "schedule": "iterative",
+            "std": "first",
             "sensitivities": p.sensitivities,
         }
-    if isinstance(p, DMagnitudePruner):
+    if isinstance(p, ds.DSplicingPruner):
+        return {
+            "method": "splicing",
+            "sensitivities": p.sensitivities,
+            "low": p.low_thresh_mult,
+            "high": p.hi_thresh_mult,
+            "growth": p.sensitivity_multiplier,
+        }
+    if isinstance(p, ds.DMagnitudePruner):
         return {"method": "magnitude", "schedule": "iterative", "thresholds": p.thresholds}
-    if isinstance(p, DLevelPruner):
-        return {"method": "magnitude", "schedule": "one_shot", "levels": p.levels}
-    assert isinstance(p, DSlimmingPruner)
+    if isinstance(p, ds.DLevelPruner):
+        return {
+            "method": "magnitude",
+            "schedule": "one_shot",
+            "rounding": "floor",
+            "levels": p.levels,
+        }
+    if isinstance(p, ds.DBaiduRNNPruner):
+        return {
+            "method": "ramp_threshold",
+            "q": p.q,
+            "ramp_epoch": p.ramp_epoch,
+            "ramp_slope_mult": p.ramp_slope_mult,
+            "params": p.weights,
+        }
+    assert isinstance(p, ds.DSlimmingPruner)
     return {"method": "slim", "percent": p.desired_sparsity, "params": p.weights}
 
 
+# ---------------------------------------------------------------------------------------------
+# regularizers, LR schedulers
+# ---------------------------------------------------------------------------------------------
+
+
+def _threshold(criteria: str | None) -> str | None:
+    return None if criteria is None else ("mean_abs" if criteria == "Mean_Abs" else "max")
+
+
 def _convert_regularizer(r: Any) -> dict[str, Any]:
-    if isinstance(r, DL1Regularizer):
-        return {"kind": "l1", "strengths": r.reg_regims}
-    assert isinstance(r, DGroupLassoRegularizer)
-    pairs = list(r.reg_regims.values())
+    if isinstance(r, ds.DL1Regularizer):
+        return {
+            "kind": "l1",
+            "strengths": r.reg_regims,
+            "threshold": _threshold(r.threshold_criteria),
+        }
+    strengths = {k: float(v[0]) for k, v in r.reg_regims.items()}
+    if isinstance(r, ds.DGroupVarianceRegularizer):
+        return {"kind": "group_variance", "strengths": strengths}
+    groups: dict[str, Any] = {}
+    for name, (_, group) in r.reg_regims.items():
+        kinds = _LASSO[str(group)]
+        groups[name] = kinds[0] if len(kinds) == 1 else kinds
     return {
         "kind": "group_lasso",
-        "group": LASSO_GROUPS[str(pairs[0][1])] if pairs else "filters",
-        "strengths": {k: float(v[0]) for k, v in r.reg_regims.items()},
+        "strengths": strengths,
+        "groups": groups,
+        "threshold": _threshold(r.threshold_criteria),
     }
 
 
 def _convert_lr(s: Any) -> dict[str, Any]:
-    if isinstance(s, DStepLR):
+    if isinstance(s, ds.DStepLR):
         return {"kind": "step", "step_size": s.step_size, "gamma": s.gamma}
-    if isinstance(s, DMultiStepLR):
+    if isinstance(s, ds.DMultiStepLR):
         return {"kind": "multistep", "milestones": s.milestones, "gamma": s.gamma}
-    if isinstance(s, DExponentialLR):
+    if isinstance(s, ds.DMultiStepMultiGammaLR):
+        return {"kind": "multistep_gammas", "milestones": s.milestones, "gammas": s.gammas}
+    if isinstance(s, ds.DExponentialLR):
         return {"kind": "exponential", "gamma": s.gamma}
-    if isinstance(s, DCosineLR):
+    if isinstance(s, ds.DCosineLR):
         return {"kind": "cosine", "t_max": s.T_max, "eta_min": s.eta_min}
-    assert isinstance(s, DPolynomialLR)
+    assert isinstance(s, ds.DPolynomialLR)
     return {"kind": "polynomial", "total_iters": s.T_max, "power": s.power}
 
 
-def _convert_policies(schedule: DistillerSchedule) -> tuple[list[dict[str, Any]], dict[int, int]]:
-    """Native policies, plus Distiller policy index → native index (extensions are dropped)."""
-    out: list[dict[str, Any]] = []
-    index: dict[int, int] = {}
-    for i, policy in enumerate(schedule.policies):
-        if policy.kind == "extension":  # thinning happens as end-of-run surgery
-            continue
-        native: dict[str, Any] = {
-            _POLICY_KEYS[policy.kind]: getattr(policy, policy.kind).instance_name
-        }
-        for key in ("starting_epoch", "ending_epoch", "frequency", "epochs"):
-            if getattr(policy, key) is not None:
-                native[key] = getattr(policy, key)
-        index[i] = len(out)
-        out.append(native)
-    return out, index
+# ---------------------------------------------------------------------------------------------
+# policies
+# ---------------------------------------------------------------------------------------------
 
 
-def to_native_dict(schedule: DistillerSchedule) -> dict[str, Any]:
-    """Convert a validated Distiller schedule to native recipe data (not yet validated)."""
-    thinning = bool(schedule.extensions)
-    policies, _ = _convert_policies(schedule)
+def _masking(args: ds.DPruneArgs | None) -> dict[str, Any] | None:
+    """A pruner policy's Distiller ``args`` → native ``masking`` (None: the default behaviour).
+
+    Without ``mask_on_forward_only`` Distiller re-masks after every step anyway, so double copies
+    and keep_mask change nothing and are dropped.
+    """
+    if args is None:
+        return None
+    fwd = args.mask_on_forward_only
+    out = {
+        "every_steps": args.mini_batch_pruning_frequency or None,
+        "forward_only": fwd,
+        "double_copies": fwd and args.use_double_copies,
+        "mask_gradients": args.mask_gradients,
+        "discard": args.discard_masks_at_minibatch_end,
+        "keep": fwd and args.keep_mask,
+        "skip_first_step": args.skip_first_minibatch,
+    }
+    out = {k: v for k, v in out.items() if v not in (None, False)}
+    return out or None
+
+
+def _epochs(policy: ds.DPolicy) -> dict[str, Any]:
     return {
-        "pruners": {n: _convert_pruner(p, thinning) for n, p in schedule.pruners.items()},
-        "regularizers": {n: _convert_regularizer(r) for n, r in schedule.regularizers.items()},
-        "lr_schedules": {n: _convert_lr(s) for n, s in schedule.lr_schedulers.items()},
-        "policies": policies,
+        k: getattr(policy, k)
+        for k in ("starting_epoch", "ending_epoch", "frequency", "epochs")
+        if getattr(policy, k) is not None
     }
 
 
-def _translate(source: SourceMap, policy_index: dict[int, int]) -> SourceMap:
+def _thinning(schedule: ds.DistillerSchedule) -> tuple[list[int], set[str]]:
+    """Epochs of the extension policies, and what they remove (``filters``/``channels``)."""
+    epochs: set[int] = set()
+    removes: set[str] = set()
+    for policy in schedule.policies:
+        if policy.kind != "extension":
+            continue
+        ext = schedule.extensions[policy.ref.instance_name]
+        removes.add(ext.removes)
+        if policy.epochs is not None:
+            epochs.update(policy.epochs)
+        elif policy.ending_epoch is not None:
+            start = policy.starting_epoch or 0
+            epochs.update(range(start, policy.ending_epoch, policy.frequency or 1))
+    return sorted(epochs), removes
+
+
+class _Converter:
+    """Builds the native recipe data and the Distiller-name → native-name maps."""
+
+    def __init__(self, schedule: ds.DistillerSchedule) -> None:
+        self.schedule = schedule
+        self.thinning_epochs, self.removes = _thinning(schedule)
+        self.pruners: dict[str, dict[str, Any]] = {}
+        self.names: dict[str, list[str]] = {}  # Distiller pruner → native pruner names
+        self.policies: list[dict[str, Any]] = []
+        self.policy_index: dict[int, int] = {}  # Distiller policy → first native policy
+        self.variants: dict[str, str] = {}  # per-policy pruner copy → the pruner it copies
+        for name, p in schedule.pruners.items():
+            parts = _convert_pruner(p, self.removes)
+            one = len(parts) == 1
+            self.names[name] = [name if one else f"{name}[{k}]" for k in parts]
+            for native, body in zip(self.names[name], parts.values()):
+                self.pruners[native] = body
+
+    def _variant(self, native: str, args: ds.DPruneArgs, where: str) -> str:
+        """A copy of a pruner with the policy's ``levels`` / ``fold_batchnorm`` applied."""
+        body = dict(self.pruners[native])
+        if args.levels is not None:
+            if "levels" not in body or body["method"] != "magnitude":
+                raise ConfigError(
+                    f"{where}: args.levels only changes a SparsityLevelParameterPruner's levels "
+                    "(Distiller ignores it for other classes); remove it"
+                )
+            body["levels"] = args.levels
+        if args.fold_batchnorm:
+            if (
+                body["method"] not in ("structured", "magnitude")
+                or body.get("criterion", "l1") not in ("l1", "l2")
+                or "thresholds" in body
+            ):
+                raise ConfigError(
+                    f"{where}: args.fold_batchnorm ranks BN-folded weights, which prunekit does "
+                    "for AutomatedGradualPruner, SparsityLevelParameterPruner and the L1/L2 "
+                    "ranked pruners; remove it"
+                )
+            body["fold_bn"] = True
+            if body["method"] == "structured":
+                body["ranking"] = "own"
+        name = f"{native}@{len(self.pruners)}"
+        self.pruners[name] = body
+        self.variants[name] = native
+        return name
+
+    def convert_policies(self, source: SourceMap) -> None:
+        for i, policy in enumerate(self.schedule.policies):
+            if policy.kind in ("extension", "quantizer"):
+                continue  # thinning: thinning_epochs; quantizers: skipped (noted on load)
+            self.policy_index[i] = len(self.policies)
+            base = _epochs(policy)
+            if policy.kind == "lr_scheduler":
+                self.policies.append({"lr_schedule": policy.ref.instance_name, **base})
+            elif policy.kind == "regularizer":
+                self.policies.append(self._regularizer_policy(policy, base))
+            else:
+                self._pruner_policies(policy, base, source.prefix(("policies", i)))
+
+    def _regularizer_policy(self, policy: ds.DPolicy, base: dict[str, Any]) -> dict[str, Any]:
+        name = policy.ref.instance_name
+        out: dict[str, Any] = {"regularizer": name, **base}
+        args = getattr(policy.ref, "args", None)
+        has_threshold = getattr(self.schedule.regularizers[name], "threshold_criteria", None)
+        if args is not None and args.keep_mask and has_threshold:
+            out["masking"] = {"keep": True}
+        return out
+
+    def _pruner_policies(self, policy: ds.DPolicy, base: dict[str, Any], where: str) -> None:
+        args = getattr(policy.ref, "args", None)
+        masking = _masking(args)
+        for native in self.names[policy.ref.instance_name]:
+            if args is not None and (args.levels is not None or args.fold_batchnorm):
+                native = self._variant(native, args, where.rstrip(": "))
+            entry: dict[str, Any] = {"pruner": native, **base}
+            if masking is not None:
+                entry["masking"] = masking
+            self.policies.append(entry)
+
+    def _drop_replaced(self) -> None:
+        """A pruner every policy of which uses a per-policy copy is no pruner of its own; a
+        single such copy takes back its name."""
+        used = {p.get("pruner") for p in self.policies}
+        for base in set(self.variants.values()) - used:
+            del self.pruners[base]
+            copies = [v for v, b in self.variants.items() if b == base]
+            if len(copies) == 1:
+                self.pruners[base] = self.pruners.pop(copies[0])
+                del self.variants[copies[0]]
+                for p in self.policies:
+                    if p.get("pruner") == copies[0]:
+                        p["pruner"] = base
+
+    def native(self) -> dict[str, Any]:
+        s = self.schedule
+        self._drop_replaced()
+        pruners = self.pruners
+        return {
+            "pruners": pruners,
+            "regularizers": {n: _convert_regularizer(r) for n, r in s.regularizers.items()},
+            "lr_schedules": {n: _convert_lr(v) for n, v in s.lr_schedulers.items()},
+            "policies": self.policies,
+            "thinning_epochs": self.thinning_epochs,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# source lines
+# ---------------------------------------------------------------------------------------------
+
+
+def _translate(source: SourceMap, conv: _Converter) -> SourceMap:
     """Re-key a Distiller file's line map by the native paths the conversion produces."""
     out = SourceMap(source.filename, format="distiller")
     for lines, target in ((source.lines, out.lines), (source.key_lines, out.key_lines)):
         for path, line in lines.items():
-            native = _native_path(path, policy_index)
-            if native is not None:
+            for native in _native_paths(path, conv):
                 target.setdefault(native, line)
+    # Per-policy copies (``name@k``) point at the lines of the pruner they copy.
+    for variant, base in conv.variants.items():
+        for lines in (out.lines, out.key_lines):
+            for path in [p for p in list(lines) if p[:2] == ("pruners", base)]:
+                lines.setdefault(("pruners", variant, *path[2:]), lines[path])
     return out
 
 
-def _native_path(path: tuple[Any, ...], policy_index: dict[int, int]) -> tuple[Any, ...] | None:
+def _native_paths(path: tuple[Any, ...], conv: _Converter) -> list[tuple[Any, ...]]:
     if not path:
-        return path
+        return [path]
     head, rest = path[0], list(path[1:])
     if head == "lr_schedulers":
         head = "lr_schedules"
     if head == "policies" and rest:
-        if rest[0] not in policy_index:
-            return None
-        rest[0] = policy_index[rest[0]]
-        if len(rest) > 1:
-            rest[1] = _POLICY_KEYS.get(rest[1], rest[1])
-        rest = [r for r in rest if r != "instance_name"]
-    elif len(rest) > 1:
+        if rest[0] not in conv.policy_index:
+            return []
+        rest[0] = conv.policy_index[rest[0]]
+        if len(rest) > 1 and rest[1] == "lr_scheduler":
+            rest[1] = "lr_schedule"
+        return [(head, *[r for r in rest if r not in ("instance_name", "args")])]
+    if len(rest) > 1:
         rest[1] = _FIELD_RENAMES.get(rest[1], rest[1])
-    return (head, *rest)
+    if head == "pruners" and rest and rest[0] in conv.names:
+        return [(head, native, *rest[1:]) for native in conv.names[rest[0]]]
+    return [(head, *rest)]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
 
 
 def looks_like_distiller(data: Any) -> bool:
@@ -475,48 +523,142 @@ def looks_like_distiller(data: Any) -> bool:
         ):
             return True
     policies = data.get("policies")
+    refs = ("pruner", "regularizer", "lr_scheduler", "extension", "quantizer")
     return isinstance(policies, list) and any(
-        isinstance(p, dict) and isinstance(p.get("pruner") or p.get("regularizer"), dict)
-        for p in policies
+        isinstance(p, dict) and any(isinstance(p.get(r), dict) for r in refs) for p in policies
     )
 
 
-def validate_distiller(data: Any, source: SourceMap) -> Recipe:
+def not_a_schedule(data: dict[str, Any], filename: str) -> ConfigError:
+    """The one-line error for a YAML file that is no compression schedule at all."""
+    keys = ", ".join(list(map(str, data))[:5]) + (", …" if len(data) > 5 else "")
+    return ConfigError(
+        f"{filename}: this is not a compression schedule: it has none of the sections "
+        f"{', '.join(SECTIONS[1:])} (its top-level keys: {keys}; Distiller's AMC and "
+        "quantization-statistics files are read by other Distiller tools, not by the scheduler)"
+    )
+
+
+def _precheck(data: dict[str, Any], source: SourceMap) -> list[str]:
+    """One line per entry whose class is refused or unknown; those entries (and policies that
+    use them) are removed from ``data`` so the rest of the file is still checked."""
+    lines: list[str] = []
+    dropped: dict[str, set[str]] = {}
+    for section, known in _KNOWN.items():
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            continue
+        noun = _ITEM_SECTIONS[section]
+        for name, entry in list(entries.items()):
+            cls = entry.get("class") if isinstance(entry, dict) else None
+            if isinstance(cls, str) and cls in known:
+                continue
+            if not isinstance(cls, str):
+                why = f"{noun} {name!r} needs a 'class' key (one of: {', '.join(known)})"
+            elif cls in ds.REFUSED:
+                why = f"{cls} is not supported: {ds.REFUSED[cls]}"
+            else:
+                why = (
+                    f"unsupported class {cls!r} in {noun} {name!r} (supported: {', '.join(known)})"
+                )
+            lines.append(source.prefix((section, name, "class")) + why)
+            dropped.setdefault(noun, set()).add(name)
+            del entries[name]
+    policies = data.get("policies")
+    if dropped and isinstance(policies, list):
+        data["policies"] = [p for p in policies if not _uses(p, dropped)]
+    return lines
+
+
+def _uses(policy: Any, dropped: dict[str, set[str]]) -> bool:
+    if not isinstance(policy, dict):
+        return False
+    return any(
+        isinstance(policy.get(noun), dict) and policy[noun].get("instance_name") in names
+        for noun, names in dropped.items()
+    )
+
+
+def _quantizers(data: dict[str, Any], source: SourceMap, skip: bool, notes: list[str]) -> None:
+    """Refuse (one line) or, with ``skip``, drop the quantization parts with a note."""
+    q_policies = [
+        i
+        for i, p in enumerate(data.get("policies") or [])
+        if isinstance(p, dict) and "quantizer" in p
+    ]
+    if "quantizers" not in data and not q_policies:
+        return
+    where = ("quantizers",) if "quantizers" in data else ("policies", q_policies[0])
+    if not skip:
+        raise source.error(
+            where,
+            "quantization is not supported: prunekit does not quantize; pass --skip-quantizers "
+            "(skip_quantizers=True) to run the pruning part without it, or remove the "
+            "'quantizers' section and its policies",
+            key=True,
+        )
+    names = ", ".join(map(str, data.get("quantizers") or {})) or "none defined"
+    notes.append(
+        f"{source.prefix(where, key=True)}quantizers skipped ({names}; {len(q_policies)} "
+        "policies): the run prunes and trains in full precision only"
+    )
+    data.pop("quantizers", None)
+
+
+def validate_distiller(data: Any, source: SourceMap, *, skip_quantizers: bool = False) -> Recipe:
     """Validate parsed Distiller data and convert it to a native :class:`Recipe`.
 
     Args:
         data: the parsed YAML document.
         source: its line map (from :func:`prunekit.recipes._source.parse_yaml`).
+        skip_quantizers: drop a ``quantizers`` section and its policies (with a note in
+            ``recipe.notes``) instead of refusing the file.
 
     Returns:
         The native recipe; ``recipe.source`` points at the Distiller file's lines.
+
+    Raises:
+        ConfigError: one line per problem, each ``file:line: what — fix``.
     """
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source.prefix(())}a Distiller schedule must be a YAML mapping with 'pruners:', "
             f"'policies:' …, got a {type(data).__name__}"
         )
-    for section in ("quantizers", "quantization"):
-        if section in data:
-            raise source.error(
-                (section,),
-                f"'{section}' is not supported: prunekit does not quantize; remove "
-                "the section and the policies that use it",
-                key=True,
-            )
+    if not any(k in data for k in SECTIONS):
+        raise not_a_schedule(data, source.filename)
+    notes: list[str] = []
+    _quantizers(data, source, skip_quantizers, notes)
+    lines = _precheck(data, source)
     try:
-        schedule = DistillerSchedule.model_validate(data)
+        schedule = ds.DistillerSchedule.model_validate(data)
     except ValidationError as exc:
-        raise format_validation_error(exc, DistillerSchedule, source) from None
-    _, policy_index = _convert_policies(schedule)
-    return validate_native(to_native_dict(schedule), _translate(source, policy_index))
+        lines += str(format_validation_error(exc, ds.DistillerSchedule, source)).split("\n")
+        raise_problems(source, lines)
+    raise_problems(source, lines)
+    conv = _Converter(schedule)
+    conv.convert_policies(source)
+    recipe = validate_native(conv.native(), _translate(source, conv))
+    recipe._notes.extend(notes + _unused_extensions(schedule, source))
+    return recipe
 
 
-def load_distiller(path: str | Path) -> Recipe:
+def _unused_extensions(schedule: ds.DistillerSchedule, source: SourceMap) -> list[str]:
+    used = {p.ref.instance_name for p in schedule.policies if p.kind == "extension"}
+    return [
+        f"{source.prefix(('extensions', n), key=True)}extension {n!r} is defined but no policy "
+        "uses it, so Distiller never thins with it (nothing is sliced)"
+        for n in schedule.extensions
+        if n not in used
+    ]
+
+
+def load_distiller(path: str | Path, *, skip_quantizers: bool = False) -> Recipe:
     """Load a Distiller schedule YAML file as a native :class:`Recipe`.
 
     Args:
         path: the schedule file.
+        skip_quantizers: run the pruning part of a schedule that also quantizes.
 
     Returns:
         The converted recipe (no ``model``/``data``/``training.epochs``: give them on the
@@ -526,4 +668,16 @@ def load_distiller(path: str | Path) -> Recipe:
         ConfigError: one line per problem, each ``file:line: what — fix``.
     """
     data, source = read_yaml(path)
-    return validate_distiller(data, source)
+    return validate_distiller(data, source, skip_quantizers=skip_quantizers)
+
+
+def schema_models() -> list[type[BaseModel]]:
+    """Every Distiller class model prunekit reads (for documentation and tests)."""
+    return [
+        m
+        for m in vars(ds).values()
+        if isinstance(m, type)
+        and issubclass(m, ds._Class)
+        and m is not ds._Class
+        and m is not ds._Ranked
+    ]

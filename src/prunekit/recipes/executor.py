@@ -42,19 +42,26 @@ from prunekit._fileio import atomic_write_text
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.plan import PruningPlan, plan_from_keep
+from prunekit.recipes import _runtime
 from prunekit.recipes.lr import resolved_lr
 from prunekit.recipes.native import (
     DataSection,
     GroupLassoRegularizer,
+    GroupPruner,
+    GroupVarianceRegularizer,
     MagnitudePruner,
+    PrunerConfig,
+    RampThresholdPruner,
     Recipe,
     SlimPruner,
+    SplicingPruner,
     StdThresholdPruner,
     StructuredPruner,
 )
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
 from prunekit.record import ModelRecord
 from prunekit.sparse import masks_for
+from prunekit.sparse.groups import group_masks
 from prunekit.structured import StructuredPruner as StructuredSchedulePruner
 from prunekit.surgery import apply_plan
 from prunekit.train import TrainConfig, Trainer
@@ -138,6 +145,18 @@ class _RecipeHooks:
         self._params: dict[str, nn.Parameter] = {}
         self._model = model
         self._graph: DependencyGraph | None = None
+        self._norms: dict[str, str] | None = None
+        self._global_step = 0
+        self.runtime = _runtime.PolicyMasks(executor.recipe, resolved)
+        self.regularizers: _PolicyRegularizers | None = None
+        # Per pruner and tensor: the std (or mean and std of |W|) taken at its first event.
+        self.stats: dict[str, dict[str, Any]] = {}
+        # Group id → units alive after the last thinning (Distiller counts later events from
+        # these), and the kept units of that thinning (what the end-of-run surgery slices).
+        self.physical: dict[str, int] = {}
+        self.thinned: dict[str, list[int]] | None = None
+        self.deferred: list[PruneAction] = []  # skip_first_step events, run after step 1
+        self.leaders: dict[str, dict[str, str]] = {}  # structured pruner → group → its weight
         # One core-engine StructuredPruner per structured pruner of the recipe: it keeps later
         # levels' plans inside earlier ones (units removed once stay removed, whatever the
         # criterion) and its progress is checkpointed.
@@ -156,9 +175,31 @@ class _RecipeHooks:
             self._graph = trace(self._model, self.executor._example_input())
         return self._graph
 
+    @property
+    def norms(self) -> dict[str, str]:
+        """Conv/linear weight → the BatchNorm right after it (for ``fold_bn``), found once."""
+        if self._norms is None:
+            from prunekit.importance import following_norms
+
+            self._norms = following_norms(self._model, self.executor._example_input())
+        return self._norms
+
     def _structured_pruner(
         self, cfg: StructuredPruner, names: list[str]
     ) -> StructuredSchedulePruner:
+        dim = 0 if cfg.target == "filters" else 1
+        leaders = _leaders(self.graph, names, dim)
+        lost = [n for n in names if n not in leaders.values()]
+        name = next(k for k, v in self.executor.recipe.pruners.items() if v is cfg)
+        if cfg.ranking == "own" and lost and len(lost) == len(names):
+            raise ConfigError(
+                f"pruner {name!r}: no {cfg.target} of {', '.join(lost)} can be removed (they "
+                "feed the model's output or a layer kept whole); select other weights"
+            )
+        self.leaders[name] = leaders
+        score_kwargs: dict[str, Any] = {"batches": self.loaders[0]}
+        if cfg.ranking == "own":  # each group ranked by its weight's own filters/channels
+            score_kwargs["slots"] = {gid: (w, dim) for gid, w in leaders.items()}
         return StructuredSchedulePruner(
             self._model,
             None,
@@ -167,8 +208,8 @@ class _RecipeHooks:
             global_ranking=cfg.global_ranking,
             round_to=cfg.round_to,
             floor=cfg.floor,
-            groups=_groups_for(self.graph, names, 0 if cfg.target == "filters" else 1),
-            score_kwargs={"batches": self.loaders[0]},
+            groups=set(leaders) if cfg.ranking == "own" else _groups_for(self.graph, names, dim),
+            score_kwargs=score_kwargs,
             graph=self.graph,
         )
 
@@ -178,6 +219,9 @@ class _RecipeHooks:
         """Apply one pruning event, updating the masks (and zeroing what it pruned)."""
         cfg = self.executor.recipe.pruners[action.pruner]
         params = dict(model.named_parameters())
+        if self.runtime.transient(action):  # forward-only / discarded masks: weights untouched
+            self.runtime.set(action, self._new_masks(cfg, action, params))
+            return
         # Rank the currently masked weights; entries pruned earlier stay pruned.
         self.state.apply(params)
         new = self._new_masks(cfg, action, params)
@@ -188,19 +232,19 @@ class _RecipeHooks:
 
     def _new_masks(
         self,
-        cfg: MagnitudePruner | StdThresholdPruner | StructuredPruner | SlimPruner,
+        cfg: PrunerConfig,
         action: PruneAction,
         params: dict[str, nn.Parameter],
     ) -> dict[str, Tensor]:
         """Keep-masks of one event's pruner (structured: of every tensor its plan slices)."""
         names = self.resolved.targets[action.pruner]
         if isinstance(cfg, StructuredPruner):
-            level = float(action.sparsity or 0.0)
-            return plan_masks(
-                self.structured[action.pruner].prune_to(level, step=self.epoch), params
-            )
-        tensors = {n: params[n] for n in names}
+            return plan_masks(self._structured_event(cfg, action), params)
+        tensors: dict[str, Tensor] = {n: params[n] for n in names}
         current = {n: self.state.masks[n] for n in names if n in self.state.masks}
+        extra = self._stateful_masks(cfg, action, tensors, current)
+        if extra is not None:
+            return extra
         if isinstance(cfg, SlimPruner):
             new = slim_masks(
                 tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
@@ -212,35 +256,133 @@ class _RecipeHooks:
             return new
         if isinstance(cfg, StdThresholdPruner):
             return masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
+        assert isinstance(cfg, MagnitudePruner)
         if cfg.thresholds is not None:  # a MagnitudePruner with absolute cut-offs
             return masks_for(tensors, action.per_param, criterion="threshold", current=current)
         amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
         missing = sorted(n for n, a in amounts.items() if a is None)
         if missing:
             raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
+        if cfg.fold_bn:  # rank |w·γ/σ|; the mask is the same shape
+            tensors = _runtime.fold_tensors(self._model, list(tensors), self.norms)
         return masks_for(
             tensors,
             {n: float(a) for n, a in amounts.items() if a is not None},
             scope="global" if cfg.global_ranking else "layer",
             current=current,
+            rounding=cfg.rounding,
         )
+
+    def _stateful_masks(
+        self,
+        cfg: PrunerConfig,
+        action: PruneAction,
+        tensors: dict[str, Tensor],
+        current: dict[str, Tensor],
+    ) -> dict[str, Tensor] | None:
+        """Masks of the pruner kinds that need more than a criterion (None: not one of them)."""
+        stats = self.stats.setdefault(action.pruner, {})
+        if isinstance(cfg, GroupPruner):
+            seed = self.executor.recipe.training.seed
+            gen = _runtime.event_generator(seed, action.pruner, self.epoch, self.step)
+            return _runtime.group_event(cfg, action, tensors, current, gen)
+        if isinstance(cfg, SplicingPruner):
+            previous = self.runtime.current(action) if self.runtime.transient(action) else current
+            return _runtime.splice_event(cfg, action, tensors, previous, stats)
+        if isinstance(cfg, RampThresholdPruner):
+            return masks_for(tensors, action.per_param, criterion="threshold", current=current)
+        if isinstance(cfg, StdThresholdPruner) and cfg.std == "first":
+            return _runtime.std_first_event(cfg, action, tensors, current, stats)
+        return None
+
+    def _structured_event(self, cfg: StructuredPruner, action: PruneAction) -> Any:
+        """One structured event: with ``own`` ranking (or after a thinning) every group's count
+        is exact — ``int(s·n)`` of the units alive after the last thinning, s the level of the
+        weight that ranks the group (Distiller)."""
+        pruner = self.structured[action.pruner]
+        level = float(action.sparsity or 0.0)
+        overrides: dict[str, float] = {}
+        if cfg.ranking == "own" or self.physical:
+            for gid, weight in self.leaders[action.pruner].items():
+                size = self.graph.group(gid).size
+                alive = self.physical.get(gid, size)
+                s = float(action.per_param.get(weight, level))
+                overrides[gid] = min((size - alive + int(s * alive)) / size, 1 - 1 / size)
+        extra: dict[str, Any] = {}
+        if cfg.fold_bn:
+            weights = list(self.leaders[action.pruner].values())
+            extra["tensors"] = _runtime.fold_tensors(self._model, weights, self.norms)
+        return pruner.prune_to(level, step=self.epoch, overrides=overrides, score_kwargs=extra)
+
+    @property
+    def step(self) -> int:
+        """Steps done in the current epoch (0 without training data)."""
+        if self.loaders[0] is None:
+            return 0
+        return self._global_step - self.epoch * len(self.loaders[0])  # type: ignore[arg-type]
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.epoch = epoch
+        self._global_step = trainer.step
+        self.runtime.enabled = False  # pruning's own forward passes see the true weights
+        self.runtime.install(trainer.model, trainer.optimizer)
         for loader in self.loaders:  # the epoch's order also for calibration batches
             set_epoch = getattr(loader, "set_epoch", None)
             if set_epoch is not None:
                 set_epoch(epoch)
         for action in self.resolved.epochs[epoch].prune:
-            self.prune(trainer.model, action)
+            if self.runtime.of(action).skip_first_step and action.step == 1:
+                self.deferred.append(action)  # waits for the first gradient
+            else:
+                self.prune(trainer.model, action)
+        if self.resolved.epochs[epoch].thinning:
+            self._thin()
         self._params = dict(trainer.model.named_parameters())
         self.state.apply(self._params)
+        self.runtime.epoch = epoch
+        self.runtime.enabled = True
+
+    def _thin(self) -> None:
+        """Distiller-style thinning now: record the units that survive it."""
+        if not self.state.surgery_tensors:
+            return
+        self.thinned = surgery_keep_sets(self.graph, self.state.masks, self.state.surgery_tensors)
+        self.physical = {
+            g.id: len(self.thinned.get(g.id, range(g.size))) for g in self.graph.groups
+        }
 
     def on_step_end(self, trainer: Trainer, step: int) -> None:
         self.state.apply(self._params)
+        self._global_step = step
+        self.runtime.after_step()
+        if self.regularizers is not None:
+            self.regularizers.threshold(trainer.model, self.epoch, self.state)
+        spe = len(self.loaders[0])  # type: ignore[arg-type]
+        local = step - self.epoch * spe  # the next mini-batch's index in this epoch
+        if not 0 < local < spe:
+            return
+        due = [a for a in self.deferred if local == 1]
+        self.deferred = [a for a in self.deferred if a not in due]
+        for action in self.resolved.epochs[self.epoch].prune:
+            every = self.runtime.of(action).every_steps
+            if (every and step % every == 0 and action not in due) or action in due:
+                self.runtime.enabled = False
+                self.prune(trainer.model, action)
+                self.runtime.enabled = True
+        self.state.apply(self._params)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+        self.runtime.restore()  # checkpoints hold the unmasked values of double-copy policies
+        kept = self.runtime.keep_ending(epoch)
+        if self.regularizers is not None:
+            kept.update(self.regularizers.keep_ending(epoch))
+        if kept:
+            self.state.merge(kept)
+            self.state.apply(self._params)
         row["sparsity"] = self.state.sparsity()
+
+    def on_train_end(self, trainer: Trainer, result: Any) -> None:
+        self.runtime.remove()
 
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -248,6 +390,10 @@ class _RecipeHooks:
             "masks": dict(self.state.masks),
             "surgery_tensors": sorted(self.state.surgery_tensors),
             "structured": {name: p.state_dict() for name, p in self.structured.items()},
+            "policy_masks": self.runtime.state_dict(),
+            "stats": json.dumps(self.stats),
+            "physical": json.dumps(self.physical),
+            "thinned": json.dumps(self.thinned),
         }
         if self.teacher is not None and self.executor._dense_teacher():
             out["teacher"] = self.teacher.state_dict()
@@ -264,33 +410,112 @@ class _RecipeHooks:
         self.state.surgery_tensors = set(saved["surgery_tensors"])
         for name, pruner in self.structured.items():
             pruner.load_state_dict(saved["structured"][name])
+        self.runtime.load_state_dict(saved["policy_masks"], device)
+        self.stats = json.loads(saved["stats"])
+        self.physical = json.loads(saved["physical"])
+        self.thinned = json.loads(saved["thinned"])
         if self.teacher is not None and "teacher" in saved:
             self.teacher.load_state_dict(saved["teacher"])
 
 
+#: native group-lasso group → the dims that index its groups (see GroupLassoRegularizer)
+LASSO_DIMS: dict[str, tuple[int, ...]] = {
+    "filters": (0,),
+    "rows": (0,),
+    "channels": (1,),
+    "cols": (1,),
+    "kernels": (0, 1),
+    "layer": (),
+}
+
+
 class _PolicyRegularizers:
     """The recipe's regularizers (:mod:`prunekit.train.regularizers`), each applied only in the
-    epochs its policy makes active."""
+    epochs its policy makes active; those with a ``threshold`` also zero, after every step,
+    what falls below λ (Distiller's threshold_criteria), kept for good with ``masking.keep``."""
 
     def __init__(self, recipe: Recipe, resolved: ResolvedRecipe, hooks: _RecipeHooks) -> None:
         self.hooks = hooks
+        self.recipe = recipe
         self.resolved = resolved
-        self.by_name: dict[str, regs.Regularizer] = {}
+        self.by_name: dict[str, list[regs.Regularizer]] = {}
         for name, cfg in recipe.regularizers.items():
             strengths = resolved.strengths.get(name)
-            if not strengths:
-                continue
-            if isinstance(cfg, GroupLassoRegularizer):
-                dim = 0 if cfg.group in ("filters", "rows") else 1
-                self.by_name[name] = regs.GroupLassoRegularizer(strengths, dim=dim)
-            else:  # l1 and bn_l1: Σλ|w| over the resolved tensors
-                self.by_name[name] = regs.L1Regularizer(strengths)
+            if strengths:
+                self.by_name[name] = _regularizers_of(cfg, strengths)
+        self.last: dict[str, int] = {}  # regularizer policy with keep → its last active epoch
+        for policy in recipe.policies:
+            if policy.kind == "regularizer" and policy.masking is not None and policy.masking.keep:
+                active = [e.epoch for e in resolved.epochs if policy.target in e.regularize]
+                if active:
+                    self.last[policy.target] = active[-1]
+        self.masks: dict[str, Tensor] = {}  # the threshold masks of the last step
 
     def after_backward(self, model: nn.Module) -> None:
         for name in self.resolved.epochs[self.hooks.epoch].regularize:
-            reg = self.by_name.get(name)
-            if reg is not None:
+            for reg in self.by_name.get(name, ()):
                 reg.after_backward(model)
+
+    @torch.no_grad()
+    def threshold(self, model: nn.Module, epoch: int, state: _State) -> None:
+        """After a step: zero the entries / groups at or below λ of thresholding regularizers."""
+        params = dict(model.named_parameters())
+        for name in self.resolved.epochs[epoch].regularize:
+            cfg = self.recipe.regularizers[name]
+            norm = getattr(cfg, "threshold", None)
+            if norm is None:
+                continue
+            strengths = self.resolved.strengths[name]
+            tensors = {n: params[n] for n in strengths}
+            if isinstance(cfg, GroupLassoRegularizer):
+                masks = {}
+                for n in tensors:
+                    group = _lasso_groups(cfg, n)[0]
+                    masks.update(
+                        group_masks({n: tensors[n]}, {n: strengths[n]}, group, thresholds=norm)
+                    )
+            else:
+                masks = masks_for(tensors, strengths, criterion="threshold")
+            for n, m in masks.items():
+                params[n].mul_(m.to(params[n].dtype))
+                self.masks[f"{name}\0{n}"] = m
+
+    def keep_ending(self, epoch: int) -> dict[str, Tensor]:
+        """The threshold masks of ``keep`` policies ending with ``epoch`` (made permanent)."""
+        out: dict[str, Tensor] = {}
+        for key, mask in list(self.masks.items()):
+            name, param = key.split("\0")
+            if self.last.get(name) == epoch:
+                out[param] = mask if param not in out else out[param] & mask
+                del self.masks[key]
+        return out
+
+
+def _lasso_groups(cfg: GroupLassoRegularizer, param: str) -> list[str]:
+    """The group kinds of one parameter (a ``groups`` entry, else the regularizer's ``group``)."""
+    value = lookup_group(cfg.groups or {}, param) or cfg.group
+    return [value] if isinstance(value, str) else list(value)
+
+
+def lookup_group(table: Mapping[str, Any], name: str) -> Any:
+    from prunekit.recipes._targets import match, strip_data_parallel
+
+    for key, value in table.items():
+        if name in (key, strip_data_parallel(key)) or match(key, [name]):
+            return value
+    return None
+
+
+def _regularizers_of(cfg: Any, strengths: dict[str, float]) -> list[regs.Regularizer]:
+    if isinstance(cfg, GroupVarianceRegularizer):
+        return [regs.GroupVarianceRegularizer(strengths)]
+    if not isinstance(cfg, GroupLassoRegularizer):  # l1 and bn_l1: Σλ|w|
+        return [regs.L1Regularizer(strengths)]
+    by_dims: dict[tuple[int, ...], dict[str, float]] = {}
+    for param, lam in strengths.items():
+        for group in _lasso_groups(cfg, param):
+            by_dims.setdefault(LASSO_DIMS[group], {})[param] = lam
+    return [regs.GroupLassoRegularizer(s, group_dims=dims) for dims, s in by_dims.items()]
 
 
 class Executor:
@@ -363,13 +588,14 @@ class Executor:
         model.to(self.device)
         teacher = self._teacher(model)
         hooks = _RecipeHooks(self, model, resolved, (train, test), teacher)
+        hooks.regularizers = _PolicyRegularizers(self.recipe, resolved, hooks)
         lr = resolved_lr(resolved, steps_per_epoch=len(train))
         trainer = Trainer(
             model,
             train,
             test,
             self._train_config(resolved),
-            regularizers=[_PolicyRegularizers(self.recipe, resolved, hooks)],
+            regularizers=[hooks.regularizers],
             distillation=self._distillation(teacher),
             callbacks=[hooks],
             lr_schedule=lr,
@@ -384,6 +610,35 @@ class Executor:
         plan = self._finalize(model, hooks)
         self._save(model, plan, resolved, history)
         return RunResult(model, resolved, history, hooks.state.masks, self.out_dir)
+
+    def prune_only(self) -> RunResult:
+        """Carry out the recipe's pruning events epoch by epoch with no training in between.
+
+        Every event, mask lifetime (``keep``) and thinning happens as in :meth:`run`, then the
+        end-of-run surgery; there is no optimizer, LR, regularizer or distillation. What comes
+        out is the structure the schedule gives this model's current weights: the widths after
+        each thinning and the non-zeros per tensor (Distiller's published tables are of this
+        kind). Criteria that need data (``activation``, ``apoz``, ``taylor``) score on
+        ``train_data``.
+
+        Returns:
+            A :class:`RunResult` with an empty history; nothing is written.
+
+        Example:
+            >>> result = Executor(recipe, model=build_model("zoo:resnet56_cifar")).prune_only()
+        """
+        model = self._build_model()
+        resolved = resolve(self.recipe, model, self.epochs)
+        model.to(self.device)
+        loaders = (self.train_data, self.eval_data)
+        hooks = _RecipeHooks(self, model, resolved, loaders, None)  # type: ignore[arg-type]
+        stub = _NoTrainer(model)
+        with torch.no_grad():
+            for epoch in range(resolved.num_epochs):
+                hooks.on_epoch_start(stub, epoch)  # type: ignore[arg-type]
+                hooks.on_epoch_end(stub, epoch, {})  # type: ignore[arg-type]
+        self._finalize(model, hooks)
+        return RunResult(model, resolved, [], hooks.state.masks, None)
 
     def _train_config(self, resolved: ResolvedRecipe) -> TrainConfig:
         # The recipe's training section is the trainer's config; the run's length, device and
@@ -457,7 +712,10 @@ class Executor:
         state = hooks.state
         if not state.surgery_tensors:
             return None
-        keep = surgery_keep_sets(hooks.graph, state.masks, state.surgery_tensors)
+        if self.recipe.thinning_epochs:  # Distiller: only what its last thinning removed
+            keep = hooks.thinned or {}
+        else:
+            keep = surgery_keep_sets(hooks.graph, state.masks, state.surgery_tensors)
         if not keep:
             return None
         plan = plan_from_keep(hooks.graph, keep, {"source": "recipe"})
@@ -491,6 +749,15 @@ class Executor:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _NoTrainer:
+    """What the recipe hooks read from a trainer, for :meth:`Executor.prune_only`."""
+
+    model: nn.Module
+    optimizer: Any = None
+    step: int = 0
 
 
 def _fingerprint(resolved: ResolvedRecipe) -> str:
@@ -594,6 +861,18 @@ def plan_masks(pruning_plan: Any, params: dict[str, nn.Parameter]) -> dict[str, 
             mask &= ~drop.view(shape)
         masks[name] = mask
     return masks
+
+
+def _leaders(graph: DependencyGraph, names: list[str], dim: int) -> dict[str, str]:
+    """Group id → the first of ``names`` (in order) whose dim ``dim`` lies in that group: the
+    weight whose own structures rank the group (Distiller's group_dependency Leader)."""
+    where = {(s.tensor, s.dim): g.id for g in graph.groups for s in g.slots}
+    out: dict[str, str] = {}
+    for name in names:
+        gid = where.get((name, dim))
+        if gid is not None:
+            out.setdefault(gid, name)
+    return out
 
 
 def _groups_for(graph: DependencyGraph, names: list[str], dim: int) -> set[str]:

@@ -10,6 +10,8 @@ read the same numbers and a resumed run needs no scheduler state.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ from prunekit.recipes.native import (
     CosineLRSchedule,
     ExponentialLRSchedule,
     LRScheduleConfig,
+    MultiStepGammasLRSchedule,
     MultiStepLRSchedule,
     PolynomialLRSchedule,
     Recipe,
@@ -43,6 +46,10 @@ def _named_scheduler(opt: Optimizer, cfg: LRScheduleConfig) -> sched.LRScheduler
         return sched.CosineAnnealingLR(opt, T_max=cfg.t_max, eta_min=cfg.eta_min)
     if isinstance(cfg, PolynomialLRSchedule):
         return sched.PolynomialLR(opt, total_iters=cfg.total_iters, power=cfg.power)
+    if isinstance(cfg, MultiStepGammasLRSchedule):
+        # Distiller's MultiStepMultiGammaLR: base · Π gammas[:k], k = milestones reached so far.
+        miles, gammas = list(cfg.milestones), list(cfg.gammas)
+        return sched.LambdaLR(opt, lambda t: math.prod(gammas[: bisect.bisect_right(miles, t)]))
     raise TypeError(f"unknown lr schedule config {type(cfg).__name__}")  # pragma: no cover
 
 

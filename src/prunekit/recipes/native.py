@@ -32,6 +32,7 @@ from prunekit.recipes._source import (
     RecipeValueError,
     SourceMap,
     format_validation_error,
+    raise_problems,
     read_yaml,
 )
 from prunekit.train.config import TrainConfig
@@ -180,6 +181,11 @@ class MagnitudePruner(_SparsityTarget):
     levels: dict[str, Fraction] | None = None
     thresholds: dict[str, NonNegFloat] | None = None
     global_ranking: bool = False
+    # How a sparsity becomes a count: round(s·n) or floor(s·n) (Distiller's int(s·n)).
+    rounding: Literal["round", "floor"] = "round"
+    # Rank |w·γ/sqrt(var+eps)|, the weights with their following BatchNorm folded in (Distiller's
+    # fold_batchnorm policy argument).
+    fold_bn: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> MagnitudePruner:
@@ -197,6 +203,12 @@ class MagnitudePruner(_SparsityTarget):
             )
         if self.schedule == "agp" and self.final_sparsity is None and self.levels is None:
             raise RecipeValueError("schedule 'agp' needs 'final_sparsity'", ("schedule",))
+        if self.fold_bn and (self.thresholds is not None or self.global_ranking):
+            raise RecipeValueError(
+                "fold_bn ranks each tensor's folded weights; it cannot go with 'thresholds' or "
+                "'global_ranking'",
+                ("fold_bn",),
+            )
         return self
 
 
@@ -209,6 +221,9 @@ class StdThresholdPruner(_PrunerBase):
     schedule: Literal["one_shot", "iterative"] = "one_shot"
     sensitivity: PositiveFloat | None = None
     sensitivities: dict[str, PositiveFloat] | None = None
+    # "current": std(W) of the weights at every event; "first": taken once, at the pruner's
+    # first event, and its threshold reused (Distiller's SensitivityPruner).
+    std: Literal["current", "first"] = "current"
 
     @model_validator(mode="after")
     def _check(self) -> StdThresholdPruner:
@@ -217,7 +232,7 @@ class StdThresholdPruner(_PrunerBase):
         return self
 
 
-Criterion = Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"]
+Criterion = Literal["l1", "l2", "bn_scale", "taylor", "random", "activation", "apoz"]
 
 
 class StructuredPruner(_SparsityTarget):
@@ -237,12 +252,27 @@ class StructuredPruner(_SparsityTarget):
     round_to: PositiveInt | None = None
     floor: PositiveInt = 1
     surgery: bool = True
+    # "group": every slot of a coupled group scores its units; "own": a group is ranked by the
+    # first selected weight that holds it, on that weight's own filters/channels alone (what
+    # Distiller's ranked pruners do, its group_dependency Leader), counting int(s·n) units.
+    ranking: Literal["group", "own"] = "group"
+    # Rank BN-folded weights, w·γ/sqrt(var+eps) of the BatchNorm right after the layer
+    # (Distiller's fold_batchnorm; "own" ranking with l1/l2 only).
+    fold_bn: bool = False
+    # Per-weight fractions (glob → sparsity); a group takes the level of the weight that ranks it.
+    levels: dict[str, Fraction] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StructuredPruner:
         self._check_range()
-        if self.final_sparsity is None:
-            raise RecipeValueError("needs 'final_sparsity'", ("final_sparsity",))
+        if self.final_sparsity is None and self.levels is None:
+            raise RecipeValueError("needs 'final_sparsity' (or 'levels')", ("final_sparsity",))
+        if self.fold_bn and (self.ranking != "own" or self.criterion not in ("l1", "l2")):
+            raise RecipeValueError(
+                "fold_bn ranks a layer's own BN-folded weights: it needs ranking 'own' and "
+                "criterion 'l1' or 'l2'",
+                ("fold_bn",),
+            )
         return self
 
 
@@ -262,8 +292,118 @@ class SlimPruner(_PrunerBase):
         return 0.0, self.percent
 
 
+class GroupPruner(_SparsityTarget):
+    """Zero whole structures inside each selected tensor, ranked by their L1/L2 norm (or at
+    random), without the dependency graph and never sliced: filters, channels, rows / cols of a
+    2-D weight, kernels (one (filter, channel) slice of a conv) or blocks (Distiller's
+    ``block_shape`` ``[repetitions, depth, 1, 1]``). Counts are ``int(s·n)`` structures.
+
+    Instead of a sparsity: ``thresholds`` (glob → cut-off) zero the structures whose mean |w|
+    (``threshold_norm: mean_abs``) or max |w| (``max``) is at most the cut-off (Distiller's
+    StructureParameterPruner); ``level_range`` draws each event's sparsity uniformly per tensor
+    (Distiller's RandomLevelStructureParameterPruner). ``criterion: bernoulli`` keeps each
+    structure with probability 1 − s and scales the kept ones by n/kept (DropFilter; needs a
+    policy with ``masking: {forward_only: true}``).
+    """
+
+    method: Literal["group"]
+    group: Literal["filters", "channels", "rows", "cols", "kernels", "blocks"]
+    criterion: Literal["l1", "l2", "random", "bernoulli"] = "l1"
+    block_shape: list[PositiveInt] | None = None
+    levels: dict[str, Fraction] | None = None
+    thresholds: dict[str, NonNegFloat] | None = None
+    threshold_norm: Literal["mean_abs", "max"] = "mean_abs"
+    level_range: list[Fraction] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GroupPruner:
+        self._check_range()
+        given = [
+            k
+            for k in ("final_sparsity", "levels", "thresholds", "level_range")
+            if getattr(self, k) is not None
+        ]
+        if not given:
+            raise RecipeValueError(
+                "needs 'final_sparsity' (or 'levels', 'thresholds' or 'level_range')"
+            )
+        if "thresholds" in given and len(given) > 1:
+            raise RecipeValueError(
+                "'thresholds' cannot be combined with sparsities", ("thresholds",)
+            )
+        if (self.group == "blocks") != (self.block_shape is not None):
+            raise RecipeValueError(
+                "'block_shape' goes with group 'blocks' (and 'blocks' needs one)", ("block_shape",)
+            )
+        if self.block_shape is not None and (
+            len(self.block_shape) != 4 or self.block_shape[2:] != [1, 1]
+        ):
+            raise RecipeValueError(
+                f"block_shape must be [repetitions, depth, 1, 1], got {self.block_shape}",
+                ("block_shape",),
+            )
+        if self.level_range is not None and (
+            len(self.level_range) != 2 or self.level_range[0] > self.level_range[1]
+        ):
+            raise RecipeValueError(
+                f"level_range must be [low, high] with low <= high, got {self.level_range}",
+                ("level_range",),
+            )
+        return self
+
+    def sparsity_range(self) -> tuple[float, float] | None:
+        if self.level_range is not None:
+            return None
+        return super().sparsity_range()
+
+
+class SplicingPruner(_PrunerBase):
+    """Dynamic network surgery (Guo et al. 2016, arXiv:1608.04493, eq. 3): at every event a
+    weight is pruned when |w| < a, spliced back when |w| >= b, and keeps its state in between,
+    with a = (mean|W| + s·std|W|)·``low`` and b = (…)·``high`` — mean and std of |W| taken once,
+    at the pruner's first event; s grows by ``growth`` per epoch of its policy,
+    s_t = s·(1 + growth·(t − start)) (Distiller's SplicingPruner). Pair it with a policy
+    ``masking: {forward_only: true, every_steps: 1}`` so pruned weights keep training and can
+    come back."""
+
+    method: Literal["splicing"]
+    sensitivity: PositiveFloat | None = None
+    sensitivities: dict[str, PositiveFloat] | None = None
+    low: PositiveFloat
+    high: PositiveFloat
+    growth: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> SplicingPruner:
+        if self.sensitivity is None and not self.sensitivities:
+            raise RecipeValueError("needs 'sensitivity' (or per-parameter 'sensitivities')")
+        if self.low > self.high:
+            raise RecipeValueError(
+                f"low {self.low} > high {self.high}: a weight above b must be above a", ("low",)
+            )
+        return self
+
+
+class RampThresholdPruner(_PrunerBase):
+    """Narang et al. 2017, "Exploring Sparsity in Recurrent Neural Networks" (arXiv:1704.05119,
+    eq. 1; Distiller's BaiduRNNPruner): an absolute |w| threshold that grows linearly through the
+    policy, with slope θ = 2·q·f / (2·(ramp − start) + 3·(end − ramp)) until ``ramp_epoch`` and
+    ``ramp_slope_mult``·θ after it (``f`` the policy's frequency, ``end`` its ending epoch)."""
+
+    method: Literal["ramp_threshold"]
+    q: PositiveFloat
+    ramp_epoch: NonNegInt
+    ramp_slope_mult: PositiveFloat
+
+
 PrunerConfig = Annotated[
-    MagnitudePruner | StdThresholdPruner | StructuredPruner | SlimPruner,
+    MagnitudePruner
+    | StdThresholdPruner
+    | StructuredPruner
+    | SlimPruner
+    | GroupPruner
+    | SplicingPruner
+    | RampThresholdPruner,
     Field(discriminator="method"),
 ]
 
@@ -288,6 +428,9 @@ class L1Regularizer(StrictModel):
     strength: NonNegFloat | None = None  # default λ for ``params`` not in ``strengths``
     strengths: dict[str, NonNegFloat] | None = None  # glob → λ
     params: Globs | None = None
+    # Distiller's threshold_criteria: after every optimizer step of an active epoch, zero the
+    # entries with |w| <= λ (once; they may grow back unless the policy's masking keeps them).
+    threshold: Literal["mean_abs", "max"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> L1Regularizer:
@@ -296,25 +439,60 @@ class L1Regularizer(StrictModel):
         return self
 
 
+LassoGroup = Literal["filters", "channels", "rows", "cols", "kernels", "layer"]
+
+
 class GroupLassoRegularizer(StrictModel):
-    """Σ λ·Σ_g ‖w_g‖₂ over filters/channels/rows/cols (Yuan & Lin 2006; Wen et al. 2016,
-    arXiv:1608.03665 — Distiller's GroupLassoRegularizer)."""
+    """Σ λ·Σ_g ‖w_g‖₂ (Yuan & Lin 2006; Wen et al. 2016, arXiv:1608.03665 — Distiller's
+    GroupLassoRegularizer). Groups: ``filters`` (output slices), ``channels`` (input slices),
+    ``rows`` / ``cols`` of a 2-D weight, ``kernels`` (one (filter, channel) 2-D kernel of a
+    conv, Distiller's 2D), ``layer`` (the whole tensor, Distiller's 4D). ``groups`` maps globs to
+    a group (or a list of groups, summed) per parameter. ``threshold``: after every optimizer
+    step of an active epoch, zero the groups whose mean |w| (``mean_abs``) or max |w| is <= λ
+    (Distiller's threshold_criteria)."""
 
     kind: Literal["group_lasso"]
-    group: Literal["filters", "channels", "rows", "cols"] = "filters"
+    group: LassoGroup = "filters"
+    groups: dict[str, LassoGroup | list[LassoGroup]] | None = None
+    strength: NonNegFloat | None = None
+    strengths: dict[str, NonNegFloat] | None = None
+    params: Globs | None = None
+    threshold: Literal["mean_abs", "max"] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GroupLassoRegularizer:
+        if self.strength is None and not self.strengths:
+            raise RecipeValueError("needs 'strength' (or per-parameter 'strengths')")
+        kinds = [self.group, *(self.groups or {}).values()]
+        if self.threshold is not None and any(isinstance(k, list) or k == "layer" for k in kinds):
+            raise RecipeValueError(
+                "'threshold' zeroes one kind of group per tensor; it cannot go with combined "
+                "groups (a list) or 'layer'",
+                ("threshold",),
+            )
+        return self
+
+
+class GroupVarianceRegularizer(StrictModel):
+    """λ / Var_c(‖w_c‖₂) over the input channels c of each selected conv weight: rewards
+    channel norms that spread apart, so some channels can be pruned (Torfi et al. 2018,
+    arXiv:1802.09902 — Distiller's GroupVarianceRegularizer, group Channels)."""
+
+    kind: Literal["group_variance"]
     strength: NonNegFloat | None = None
     strengths: dict[str, NonNegFloat] | None = None
     params: Globs | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> GroupLassoRegularizer:
+    def _check(self) -> GroupVarianceRegularizer:
         if self.strength is None and not self.strengths:
             raise RecipeValueError("needs 'strength' (or per-parameter 'strengths')")
         return self
 
 
 RegularizerConfig = Annotated[
-    BNL1Regularizer | L1Regularizer | GroupLassoRegularizer, Field(discriminator="kind")
+    BNL1Regularizer | L1Regularizer | GroupLassoRegularizer | GroupVarianceRegularizer,
+    Field(discriminator="kind"),
 ]
 
 
@@ -357,12 +535,34 @@ class PolynomialLRSchedule(StrictModel):
     power: PositiveFloat = 1.0
 
 
+class MultiStepGammasLRSchedule(StrictModel):
+    """Distiller's ``MultiStepMultiGammaLR``: at ``milestones[i]`` (counted in active epochs) the
+    LR is multiplied by ``gammas[i]``."""
+
+    kind: Literal["multistep_gammas"]
+    milestones: list[NonNegInt]
+    gammas: list[PositiveFloat]
+
+    @model_validator(mode="after")
+    def _check(self) -> MultiStepGammasLRSchedule:
+        if len(self.milestones) != len(self.gammas):
+            raise RecipeValueError(
+                f"{len(self.milestones)} milestones but {len(self.gammas)} gammas; give one "
+                "gamma per milestone",
+                ("gammas",),
+            )
+        if self.milestones != sorted(self.milestones):
+            raise RecipeValueError("milestones must increase", ("milestones",))
+        return self
+
+
 LRScheduleConfig = Annotated[
     StepLRSchedule
     | MultiStepLRSchedule
     | ExponentialLRSchedule
     | CosineLRSchedule
-    | PolynomialLRSchedule,
+    | PolynomialLRSchedule
+    | MultiStepGammasLRSchedule,
     Field(discriminator="kind"),
 ]
 
@@ -398,6 +598,33 @@ def check_epoch_range(
         )
 
 
+class PolicyMasking(StrictModel):
+    """How a pruner policy's masks act between its events (Distiller's PruningPolicy ``args``).
+
+    By default masks are recomputed at the start of each active epoch and re-applied after
+    every optimizer step, for the rest of the run.
+    """
+
+    every_steps: PositiveInt | None = None  # also recompute every N global training steps
+    forward_only: bool = False  # mask the weights for the forward pass only; steps update them
+    double_copies: bool = False  # forward_only: steps update the unmasked values (kept aside)
+    mask_gradients: bool = False  # forward_only: masked entries get zero gradient
+    discard: bool = False  # drop the masks after every optimizer step (until recomputed)
+    keep: bool = False  # after the policy's last active epoch its masks become permanent
+    skip_first_step: bool = False  # the first event waits for the first step (a gradient)
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyMasking:
+        for key in ("double_copies", "mask_gradients"):
+            if getattr(self, key) and not self.forward_only:
+                raise RecipeValueError(
+                    f"'{key}' needs 'forward_only: true' (with masks applied after every step "
+                    "there is nothing to keep apart)",
+                    (key,),
+                )
+        return self
+
+
 class Policy(StrictModel):
     """When one named pruner / regularizer / LR schedule acts.
 
@@ -412,6 +639,7 @@ class Policy(StrictModel):
     ending_epoch: NonNegInt | None = None
     frequency: PositiveInt | None = None
     epochs: list[NonNegInt] | None = None
+    masking: PolicyMasking | None = None  # pruner policies (``keep`` also regularizer ones)
 
     @property
     def kind(self) -> str:
@@ -432,6 +660,15 @@ class Policy(StrictModel):
                 + (f" (got {', '.join(named)})" if named else "")
             )
         check_epoch_range(self.starting_epoch, self.ending_epoch, self.frequency, self.epochs)
+        m = self.masking
+        if m is not None and self.kind != "pruner":
+            extra = [k for k, v in m.model_dump().items() if v not in (None, False) and k != "keep"]
+            if self.kind == "lr_schedule" or extra:
+                raise RecipeValueError(
+                    f"'masking' {'keys ' + ', '.join(extra) + ' are' if extra else 'is'} for "
+                    "pruner policies (a regularizer policy takes only 'keep')",
+                    ("masking",),
+                )
         return self
 
 
@@ -454,13 +691,22 @@ class Recipe(StrictModel):
     lr_schedules: dict[str, LRScheduleConfig] = Field(default_factory=dict)
     distillation: DistillationSection | None = None
     policies: list[Policy] = Field(default_factory=list)
+    # Epochs after whose pruning the model is thinned (Distiller's FilterRemover/ChannelRemover
+    # policies): structured pruners acting later count their units among those that survived.
+    thinning_epochs: list[NonNegInt] = Field(default_factory=list)
 
     _source: SourceMap = PrivateAttr(default_factory=SourceMap)
+    _notes: list[str] = PrivateAttr(default_factory=list)
 
     @property
     def source(self) -> SourceMap:
         """Where this recipe came from (file name and line of every path)."""
         return self._source
+
+    @property
+    def notes(self) -> list[str]:
+        """Warnings found while loading (e.g. skipped quantizers); resolve repeats them."""
+        return self._notes
 
     @model_validator(mode="after")
     def _check_refs(self) -> Recipe:
@@ -478,6 +724,7 @@ class Recipe(StrictModel):
                     f"(defined: {listed})",
                     ("policies", i, policy.kind),
                 )
+        self._check_masking()
         stepped = any(p.kind == "lr_schedule" for p in self.policies)
         if stepped and self.training.schedule not in (None, "constant"):
             raise RecipeValueError(
@@ -486,6 +733,36 @@ class Recipe(StrictModel):
                 ("training", "schedule"),
             )
         return self
+
+    def _check_masking(self) -> None:
+        """Masks that only make sense between forward passes need a forward-only policy."""
+        for i, policy in enumerate(self.policies):
+            item: Any = getattr(self, f"{policy.kind}s", {}).get(policy.target)
+            forward_only = policy.masking is not None and policy.masking.forward_only
+            if isinstance(item, GroupPruner) and item.criterion == "bernoulli" and not forward_only:
+                raise RecipeValueError(
+                    f"pruner {policy.target!r} (bernoulli) rescales the filters it keeps, so its "
+                    "masks must not stay in the weights; give the policy masking: "
+                    "{forward_only: true}",
+                    ("policies", i),
+                )
+            if isinstance(item, (StructuredPruner, SlimPruner)) and (
+                forward_only or (policy.masking is not None and policy.masking.discard)
+            ):
+                raise RecipeValueError(
+                    f"pruner {policy.target!r} ({item.method}) removes units through the "
+                    "dependency graph and zeroes the coupled layers; forward_only / discard "
+                    "masking is for element and group pruners (use method 'group' for masks "
+                    "that come and go)",
+                    ("policies", i, "masking"),
+                )
+            keep = policy.masking is not None and policy.masking.keep
+            if keep and policy.kind == "regularizer" and getattr(item, "threshold", None) is None:
+                raise RecipeValueError(
+                    f"masking.keep keeps a regularizer's threshold mask, but {policy.target!r} "
+                    "has no 'threshold'",
+                    ("policies", i, "masking"),
+                )
 
     def to_json(self, indent: int | None = 2) -> str:
         """Serialize (defaults included) to JSON; :meth:`from_json` reads it back."""
@@ -519,7 +796,10 @@ def validate_native(data: Any, source: SourceMap) -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise format_validation_error(exc, Recipe, source) from None
+        lines = str(format_validation_error(exc, Recipe, source)).split("\n")
+        raise_problems(source, lines)
+        raise AssertionError("unreachable") from None  # pragma: no cover
+    raise_problems(source)  # duplicate keys found while parsing
     recipe._source = source
     return recipe
 

@@ -25,10 +25,13 @@ from prunekit.errors import ConfigError
 from prunekit.recipes import _targets
 from prunekit.recipes.lr import recipe_lr
 from prunekit.recipes.native import (
+    GroupPruner,
     MagnitudePruner,
     Policy,
     PrunerConfig,
+    RampThresholdPruner,
     Recipe,
+    SplicingPruner,
     StdThresholdPruner,
 )
 from prunekit.schedules import agp_sparsity, iterative
@@ -43,8 +46,11 @@ class PruneAction:
         method: ``magnitude`` | ``std_threshold`` | ``structured`` | ``slim``.
         sparsity: fraction to prune at this event (None for threshold-based pruning).
         per_param: parameter → value for per-tensor targets; ``quantity`` says what it is.
-        quantity: ``sparsity`` | ``threshold`` (absolute |w|) | ``sensitivity`` (× std).
+        quantity: ``sparsity`` | ``threshold`` (absolute |w|, or a structure's mean/max |w|) |
+            ``sensitivity`` (× std) | ``random_level`` (drawn from ``level_range``).
         step: 1-based index of this event within its policy; ``steps`` events in all.
+        policy: index of the policy this event belongs to (its ``masking`` applies).
+        level_range: ``[low, high]`` for ``random_level`` events.
     """
 
     pruner: str
@@ -54,6 +60,8 @@ class PruneAction:
     quantity: str
     step: int
     steps: int
+    policy: int = -1
+    level_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -65,6 +73,7 @@ class EpochPlan:
     prune: list[PruneAction] = field(default_factory=list)
     regularize: list[str] = field(default_factory=list)
     lr_step: list[str] = field(default_factory=list)  # named LR schedules stepped at its end
+    thinning: bool = False  # Distiller-style thinning after this epoch's pruning
 
 
 @dataclass
@@ -172,6 +181,7 @@ def count_epochs(recipe: Recipe, override: int | None = None) -> tuple[int, str]
     if recipe.training.epochs is not None:
         return recipe.training.epochs, "recipe"
     ends = [max(p.epochs) + 1 if p.epochs is not None else p.ending_epoch for p in recipe.policies]
+    ends += [e + 1 for e in recipe.thinning_epochs]  # a thinning acts in its epoch
     known = [e for e in ends if e is not None]
     if not known:
         raise ConfigError(
@@ -207,14 +217,15 @@ def resolve(recipe: Recipe, model: nn.Module, epochs: int | None = None) -> Reso
     for name, reg in recipe.regularizers.items():
         strengths[name] = _targets.regularizer_strengths(recipe, name, reg, universe)
         targets[name] = sorted(strengths[name])
-    warnings: list[str] = []
+    warnings: list[str] = list(recipe.notes)
     active = _active_epochs(recipe, num_epochs, warnings)
     lr_active = {n: sorted({e for _, es in active[n] for e in es}) for n in recipe.lr_schedules}
     lr_active = {n: es for n, es in lr_active.items() if es}
     # One step per epoch stands in for the batches: for 'onecycle' the printed value is the
     # LR at the epoch's first batch only approximately (the run reads the per-batch table).
     lrs = recipe_lr(recipe, num_epochs, lr_active, steps_per_epoch=1).per_epoch()
-    plans = [EpochPlan(epoch=e, lr=lr) for e, lr in enumerate(lrs)]
+    thin = set(recipe.thinning_epochs)
+    plans = [EpochPlan(epoch=e, lr=lr, thinning=e in thin) for e, lr in enumerate(lrs)]
     for name, pruner in recipe.pruners.items():
         for i, full in active[name]:
             _schedule_pruner(recipe, name, pruner, i, full, per_param[name], plans)
@@ -226,6 +237,13 @@ def resolve(recipe: Recipe, model: nn.Module, epochs: int | None = None) -> Reso
             if e < num_epochs:
                 plans[e].lr_step.append(name)
     _warn_horizon(recipe, num_epochs, active, warnings)
+    late = [e for e in recipe.thinning_epochs if e >= num_epochs]
+    if late:
+        warnings.append(
+            f"{recipe.source.filename}: thinning at epoch {late[0]} comes after the run's "
+            f"{num_epochs} epochs; what is pruned after the last thinning in the run stays "
+            "zeroed, not sliced"
+        )
     return ResolvedRecipe(recipe, plans, targets, strengths, how, warnings)
 
 
@@ -271,6 +289,8 @@ def _schedule_pruner(
         )
     quantity = _quantity(pruner)
     rng = pruner.sparsity_range()
+    policy = recipe.policies[policy_index]
+    span = _span(policy, full, len(plans))
     for k, epoch in enumerate(full):
         if epoch >= len(plans):
             break
@@ -279,16 +299,77 @@ def _schedule_pruner(
         if quantity == "sparsity" and params:
             lo = rng[0] if rng is not None else 0.0
             params = {p: _level(schedule, k, full, min(lo, v), v) for p, v in params.items()}
+        params = _event_values(pruner, epoch, span, params)
+        level_range = None
+        if isinstance(pruner, GroupPruner) and pruner.level_range is not None:
+            level_range = (pruner.level_range[0], pruner.level_range[1])
         plans[epoch].prune.append(
-            PruneAction(name, pruner.method, sparsity, dict(params), quantity, k + 1, len(full))
+            PruneAction(
+                name,
+                pruner.method,
+                sparsity,
+                dict(params),
+                quantity,
+                k + 1,
+                len(full),
+                policy_index,
+                level_range,
+            )
         )
 
 
+def _span(policy: Policy, full: list[int], num_epochs: int) -> tuple[int, int, int]:
+    """(starting epoch, exclusive ending epoch, frequency) of a policy, as Distiller's pruners
+    see them (an ``epochs`` list spans its first to one past its last epoch)."""
+    if policy.epochs is not None:
+        return full[0], full[-1] + 1, 1
+    end = policy.ending_epoch if policy.ending_epoch is not None else num_epochs
+    return policy.starting_epoch or 0, end, policy.frequency or 1
+
+
+def _event_values(
+    pruner: PrunerConfig, epoch: int, span: tuple[int, int, int], params: dict[str, float]
+) -> dict[str, float]:
+    """Per-tensor values of one event of the pruners whose value changes with the epoch."""
+    start, end, freq = span
+    if isinstance(pruner, SplicingPruner) and pruner.growth:
+        grow = 1.0 + pruner.growth * (epoch - start)  # Distiller's sensitivity_multiplier
+        return {p: v * grow for p, v in params.items()}
+    if isinstance(pruner, RampThresholdPruner):
+        return dict.fromkeys(params, ramp_threshold(pruner, epoch, start, end, freq))
+    return params
+
+
+def ramp_threshold(
+    pruner: RampThresholdPruner, epoch: int, start: int, end: int, freq: int
+) -> float:
+    """Narang et al. 2017's threshold ε at ``epoch`` of a policy ``[start, end)`` every ``freq``
+    epochs (eq. 1, with q the weight of the 90th percentile and Distiller's epoch counting):
+    slope θ = 2qf / (2(ramp − start) + 3(end − ramp)) before ``ramp_epoch``, ``ramp_slope_mult``·θ
+    after it."""
+    ramp = pruner.ramp_epoch
+    denom = 2 * (ramp - start) + 3 * (end - ramp)
+    if denom <= 0:
+        raise ConfigError(
+            f"ramp_threshold: 2·(ramp_epoch − start) + 3·(end − ramp_epoch) = {denom} for "
+            f"start={start}, end={end}, ramp_epoch={ramp}; put ramp_epoch inside the policy"
+        )
+    slope = 2 * pruner.q * freq / denom
+    if epoch < ramp:
+        return slope * (epoch - start + 1) / freq
+    ramp_slope = slope * pruner.ramp_slope_mult
+    return (slope * (ramp - start + 1) + ramp_slope * (epoch - ramp + 1)) / freq
+
+
 def _quantity(pruner: PrunerConfig) -> str:
-    if isinstance(pruner, StdThresholdPruner):
+    if isinstance(pruner, (StdThresholdPruner, SplicingPruner)):
         return "sensitivity"
-    if isinstance(pruner, MagnitudePruner) and pruner.thresholds is not None:
+    if isinstance(pruner, RampThresholdPruner):
         return "threshold"
+    if isinstance(pruner, (MagnitudePruner, GroupPruner)) and pruner.thresholds is not None:
+        return "threshold"
+    if isinstance(pruner, GroupPruner) and pruner.level_range is not None:
+        return "random_level"
     return "sparsity"
 
 

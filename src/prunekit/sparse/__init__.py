@@ -19,7 +19,9 @@ from prunekit.sparse.criteria import (
     prune_magnitude,
     prune_threshold_std,
     prune_to_sparsity,
+    pruned_count,
     resolve_amounts,
+    std_of,
 )
 from prunekit.sparse.masks import (
     WeightMask,
@@ -58,9 +60,11 @@ __all__ = [
     "prune_magnitude",
     "prune_threshold_std",
     "prune_to_sparsity",
+    "pruned_count",
     "remove_masks",
     "resolve_amounts",
     "select_params",
     "sparsity_report",
+    "std_of",
     "stored_tensor",
 ]

@@ -17,6 +17,7 @@ from prunekit.train.evaluate import evaluate
 from prunekit.train.regularizers import (
     BNL1Regularizer,
     GroupLassoRegularizer,
+    GroupVarianceRegularizer,
     L1Regularizer,
     Regularizer,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "DistInfo",
     "DistillationLoss",
     "GroupLassoRegularizer",
+    "GroupVarianceRegularizer",
     "L1Regularizer",
     "LRSchedule",
     "Regularizer",
