@@ -264,8 +264,9 @@ def _greedy_path(
             new = cands[g][pos[g] + j]
             gain = cost.saving(g, widths, new)
             lost = float(imp[g][new : widths[g]].sum())
-            if gain > 0:
-                top = max(top, (gain / max(lost, 1e-12), j))
+            r = gain / max(lost, 1e-12)
+            if gain > 0 and r > top[0]:  # ties go to the smaller step
+                top = (r, j)
         return top
 
     for g in range(len(sizes)):
@@ -388,8 +389,10 @@ def latency_target_plan(
     dense_ms, _ = _measure(model, example_inputs, dense_plan, cfg)
     target_ms = value * dense_ms if kind == "fraction" else value
     table_dense = cost.total(sizes)
-    # The table covers conv/linear time only; the rest of the model is taken as unchanged.
-    path = _greedy_path(cost, sizes, cands, imp, table_dense - (dense_ms - target_ms) * 1.5)
+    # The table covers conv/linear time only; the rest of the model (norms, activations) is
+    # taken to shrink with it, so the model's time is estimated as dense x table ratio. Go on
+    # past the target, so the measured correction has room on both sides.
+    path = _greedy_path(cost, sizes, cands, imp, table_dense * min(1.0, target_ms / dense_ms) * 0.7)
     if own and tab.measured:
         tab.save()
     return _confirm(graph, scores, model, example_inputs, groups, path, target_ms, table_dense,
@@ -415,13 +418,15 @@ def _confirm(
     new_entries: int,
 ) -> LatencyTargetResult:
     """Walk the greedy path with real measurements until the target is met (see module doc)."""
-    est = [dense_ms - (table_dense - t) for _, t in path]  # model-level estimate per step
+    est = [dense_ms * t / table_dense for _, t in path]  # model-level estimate per step
     goal, trials, tried = target_ms, [], set()
     best: tuple[float, int, float, float] | None = None  # (|miss|, step, dense, measured)
     for _ in range(max_trials):
-        i = next((k for k, e in enumerate(est) if e <= goal), len(est) - 1)
-        if i in tried:
+        near = sorted((k for k in range(len(est)) if k not in tried),
+                      key=lambda k: abs(est[k] - goal))  # fmt: skip
+        if not near:
             break
+        i = near[0]
         tried.add(i)
         plan = _plan_for_widths(graph, scores, groups, path[i][0], normalize)
         d_ms, p_ms = _measure(model, inputs, plan, cfg)
