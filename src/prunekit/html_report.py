@@ -150,8 +150,11 @@ def prune_sections(report: Any, *, title: str = "") -> list[Section]:
         header=["layer", "weight shape before", "after"],
     )
     return [
-        Section("Size and speed, before → after", table=rows,
-                header=["", "before", "after", "before / after"]),  # fmt: skip
+        Section(
+            "Size and speed, before → after",
+            table=rows,
+            header=["", "before", "after", "before / after"],
+        ),
         Section("Size, speed and channels kept per layer", figures=[fig]),
         layers,
     ]

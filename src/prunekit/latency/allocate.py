@@ -184,7 +184,7 @@ class _CostModel:
     ) -> None:
         for d in sorted({dim for _, dim, _ in layer.slots}):
             sizes = {layer.shape[d]}
-            for g, dim, units in layer.slots:
+            for g, dim, _ in layer.slots:
                 if dim == d:
                     sizes |= {self._dim_size(layer, d, {g: w}) for w in cands[g]}
             todo = sorted(sizes)
