@@ -113,7 +113,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     dense, size = build(name)
-    size = args.input_size or size
+    size = size if name.startswith("zoo:") else (args.input_size or size)  # zoo: CIFAR 32x32
     x = torch.randn(args.batch, 3, size, size)
     out: dict[str, Any] = {"model": name, "input": list(x.shape), "loadavg_before": os.getloadavg()}
     models = {"dense": dense}

@@ -138,6 +138,9 @@ def ort_session(path: str | os.PathLike[str], *, threads: int | None = None) -> 
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # No spin-waiting threads: several sessions are timed interleaved (and machines are shared);
+    # idle sessions spinning on the cores would slow whichever one is being timed.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
