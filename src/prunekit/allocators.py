@@ -10,7 +10,10 @@ count per group, then keeps each group's highest-scoring units. Allocators are e
   network's BatchNorm scales) are spread evenly over the tied groups, so ties never remove more
   than asked — while every group keeps at least ``floor``;
 * ``macs`` / ``params`` — *target* allocators: the ratio whose ranking (``local``, or ``global``
-  with ``global_ranking``) removes the target fraction of the model's MACs / parameters.
+  with ``global_ranking``) removes the target fraction of the model's MACs / parameters;
+* ``latency`` / ``latency_ms`` — the widths that buy the most measured time per unit of
+  importance lost until the model runs at the target fraction of its dense latency (or in the
+  target milliseconds), confirmed by timing it (:mod:`prunekit.latency`).
 
 A new allocator is one registered function (see ``docs/extending.md``); recipes and the CLI
 read the names from the registry.
@@ -126,6 +129,8 @@ class AllocationRequest:
         plan_for: ``fn(counts) -> plan`` building the plan a keep-count choice gives (target
             allocators measure it).
         meta: what the allocator wants recorded in the plan (e.g. the achieved target).
+        context: what else the caller knows (``model``, ``example_inputs``: the ``latency``
+            allocators time the model).
     """
 
     graph: DependencyGraph
@@ -133,6 +138,7 @@ class AllocationRequest:
     alloc: Allocation
     plan_for: Callable[[Mapping[str, int]], Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def groups(self) -> list[Group]:
@@ -170,7 +176,7 @@ class AllocationRequest:
             allocator=name,
             weights=self.alloc.weights,
         )
-        sub = AllocationRequest(self.graph, self.scores, alloc, self.plan_for)
+        sub = AllocationRequest(self.graph, self.scores, alloc, self.plan_for, context=self.context)
         return ALLOCATORS.get(name).fn(sub)
 
 
@@ -338,3 +344,38 @@ for _cost in ("macs", "params"):
         target_help=f"the fraction of {_cost} to remove, in (0, 1)",
         check_target=_fraction,
     )(_cost_target(_cost))
+
+
+def _latency_fraction(v: float) -> None:
+    if not 0.0 < v < 1.0:
+        raise ConfigError(f"a latency target is the fraction of the dense latency kept, in (0, 1); got {v}")
+
+
+def _positive_ms(v: float) -> None:
+    if not v > 0:
+        raise ConfigError(f"a latency_ms target is milliseconds > 0; got {v}")
+
+
+def _latency(kind: str) -> AllocatorFn:
+    def allocate(req: AllocationRequest) -> dict[str, int]:
+        # Imported on use: timing needs the latency package, planning in general does not.
+        from prunekit.latency.allocate import allocate_latency
+
+        return allocate_latency(req, kind)
+
+    allocate.__doc__ = "Widths reaching a measured latency (prunekit.latency, then confirmed)."
+    return allocate
+
+
+register_allocator(
+    "latency",
+    takes_target=True,
+    target_help="the fraction of the dense model's measured latency to reach, in (0, 1)",
+    check_target=_latency_fraction,
+)(_latency("fraction"))
+register_allocator(
+    "latency_ms",
+    takes_target=True,
+    target_help="the latency to reach, in milliseconds",
+    check_target=_positive_ms,
+)(_latency("ms"))

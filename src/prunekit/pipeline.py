@@ -36,8 +36,9 @@ class PruneConfig(Config):
         round_to: keep a multiple of this many units per group.
         allocator: a name in :data:`prunekit.allocators.ALLOCATORS` (default: ``global`` with
             ``global_ranking``, else ``local``).
-        target: ``{cost: goal}`` for one target allocator, e.g. ``{"macs": 0.4}`` (remove 40%
-            of the MACs) or ``{"params": 0.5}``; ``ratio`` is then searched for.
+        target: ``{allocator: goal}`` for one target allocator: ``{"macs": 0.4}`` (remove 40%
+            of the MACs), ``{"params": 0.5}``, ``{"latency": 0.6}`` (run at 60% of the dense
+            model's measured latency) or ``{"latency_ms": 12}``.
         ignored_layers: module paths whose output channels stay.
         overrides: glob (group id, tensor or module path) -> ratio.
         unknown_ops: ``"error"`` or ``"barrier"``.
@@ -127,7 +128,8 @@ def prune(
     )
     criterion = cfg.criterion or ("bn_scale" if cfg.method == "slim" else "l2")
     scores = score(model, graph, criterion, reduce=cfg.reduce, batches=batches, loss_fn=loss_fn)
-    plan = make_plan(graph, scores, cfg.allocation())
+    context = {"model": model, "example_inputs": example_inputs}
+    plan = make_plan(graph, scores, cfg.allocation(), context=context)
     plan.meta.update({"criterion": criterion, "method": cfg.method})
     apply_plan(model, plan, soft=soft)
     return PruneResult(model, plan, graph, scores)

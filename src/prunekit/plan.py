@@ -172,6 +172,8 @@ def make_plan(
     graph: DependencyGraph,
     scores: Mapping[str, torch.Tensor],
     alloc: Allocation | None = None,
+    *,
+    context: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> PruningPlan:
     """Choose kept units from importance scores.
@@ -186,6 +188,8 @@ def make_plan(
             score are not pruned.
         alloc: allocation settings; or pass its fields as keyword arguments
             (``ratio=0.5, global_ranking=True, floor=1, round_to=8, overrides={...}``).
+        context: what allocators may use besides scores: ``model`` and ``example_inputs``
+            (needed by the ``latency`` allocators, which time the model).
 
     Returns:
         A :class:`PruningPlan` (``meta``: the allocation, and what the allocator recorded).
@@ -205,7 +209,9 @@ def make_plan(
         keep = {gid: top_units(scores[gid], int(n)) for gid, n in counts.items()}
         return plan_from_keep(graph, keep, alloc.meta())
 
-    req = AllocationRequest(graph, {gid: scores[gid] for gid in scored}, alloc, plan_for)
+    req = AllocationRequest(
+        graph, {gid: scores[gid] for gid in scored}, alloc, plan_for, context=dict(context or {})
+    )
     counts = ALLOCATORS.get(alloc.name).fn(req)
     unknown = sorted(set(counts) - set(scored))
     if unknown:

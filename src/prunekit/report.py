@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,29 +30,11 @@ def count_macs(model: nn.Module, inputs: Any) -> int:
 
 
 def latency_ms(model: nn.Module, inputs: Any, *, warmup: int = 3, iters: int = 10) -> float:
-    """Median wall time of one eval forward pass, in milliseconds."""
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
-    was = model.training
-    model.eval()
-    times = []
-    try:
-        with torch.no_grad():
-            for i in range(warmup + iters):
-                if torch.cuda.is_available() and any(
-                    isinstance(a, torch.Tensor) and a.is_cuda for a in args
-                ):
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                model(*args)
-                if torch.cuda.is_available() and any(
-                    isinstance(a, torch.Tensor) and a.is_cuda for a in args
-                ):
-                    torch.cuda.synchronize()
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1000)
-    finally:
-        model.train(was)
-    return statistics.median(times)
+    """Median wall time of one eval forward pass, in milliseconds (see :mod:`prunekit.latency`
+    for thread counts, CUDA graphs, spread and interleaved comparisons)."""
+    from prunekit.latency import LatencyConfig, model_latency
+
+    return model_latency(model, inputs, LatencyConfig(warmup=warmup, repeats=iters)).median_ms
 
 
 def layer_channels(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -138,6 +118,12 @@ class Report:
         from prunekit._plot import new_figure, save_figure
 
         fig = new_figure(12, 4.5)
+        kept = self.draw(fig, title)
+        save_figure(fig, path)
+        return kept
+
+    def draw(self, fig: Any, title: str = "") -> dict[str, float]:
+        """Draw :meth:`plot`'s two panels on a matplotlib figure; returns the kept fractions."""
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 3]})
         b, a = self.before, self.after
         bars: dict[str, tuple[float, float]] = {
@@ -161,7 +147,6 @@ class Report:
         if len(kept) <= 40:
             right.set_xticks(range(len(kept)), list(kept), rotation=90, fontsize="x-small")
         fig.suptitle(title or "Pruning report")
-        save_figure(fig, path)
         return kept
 
 

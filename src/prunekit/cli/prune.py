@@ -54,6 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--onnx", required=True, help="output .onnx file")
     e.add_argument("--input-shape", type=input_shape, required=True)
     e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--fold-bn", action="store_true", help="fold conv/linear + BatchNorm first")
+    e.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    e.add_argument("--no-latency", action="store_true", help="skip ORT latency dense vs pruned")
+    e.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
+    e.add_argument("--int8", action="store_true", help="also write a static int8 model")
+    e.add_argument("--calib", default=None, help="dataset spec calibrating int8 (e.g. mnist:PATH)")
+    e.add_argument("--calib-batches", type=int, default=16, help="calibration batches of 32")
     e.set_defaults(func=run_export)
 
 
@@ -119,10 +126,23 @@ def run_prune(args: argparse.Namespace) -> int:
     from prunekit._fileio import atomic_write_text
 
     atomic_write_text(Path(out) / "report.json", json.dumps(report.to_dict(), indent=1))
-    report.plot(Path(out) / "report.png", title=f"{record.model} pruned with prunekit")
+    title = f"{record.model} pruned with prunekit"
+    report.plot(Path(out) / "report.png", title=title)
+    _html(report, result, Path(out) / "report.html", title, args)
     print(report.to_table())
-    print(f"saved to {out} (report.json, report.png)")
+    print(f"saved to {out} (report.json, report.png, report.html)")
     return 0
+
+
+def _html(report: Any, result: Any, path: Path, title: str, args: argparse.Namespace) -> None:
+    from prunekit.html_report import HtmlReport, Section, prune_sections
+
+    html = HtmlReport(title, meta={"command": "prunekit prune", "input": args.input_shape})
+    for sec in prune_sections(report, title=title):
+        html.add(sec)
+    html.add(Section("Plan", table=[[k, str(v)] for k, v in result.plan.meta.items()],
+                     header=["setting", "value"]))  # fmt: skip
+    html.write(path)
 
 
 @contextlib.contextmanager
@@ -179,8 +199,20 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from prunekit import io
-    from prunekit.export import to_onnx
+    from prunekit.deploy import ExportConfig, export_model
 
-    path = to_onnx(io.load(args.dir), torch.randn(*args.input_shape), args.onnx, opset=args.opset)
-    print(f"wrote {path}")
+    if args.int8 and args.calib is None:
+        raise ConfigError("--int8 needs --calib DATA (e.g. mnist:../shared/data/mnist-png.tar.gz)")
+    cfg = ExportConfig(opset=args.opset, fold_bn=args.fold_bn, verify=not args.no_verify,
+                       latency=not args.no_latency, threads=args.threads, int8=args.int8,
+                       calib=args.calib, calib_batches=args.calib_batches)  # fmt: skip
+    record = io.load_record(args.dir)
+    dense = None
+    if record.steps and not args.no_latency:
+        from prunekit.record import ModelRecord
+
+        dense = ModelRecord(record.model, record.kwargs).build().eval()
+    result = export_model(io.load(args.dir), torch.randn(*args.input_shape), args.onnx, cfg,
+                          dense=dense)  # fmt: skip
+    print(result.summary())
     return 0
