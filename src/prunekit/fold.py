@@ -32,9 +32,10 @@ from torch.overrides import TorchFunctionMode
 
 from prunekit.errors import PlanError, VerificationError
 from prunekit.graph.tracer import iter_tensors
+from prunekit.record import CONVERSIONS, Conversion
 from prunekit.verify import max_rel_diff
 
-__all__ = ["FOLD_FORMAT", "apply_fold_record", "fold_bn", "foldable_pairs"]
+__all__ = ["FOLD_FORMAT", "apply_fold_record", "fold_bn", "fold_conversion", "foldable_pairs"]
 
 FOLD_FORMAT = "prunekit.fold_bn/1"
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -229,3 +230,20 @@ def apply_fold_record(model: nn.Module, record: Mapping[str, Any]) -> nn.Module:
         _add_bias(layer)
         _set(model, p["norm"], nn.Identity())
     return model
+
+
+def fold_conversion(record: Mapping[str, Any]) -> Conversion:
+    """The :class:`~prunekit.record.Conversion` step of a :func:`fold_bn` record (for save).
+
+    Example:
+        >>> step = fold_conversion(fold_bn(model, x))
+        >>> prunekit.save(model, "out/folded", record.then(step))
+    """
+    return Conversion("fold_bn", dict(record), module=__name__)
+
+
+def _replay(model: nn.Module, data: Mapping[str, Any]) -> None:
+    apply_fold_record(model, data)
+
+
+CONVERSIONS.add("fold_bn", _replay)

@@ -107,3 +107,22 @@ def test_bad_records_are_clear_errors():
     with pytest.raises(PlanError, match="expected a conv/linear"):
         apply_fold_record(m, {"format": "prunekit.fold_bn/1",
                               "pairs": [{"layer": "bn1", "norm": "conv1"}]})  # fmt: skip
+
+
+def test_pruned_then_folded_model_saves_and_loads(tmp_path):
+    """prunekit.save/load rebuild a folded model from its record (plan + fold conversion)."""
+    import prunekit
+    from prunekit.fold import fold_conversion
+
+    model = trained_stats(torchvision.models.resnet18(num_classes=7))
+    x = torch.randn(1, 3, 64, 64)
+    graph = trace(model, x)
+    plan = make_plan(graph, score(model, graph, "l2"), ratio=0.5)
+    apply_plan(model, plan)
+    step = fold_conversion(fold_bn(model, x))
+    record = prunekit.ModelRecord("torchvision:resnet18", {"num_classes": 7}).then(plan, step)
+    out = prunekit.save(model, tmp_path / "folded", record)
+    loaded = prunekit.load(out)
+    assert prunekit.load_record(out) == record
+    assert max_rel_diff(model.eval(), loaded, x) == 0.0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in loaded.modules())
