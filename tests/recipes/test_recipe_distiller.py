@@ -304,8 +304,43 @@ def test_lr_policy_window_only_steps_inside(write: Write, resnet18: torch.nn.Mod
         """
     )
     resolved = resolve(load_recipe(path), resnet18, epochs=6)
-    # Steps after epochs 2 and 3 only (Distiller calls the scheduler at active epochs' end).
-    assert [e.lr for e in resolved.epochs] == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.001, 0.001])
+    # Steps after epochs 2 and 3 only, with the absolute epoch as Distiller does
+    # (step(epoch=current_epoch + 1)): after epoch 2 the LR is 0.1·0.1^3, after epoch 3 0.1·0.1^4.
+    assert [e.lr for e in resolved.epochs] == pytest.approx([0.1, 0.1, 0.1, 1e-4, 1e-5, 1e-5])
+
+
+def test_late_lr_policy_uses_the_absolute_epoch_and_no_policy_means_constant(
+    write: Write, resnet18: torch.nn.Module
+) -> None:
+    """Distiller's numbers: ExponentialLR(0.9) from epoch 12 gives 0.1·0.9^14 = 0.0229 at epoch
+    14 (counting active epochs would give 0.1·0.9^2 = 0.081); without any LR policy the LR is
+    constant, as Distiller keeps it."""
+    path = write(
+        """
+        lr_schedulers:
+          decay: {class: ExponentialLR, gamma: 0.9}
+        policies:
+          - lr_scheduler: {instance_name: decay}
+            starting_epoch: 12
+            ending_epoch: 30
+        """
+    )
+    lrs = [e.lr for e in resolve(load_recipe(path), resnet18, epochs=20).epochs]
+    assert lrs[:13] == pytest.approx([0.1] * 13)
+    assert lrs[14] == pytest.approx(0.1 * 0.9**14) and round(lrs[14], 4) == 0.0229
+    assert lrs[19] == pytest.approx(0.1 * 0.9**19)
+    plain = write(
+        """
+        pruners:
+          p: {class: AutomatedGradualPruner, initial_sparsity: 0.1, final_sparsity: 0.5,
+              weights: [module.fc.weight]}
+        policies:
+          - pruner: {instance_name: p}
+            starting_epoch: 0
+            ending_epoch: 4
+        """
+    )
+    assert {e.lr for e in resolve(load_recipe(plain), resnet18, epochs=10).epochs} == {0.1}
 
 
 def test_network_slimming_extension(write: Write, resnet18: torch.nn.Module) -> None:

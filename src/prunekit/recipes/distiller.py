@@ -292,6 +292,12 @@ def _convert_regularizer(r: Any) -> dict[str, Any]:
 
 
 def _convert_lr(s: Any) -> dict[str, Any]:
+    # Distiller steps its LR schedulers with the absolute epoch (step(epoch=current_epoch + 1)),
+    # so a policy that starts late begins where the schedule would be by then.
+    return {**_lr_kind(s), "counting": "absolute"}
+
+
+def _lr_kind(s: Any) -> dict[str, Any]:
     if isinstance(s, ds.DStepLR):
         return {"kind": "step", "step_size": s.step_size, "gamma": s.gamma}
     if isinstance(s, ds.DMultiStepLR):
@@ -457,6 +463,8 @@ class _Converter:
         self._drop_replaced()
         pruners = self.pruners
         return {
+            # Distiller keeps the LR constant unless an lr_scheduler policy changes it.
+            "training": {"schedule": "constant"},
             "pruners": pruners,
             "regularizers": {n: _convert_regularizer(r) for n, r in s.regularizers.items()},
             "lr_schedules": {n: _convert_lr(v) for n, v in s.lr_schedulers.items()},

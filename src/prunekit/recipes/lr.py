@@ -10,47 +10,16 @@ read the same numbers and a resumed run needs no scheduler state.
 
 from __future__ import annotations
 
-import bisect
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from torch.optim import Optimizer
-from torch.optim import lr_scheduler as sched
 
-from prunekit.recipes.native import (
-    CosineLRSchedule,
-    ExponentialLRSchedule,
-    LRScheduleConfig,
-    MultiStepGammasLRSchedule,
-    MultiStepLRSchedule,
-    PolynomialLRSchedule,
-    Recipe,
-    StepLRSchedule,
-)
+from prunekit.recipes.native import Recipe
 from prunekit.train.schedule import LRSchedule
 
 if TYPE_CHECKING:  # resolve imports this module
     from prunekit.recipes.resolve import ResolvedRecipe
-
-
-def _named_scheduler(opt: Optimizer, cfg: LRScheduleConfig) -> sched.LRScheduler:
-    if isinstance(cfg, StepLRSchedule):
-        return sched.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    if isinstance(cfg, MultiStepLRSchedule):
-        return sched.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.gamma)
-    if isinstance(cfg, ExponentialLRSchedule):
-        return sched.ExponentialLR(opt, gamma=cfg.gamma)
-    if isinstance(cfg, CosineLRSchedule):
-        return sched.CosineAnnealingLR(opt, T_max=cfg.t_max, eta_min=cfg.eta_min)
-    if isinstance(cfg, PolynomialLRSchedule):
-        return sched.PolynomialLR(opt, total_iters=cfg.total_iters, power=cfg.power)
-    if isinstance(cfg, MultiStepGammasLRSchedule):
-        # Distiller's MultiStepMultiGammaLR: base · Π gammas[:k], k = milestones reached so far.
-        miles, gammas = list(cfg.milestones), list(cfg.gammas)
-        return sched.LambdaLR(opt, lambda t: math.prod(gammas[: bisect.bisect_right(miles, t)]))
-    raise TypeError(f"unknown lr schedule config {type(cfg).__name__}")  # pragma: no cover
 
 
 def base_schedule_name(recipe: Recipe) -> str:
@@ -79,7 +48,10 @@ def policy_scale(
         return None
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=1.0)
-    named = {name: _named_scheduler(opt, recipe.lr_schedules[name]) for name in active}
+    configs = {name: recipe.lr_schedules[name] for name in active}
+    # Torch schedulers only for the active-counting ones (they chain multiplicatively, as
+    # several torch schedulers on one optimizer do); absolute counting is a closed form.
+    named = {n: c.scheduler(opt) for n, c in configs.items() if c.counting == "active"}
     steps = {name: set(es) for name, es in active.items()}
     scale: list[float] = []
     for epoch in range(epochs):
@@ -87,9 +59,14 @@ def policy_scale(
         # A no-op step first keeps torch from warning that a scheduler ran before the optimizer;
         # the parameter has no gradient, so nothing changes.
         opt.step()
-        for name, scheduler in named.items():
-            if epoch in steps[name]:
-                scheduler.step()
+        for name, cfg in configs.items():
+            if epoch not in steps[name]:
+                continue
+            if cfg.counting == "absolute":  # Distiller: step(epoch=current_epoch + 1)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.factor(epoch + 1)
+            else:
+                named[name].step()
     return scale
 
 

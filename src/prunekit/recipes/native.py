@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from torch.optim import lr_scheduler
 
 from prunekit.errors import ConfigError
 from prunekit.recipes._source import (
@@ -496,48 +498,100 @@ RegularizerConfig = Annotated[
 ]
 
 
-class StepLRSchedule(StrictModel):
-    """``torch.optim.lr_scheduler.StepLR``, stepped once per active epoch."""
+class _LRPolicySchedule(StrictModel):
+    """Base of the named LR schedules a policy steps at the end of its active epochs.
+
+    ``counting`` says which epoch count the schedule reads: ``active`` (default) — the torch
+    scheduler is stepped once per active epoch, so a policy starting at epoch 30 begins its
+    decay there; ``absolute`` — Distiller's semantics (``step(epoch=current_epoch + 1)``): at
+    the end of an active epoch ``e`` the LR becomes the schedule's closed form at ``e + 1``, so
+    a late policy jumps straight to where the schedule would be (Distiller files use this).
+    """
+
+    counting: Literal["active", "absolute"] = "active"
+
+    def scheduler(self, opt: Any) -> Any:
+        """The torch scheduler (``active`` counting)."""
+        raise NotImplementedError
+
+    def factor(self, epoch: int) -> float:
+        """The schedule's closed form: LR / base LR after ``epoch`` epochs."""
+        raise NotImplementedError
+
+
+class StepLRSchedule(_LRPolicySchedule):
+    """``torch.optim.lr_scheduler.StepLR``: ×gamma every ``step_size`` epochs."""
 
     kind: Literal["step"]
     step_size: PositiveInt
     gamma: PositiveFloat = 0.1
 
+    def scheduler(self, opt: Any) -> Any:
+        return lr_scheduler.StepLR(opt, step_size=self.step_size, gamma=self.gamma)
 
-class MultiStepLRSchedule(StrictModel):
-    """``MultiStepLR``: milestones count active epochs (Distiller semantics)."""
+    def factor(self, epoch: int) -> float:
+        return float(self.gamma ** (epoch // self.step_size))
+
+
+class MultiStepLRSchedule(_LRPolicySchedule):
+    """``MultiStepLR``: ×gamma at each milestone."""
 
     kind: Literal["multistep"]
     milestones: list[NonNegInt]
     gamma: PositiveFloat = 0.1
 
+    def scheduler(self, opt: Any) -> Any:
+        return lr_scheduler.MultiStepLR(opt, milestones=self.milestones, gamma=self.gamma)
 
-class ExponentialLRSchedule(StrictModel):
-    """``ExponentialLR``: lr ← lr·gamma after each active epoch."""
+    def factor(self, epoch: int) -> float:
+        return float(self.gamma ** sum(m <= epoch for m in self.milestones))
+
+
+class ExponentialLRSchedule(_LRPolicySchedule):
+    """``ExponentialLR``: lr ← lr·gamma after each epoch."""
 
     kind: Literal["exponential"]
     gamma: PositiveFloat
 
+    def scheduler(self, opt: Any) -> Any:
+        return lr_scheduler.ExponentialLR(opt, gamma=self.gamma)
 
-class CosineLRSchedule(StrictModel):
-    """``CosineAnnealingLR`` over ``t_max`` active epochs."""
+    def factor(self, epoch: int) -> float:
+        return float(self.gamma**epoch)
+
+
+class CosineLRSchedule(_LRPolicySchedule):
+    """``CosineAnnealingLR`` over ``t_max`` epochs (Loshchilov & Hutter 2017)."""
 
     kind: Literal["cosine"]
     t_max: PositiveInt
     eta_min: NonNegFloat = 0.0
 
+    def scheduler(self, opt: Any) -> Any:
+        return lr_scheduler.CosineAnnealingLR(opt, T_max=self.t_max, eta_min=self.eta_min)
 
-class PolynomialLRSchedule(StrictModel):
+    def factor(self, epoch: int) -> float:
+        # Relative to a base LR of 1, the closed form torch documents.
+        return self.eta_min + (1.0 - self.eta_min) * (1 + math.cos(math.pi * epoch / self.t_max)) / 2
+
+
+class PolynomialLRSchedule(_LRPolicySchedule):
     """``PolynomialLR``: lr·(1 - t/total_iters)^power."""
 
     kind: Literal["polynomial"]
     total_iters: PositiveInt
     power: PositiveFloat = 1.0
 
+    def scheduler(self, opt: Any) -> Any:
+        return lr_scheduler.PolynomialLR(opt, total_iters=self.total_iters, power=self.power)
 
-class MultiStepGammasLRSchedule(StrictModel):
-    """Distiller's ``MultiStepMultiGammaLR``: at ``milestones[i]`` (counted in active epochs) the
-    LR is multiplied by ``gammas[i]``."""
+    def factor(self, epoch: int) -> float:
+        return float((1.0 - min(epoch, self.total_iters) / self.total_iters) ** self.power)
+
+
+class MultiStepGammasLRSchedule(_LRPolicySchedule):
+    """Distiller's ``MultiStepMultiGammaLR``: at ``milestones[i]`` the LR is multiplied by
+    ``gammas[i]``."""
 
     kind: Literal["multistep_gammas"]
     milestones: list[NonNegInt]
@@ -554,6 +608,12 @@ class MultiStepGammasLRSchedule(StrictModel):
         if self.milestones != sorted(self.milestones):
             raise RecipeValueError("milestones must increase", ("milestones",))
         return self
+
+    def scheduler(self, opt: Any) -> Any:
+        return lr_scheduler.LambdaLR(opt, lambda e: self.factor(e))
+
+    def factor(self, epoch: int) -> float:
+        return float(math.prod(g for m, g in zip(self.milestones, self.gammas) if m <= epoch))
 
 
 LRScheduleConfig = Annotated[
