@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from prunekit.errors import ConfigError
+from prunekit.registry import Registry
 
 
 def _check_level(name: str, value: float) -> None:
@@ -231,11 +232,38 @@ class IterativeSchedule(Schedule):
         return current
 
 
-_KINDS: dict[str, type[Schedule]] = {
-    "one_shot": OneShotSchedule,
-    "agp": AGPSchedule,
-    "iterative": IterativeSchedule,
-}
+@dataclass(frozen=True)
+class ScheduleKind:
+    """A registered pruning-schedule kind.
+
+    Attributes:
+        cls: the :class:`Schedule` class (built by :func:`schedule_from_config`).
+        levels: ``fn(epochs, initial, final) -> level per event`` when the events are a policy's
+            active epochs (how recipes lay out a pruner's targets).
+        min_events: events the kind needs (AGP needs a start and an end).
+    """
+
+    cls: type[Schedule]
+    levels: Callable[[Sequence[int], float, float], list[float]]
+    min_events: int = 1
+
+
+#: schedule kind name → :class:`ScheduleKind` (recipes and :func:`schedule_from_config` read it).
+SCHEDULES: Registry[ScheduleKind] = Registry("pruning schedule")
+
+
+def _agp_levels(epochs: Sequence[int], lo: float, hi: float) -> list[float]:
+    # From the first to the last active epoch — the span Distiller uses
+    # (((end - start - 1) // freq) * freq), so the final level is reached at the last event.
+    return [agp_sparsity(e, initial=lo, final=hi, start=epochs[0], end=epochs[-1]) for e in epochs]
+
+
+SCHEDULES.add("one_shot", ScheduleKind(OneShotSchedule, lambda epochs, lo, hi: [hi] * len(epochs)))
+SCHEDULES.add("agp", ScheduleKind(AGPSchedule, _agp_levels, min_events=2))
+SCHEDULES.add(
+    "iterative",
+    ScheduleKind(IterativeSchedule, lambda epochs, lo, hi: iterative(hi, len(epochs), initial=lo)),
+)
 
 
 def schedule_from_config(config: Mapping[str, Any]) -> Schedule:
@@ -245,16 +273,17 @@ def schedule_from_config(config: Mapping[str, Any]) -> Schedule:
     None means "use the default". Unknown keys and unknown kinds raise :class:`ConfigError`.
 
     Args:
-        config: mapping with ``kind`` in ``one_shot``, ``agp``, ``iterative``.
+        config: mapping with ``kind``, a name in :data:`SCHEDULES` (``one_shot``, ``agp``,
+            ``iterative``).
 
     Returns:
         The schedule object.
     """
     cfg = {k: v for k, v in config.items() if v is not None}
     kind = cfg.pop("kind", None)
-    if kind not in _KINDS:
-        raise ConfigError(f"schedule kind must be one of {sorted(_KINDS)}, got {kind!r}")
-    cls = _KINDS[kind]
+    if kind not in SCHEDULES:
+        raise ConfigError(f"schedule kind must be one of {SCHEDULES.names()}, got {kind!r}")
+    cls = SCHEDULES.get(kind).cls
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(cfg) - names)
     if unknown:

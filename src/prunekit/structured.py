@@ -86,6 +86,9 @@ class StructuredPruner:
         score_kwargs: extra arguments of :func:`prunekit.importance.score` (``batches``,
             ``loss_fn``, ``reduce`` ...), e.g. calibration data for ``taylor``.
         graph: a graph already traced from this model (skips tracing).
+        allocator: a name in :data:`prunekit.allocators.ALLOCATORS` deciding each group's kept
+            count at an event's level (default ``global`` with ``global_ranking``, else
+            ``local``); target allocators are not schedulable (they choose their own level).
 
     Example:
         >>> pruner = StructuredPruner(model, x, IterativeSchedule(final=0.6, cycles=3,
@@ -112,6 +115,7 @@ class StructuredPruner:
         unit: Literal["epoch", "step"] = "epoch",
         score_kwargs: Mapping[str, Any] | None = None,
         graph: DependencyGraph | None = None,
+        allocator: str | None = None,
     ) -> None:
         CRITERIA.get(criterion)  # unknown names fail here, with the known ones listed
         if unit not in ("epoch", "step"):
@@ -130,6 +134,7 @@ class StructuredPruner:
             round_to=round_to,
             floor=floor,
             overrides=dict(overrides or {}),
+            allocator=allocator,
         )
         self.graph = (
             graph

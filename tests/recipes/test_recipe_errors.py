@@ -175,7 +175,7 @@ CASES = [
             final_sparsity: 0.5
         """,
         4,
-        "'criterion' in pruner 'p1' must be one of 'l1', 'l2'",
+        "'criterion' in pruner 'p1' must be a registered criterion (",
     ),
     (
         "policy-names-two",
@@ -393,7 +393,7 @@ MODEL_CASES = [
             epochs: [3]
         """,
         7,
-        "uses schedule 'agp', which needs at least two pruning epochs (got [3])",
+        "uses schedule 'agp', which needs at least 2 pruning epochs (got [3])",
     ),
     (
         "levels-missing-entry",

@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--global", dest="global_ranking", action="store_true", default=None)
     p.add_argument("--floor", type=int, default=1, help="channels every layer keeps (>=1)")
     p.add_argument("--round-to", type=int, default=None)
+    p.add_argument(
+        "--allocator",
+        default=None,
+        help="how many channels each layer keeps: a registered allocator (local, global, ...)",
+    )
     p.add_argument("--target-macs", type=float, default=None, help="fraction of MACs to remove")
     p.add_argument("--target-params", type=float, default=None, help="fraction of params to remove")
     p.add_argument("--ignore", action="append", default=[], help="module path to keep whole")
@@ -82,6 +87,7 @@ def _config(args: argparse.Namespace) -> Any:
         ratio=0.5 if ratio is None else ratio,
         criterion=args.criterion,
         global_ranking=args.global_ranking,
+        allocator=args.allocator,
         floor=args.floor,
         round_to=args.round_to,
         target=target,

@@ -208,6 +208,7 @@ class _RecipeHooks:
             global_ranking=cfg.global_ranking,
             round_to=cfg.round_to,
             floor=cfg.floor,
+            allocator=cfg.allocator,
             groups=set(leaders) if cfg.ranking == "own" else _groups_for(self.graph, names, dim),
             score_kwargs=score_kwargs,
             graph=self.graph,

@@ -37,6 +37,7 @@ from prunekit.recipes._source import (
     raise_problems,
     read_yaml,
 )
+from prunekit.schedules import SCHEDULES
 from prunekit.train.config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +76,34 @@ NonNegFloat = Annotated[float, AfterValidator(_non_negative)]
 PositiveInt = Annotated[int, AfterValidator(_positive)]
 NonNegInt = Annotated[int, AfterValidator(_non_negative)]
 Globs = list[str]
+
+
+def _criterion(v: str) -> str:
+    from prunekit.importance import CRITERIA  # the registry: a newly registered name is valid
+
+    if v not in CRITERIA:
+        raise ValueError(f"must be a registered criterion ({', '.join(CRITERIA.names())})")
+    return v
+
+
+def _schedule(v: str) -> str:
+    if v not in SCHEDULES:
+        raise ValueError(f"must be a pruning schedule ({', '.join(SCHEDULES.names())})")
+    return v
+
+
+def _allocator(v: str) -> str:
+    from prunekit.allocators import ALLOCATORS
+
+    if v not in ALLOCATORS or ALLOCATORS.get(v).takes_target:
+        plain = [n for n in ALLOCATORS.names() if not ALLOCATORS.get(n).takes_target]
+        raise ValueError(f"must be a registered allocator without a target ({', '.join(plain)})")
+    return v
+
+
+Criterion = Annotated[str, AfterValidator(_criterion)]
+Allocator = Annotated[str, AfterValidator(_allocator)]
+ScheduleName = Annotated[str, AfterValidator(_schedule)]
 
 
 class StrictModel(BaseModel):
@@ -153,7 +182,7 @@ class _PrunerBase(StrictModel):
 
 
 class _SparsityTarget(_PrunerBase):
-    schedule: Literal["one_shot", "iterative", "agp"] = "one_shot"
+    schedule: ScheduleName = "one_shot"
     initial_sparsity: Fraction = 0.0
     final_sparsity: Fraction | None = None
 
@@ -234,7 +263,6 @@ class StdThresholdPruner(_PrunerBase):
         return self
 
 
-Criterion = Literal["l1", "l2", "bn_scale", "taylor", "random", "activation", "apoz"]
 
 
 class StructuredPruner(_SparsityTarget):
@@ -251,6 +279,7 @@ class StructuredPruner(_SparsityTarget):
     criterion: Criterion = "l1"
     target: Literal["filters", "channels"] = "filters"
     global_ranking: bool = False
+    allocator: Allocator | None = None  # None: global with global_ranking, else local
     round_to: PositiveInt | None = None
     floor: PositiveInt = 1
     surgery: bool = True
@@ -285,7 +314,7 @@ class SlimPruner(_PrunerBase):
 
     method: Literal["slim"]
     percent: Fraction
-    schedule: Literal["one_shot", "iterative", "agp"] = "one_shot"
+    schedule: ScheduleName = "one_shot"
     floor: PositiveInt = 1
     round_to: PositiveInt | None = None
     surgery: bool = True

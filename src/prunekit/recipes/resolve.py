@@ -34,7 +34,7 @@ from prunekit.recipes.native import (
     SplicingPruner,
     StdThresholdPruner,
 )
-from prunekit.schedules import agp_sparsity, iterative
+from prunekit.schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -147,19 +147,10 @@ def policy_epochs(policy: Policy, num_epochs: int) -> list[int]:
 
 
 def _level(schedule: str, k: int, epochs: Sequence[int], lo: float, hi: float) -> float:
-    """Target of the k-th (0-based) pruning event of a policy active at ``epochs``.
-
-    ``agp``: Zhu & Gupta 2017 (arXiv:1710.01878, eq. 1) from the first to the last active epoch —
-    the span Distiller uses (``((end - start - 1) // freq) * freq``), so the final sparsity is
-    reached at the last pruning event. ``iterative``: the same fraction of the remaining weights
-    at each event (Han et al. 2015), ending at ``hi``. ``one_shot``: ``hi`` every time.
-    """
-    if schedule == "agp":
-        # frequency=1: we only evaluate at the policy's own epochs, so no hold logic is needed.
-        return agp_sparsity(epochs[k], initial=lo, final=hi, start=epochs[0], end=epochs[-1])
-    if schedule == "iterative":
-        return iterative(hi, len(epochs), initial=lo)[k]
-    return hi
+    """Target of the k-th (0-based) pruning event of a policy active at ``epochs``, by the
+    schedule kind's rule (:data:`prunekit.schedules.SCHEDULES`: ``agp`` Zhu & Gupta 2017 eq. 1,
+    ``iterative`` Han et al. 2015, ``one_shot``)."""
+    return SCHEDULES.get(schedule).levels(epochs, lo, hi)[k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,11 +272,12 @@ def _schedule_pruner(
 ) -> None:
     """Add this pruner's events for one policy to ``plans``."""
     schedule = getattr(pruner, "schedule", "one_shot")
-    if schedule == "agp" and len(full) < 2:
+    need = SCHEDULES.get(schedule).min_events
+    if len(full) < need:
         raise recipe.source.error(
             ("policies", policy_index),
-            f"policy #{policy_index + 1}: pruner {name!r} uses schedule 'agp', which needs at "
-            f"least two pruning epochs (got {full}); widen the epoch range or use one_shot",
+            f"policy #{policy_index + 1}: pruner {name!r} uses schedule {schedule!r}, which needs "
+            f"at least {need} pruning epochs (got {full}); widen the epoch range or use one_shot",
         )
     quantity = _quantity(pruner)
     rng = pruner.sparsity_range()
