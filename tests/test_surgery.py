@@ -183,3 +183,12 @@ def test_conv_variants_equal_soft_mask(make, shape):
     apply_plan(model, plan)
     assert max_rel_diff(apply_plan(dense, plan, soft=True), model, x) <= 1e-5
     assert model.layer.weight.numel() < dense.layer.weight.numel()
+
+
+def test_a_second_handler_for_a_layer_kind_is_refused():
+    from prunekit.errors import ConfigError
+    from prunekit.surgery import register_module
+
+    with pytest.raises(ConfigError, match="already has a surgery handler"):
+        register_module(nn.Linear)(lambda mod, before: None)
+    assert MODULE_FIXES[nn.Linear].__name__ != "<lambda>"

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import PlanError
+from prunekit.errors import ConfigError, PlanError
 from prunekit.plan import PruningPlan
 
 # Handlers take Any: nn.Module attribute access is untyped (Tensor | Module) for mypy.
@@ -23,13 +23,21 @@ ModuleFix = Callable[[Any, dict[str, Any]], None]
 MODULE_FIXES: dict[type[nn.Module], ModuleFix] = {}
 
 
-def register_module(cls: type[nn.Module]) -> Callable[[ModuleFix], ModuleFix]:
+def register_module(
+    cls: type[nn.Module], *, override: bool = False
+) -> Callable[[ModuleFix], ModuleFix]:
     """Register how to update a module's attributes after slicing (subclasses inherit).
 
-    The handler gets the module and a dict with its original attributes (``"before"``).
+    The handler gets the module and a dict with its original attributes (``"before"``). A class
+    that already has a handler is refused unless ``override=True`` (two handlers for one layer
+    kind would silently disagree).
     """
 
     def deco(fn: ModuleFix) -> ModuleFix:
+        if cls in MODULE_FIXES and not override:
+            raise ConfigError(
+                f"{cls.__name__} already has a surgery handler; pass override=True to replace it"
+            )
         MODULE_FIXES[cls] = fn
         return fn
 
