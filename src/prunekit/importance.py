@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -41,6 +41,10 @@ class Context:
     generator: torch.Generator
     params: frozenset[str] = frozenset()
     """Names of the model's parameters (``tensors`` also holds buffers and overrides)."""
+    norm_cache: dict[tuple[int, float], tuple[torch.Tensor, list[torch.Tensor]]] = field(
+        default_factory=dict
+    )
+    """Per-dim Σ|t|^p of tensors already reduced in this :func:`score` call."""
 
 
 SlotScore = Callable[[Slot, torch.Tensor, Context], "torch.Tensor | None"]
@@ -50,17 +54,14 @@ CRITERIA: Registry[SlotScore] = Registry("criterion")
 NEEDS_DATA = {"taylor": "grads", "activation": "activations", "apoz": "apoz"}
 
 
-_NORMS: dict[tuple[int, float], tuple[torch.Tensor, list[torch.Tensor]]] = {}
-
-
-def _dim_norms(t: torch.Tensor, p: float) -> list[torch.Tensor]:
+def _dim_norms(t: torch.Tensor, p: float, ctx: Context) -> list[torch.Tensor]:
     """Σ|t|**p along every dim (one vector per dim), from a single pass over ``t``.
 
     Most weights have two slots (their output and input dim); computing |t|**p once and
-    reducing it per dim halves the cost of magnitude scoring. Cached for one :func:`score`.
+    reducing it per dim halves the cost of magnitude scoring. Cached in the context, so for one :func:`score` call.
     """
     key = (id(t), p)
-    hit = _NORMS.get(key)
+    hit = ctx.norm_cache.get(key)
     if hit is not None and hit[0] is t:
         return hit[1]
     v = t.detach().float()
@@ -71,13 +72,13 @@ def _dim_norms(t: torch.Tensor, p: float) -> list[torch.Tensor]:
         before = math.prod(v.shape[:d])
         r = v.reshape(before, -1).sum(0) if before > 1 else v
         out.append(r.reshape(v.shape[d], -1).sum(1))
-    _NORMS[key] = (t, out)
+    ctx.norm_cache[key] = (t, out)
     return out
 
 
-def _per_position(slot: Slot, t: torch.Tensor, p: float) -> torch.Tensor:
+def _per_position(slot: Slot, t: torch.Tensor, p: float, ctx: Context) -> torch.Tensor:
     """L_p norm of each slice along ``slot.dim`` at the slot's positions."""
-    v = _dim_norms(t, p)[slot.dim] if t.dim() else t.detach().float().abs().reshape(1)
+    v = _dim_norms(t, p, ctx)[slot.dim] if t.dim() else t.detach().float().abs().reshape(1)
     if p != 1:
         v = v.sqrt()
     return v[torch.as_tensor(slot.positions, dtype=torch.long, device=t.device)]
@@ -91,13 +92,13 @@ def _is_weight(name: str, ctx: Context) -> bool:
 @CRITERIA.register("l1")
 def l1(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """Sum of absolute weights per position (Li et al., 2017, "Pruning Filters")."""
-    return _per_position(slot, t, 1) if _is_weight(slot.tensor, ctx) else None
+    return _per_position(slot, t, 1, ctx) if _is_weight(slot.tensor, ctx) else None
 
 
 @CRITERIA.register("l2")
 def l2(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """L2 norm of the weights per position."""
-    return _per_position(slot, t, 2) if _is_weight(slot.tensor, ctx) else None
+    return _per_position(slot, t, 2, ctx) if _is_weight(slot.tensor, ctx) else None
 
 
 def _norm_layer(ctx: Context, name: str) -> bool:
@@ -113,7 +114,7 @@ def _norm_layer(ctx: Context, name: str) -> bool:
 @CRITERIA.register("bn_scale")
 def bn_scale(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """|γ| of normalisation layers (Network Slimming, Liu et al., ICCV 2017)."""
-    return _per_position(slot, t, 1) if _norm_layer(ctx, slot.tensor) else None
+    return _per_position(slot, t, 1, ctx) if _norm_layer(ctx, slot.tensor) else None
 
 
 @CRITERIA.register("taylor")
@@ -125,7 +126,7 @@ def taylor(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     over calibration batches by :func:`score`.
     """
     wg = ctx.grads.get(slot.tensor)
-    return None if wg is None else _per_position(slot, wg, 1)
+    return None if wg is None else _per_position(slot, wg, 1, ctx)
 
 
 @CRITERIA.register("activation")
@@ -237,7 +238,6 @@ def score(
                 out[g.id] = s
     finally:
         torch.set_num_threads(threads)
-        _NORMS.clear()
     return out
 
 
