@@ -13,13 +13,13 @@ from prunekit.errors import ConfigError
 from prunekit.recipes import _distiller_schema as ds
 from prunekit.recipes import load_recipe, resolve
 from prunekit.recipes.native import (
-    GroupLassoRegularizer,
-    GroupPruner,
-    GroupVarianceRegularizer,
-    MagnitudePruner,
-    RampThresholdPruner,
-    SplicingPruner,
-    StructuredPruner,
+    GroupLassoRegularizerConfig,
+    GroupPrunerConfig,
+    GroupVarianceRegularizerConfig,
+    MagnitudePrunerConfig,
+    RampThresholdPrunerConfig,
+    SplicingPrunerConfig,
+    StructuredPrunerConfig,
 )
 from prunekit.zoo import build
 
@@ -166,7 +166,7 @@ def test_regularizer_threshold_criteria_and_keep_mask(write: Write) -> None:
     )
     recipe = load_recipe(path)
     reg = recipe.regularizers["lasso"]
-    assert isinstance(reg, GroupLassoRegularizer) and reg.threshold == "max"
+    assert isinstance(reg, GroupLassoRegularizerConfig) and reg.threshold == "max"
     assert recipe.policies[0].masking is not None and recipe.policies[0].masking.keep
 
 
@@ -191,14 +191,14 @@ def test_group_lasso_groups_2d_4d_and_combined(write: Write, resnet20: torch.nn.
     )
     recipe = load_recipe(path)
     lasso = recipe.regularizers["lasso"]
-    assert isinstance(lasso, GroupLassoRegularizer)
+    assert isinstance(lasso, GroupLassoRegularizerConfig)
     assert lasso.groups == {
         "module.layer1.0.conv1.weight": "kernels",
         "module.layer1.0.conv2.weight": "layer",
         "module.layer1.1.conv1.weight": ["channels", "layer"],
         "module.fc.weight": ["rows", "cols"],
     }
-    assert isinstance(recipe.regularizers["variance"], GroupVarianceRegularizer)
+    assert isinstance(recipe.regularizers["variance"], GroupVarianceRegularizerConfig)
     assert resolve(recipe, resnet20).strengths["lasso"]["fc.weight"] == 0.002
 
 
@@ -213,7 +213,7 @@ def test_blocks_with_kwargs(write: Write, resnet20: torch.nn.Module) -> None:
         _one(write, body + "\n            kwargs: {block_shape: [1, 8, 1, 1]}", epochs=epochs)
     )
     p = ok.pruners["p"]
-    assert isinstance(p, GroupPruner) and (p.group, p.block_shape) == ("blocks", [1, 8, 1, 1])
+    assert isinstance(p, GroupPrunerConfig) and (p.group, p.block_shape) == ("blocks", [1, 8, 1, 1])
     with pytest.raises(ConfigError, match=r"group_type Blocks needs kwargs: \{block_shape"):
         load_recipe(_one(write, body, epochs=epochs))
 
@@ -288,12 +288,12 @@ def test_first_reg_regims_grammar_of_ranked_pruner(write: Write, resnet20: torch
     )
     recipe = load_recipe(path)
     filters, rows = recipe.pruners["p[filters]"], recipe.pruners["p[cols]"]
-    assert isinstance(filters, StructuredPruner) and filters.ranking == "own"
+    assert isinstance(filters, StructuredPrunerConfig) and filters.ranking == "own"
     assert filters.levels == {
         "module.layer1.0.conv1.weight": 0.5,
         "module.layer2.0.conv1.weight": 0.25,
     }
-    assert isinstance(rows, GroupPruner) and rows.group == "cols"
+    assert isinstance(rows, GroupPrunerConfig) and rows.group == "cols"
     assert [p.pruner for p in recipe.policies] == ["p[filters]", "p[cols]"]
     action = resolve(recipe, resnet20).epochs[0].prune[0]
     assert action.per_param == {"layer1.0.conv1.weight": 0.5, "layer2.0.conv1.weight": 0.25}
@@ -400,8 +400,8 @@ def test_every_pruner_class_converts_and_resolves(
     assert len(events) == 3 * len(recipe.pruners), cls
     kinds = {type(p) for p in recipe.pruners.values()}
     if cls == "BaiduRNNPruner":
-        assert kinds == {RampThresholdPruner}
+        assert kinds == {RampThresholdPrunerConfig}
     elif cls == "SplicingPruner":
-        assert kinds == {SplicingPruner}
+        assert kinds == {SplicingPrunerConfig}
     elif cls in ("AutomatedGradualPruner", "SparsityLevelParameterPruner"):
-        assert kinds == {MagnitudePruner}
+        assert kinds == {MagnitudePrunerConfig}

@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from prunekit.recipes import Executor, _runtime, load_recipe, resolve
-from prunekit.recipes.native import ModelSection, StdThresholdPruner
+from prunekit.recipes.native import ModelSection, StdThresholdPrunerConfig
 from prunekit.zoo import build
 
 Write = Callable[[str], Path]
@@ -129,7 +129,7 @@ def test_ranking_is_the_listed_weights_own_filters_by_default(write: Write) -> N
 def test_sensitivity_pruner_takes_std_once(write: Write) -> None:
     recipe = load_recipe(EXAMPLES / "sensitivity.yaml")
     cfg = recipe.pruners["sensitivity"]
-    assert isinstance(cfg, StdThresholdPruner) and cfg.std == "first"
+    assert isinstance(cfg, StdThresholdPrunerConfig) and cfg.std == "first"
     resolved = resolve(recipe, build("resnet20_cifar"))
     first, second = [e.prune[0] for e in resolved.epochs if e.prune][:2]
     torch.manual_seed(0)

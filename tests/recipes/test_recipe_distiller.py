@@ -12,12 +12,12 @@ import torchvision
 from prunekit.errors import ConfigError
 from prunekit.recipes import load_distiller, load_recipe, resolve
 from prunekit.recipes.native import (
-    GroupLassoRegularizer,
-    L1Regularizer,
-    MagnitudePruner,
-    SlimPruner,
-    StdThresholdPruner,
-    StructuredPruner,
+    GroupLassoRegularizerConfig,
+    L1RegularizerConfig,
+    MagnitudePrunerConfig,
+    SlimPrunerConfig,
+    StdThresholdPrunerConfig,
+    StructuredPrunerConfig,
 )
 
 Write = Callable[[str], Path]
@@ -57,7 +57,7 @@ def test_automated_gradual_pruner(write: Write, resnet18: torch.nn.Module) -> No
         )
     )
     p = recipe.pruners["p"]
-    assert isinstance(p, MagnitudePruner)
+    assert isinstance(p, MagnitudePrunerConfig)
     assert (p.schedule, p.initial_sparsity, p.final_sparsity) == ("agp", 0.05, 0.8)
     assert p.params == ["module.layer1.0.conv1.weight", "module.fc.weight"]
     resolved = resolve(recipe, resnet18, epochs=8)
@@ -98,7 +98,7 @@ def test_ranked_structure_agp(
         )
     )
     p = recipe.pruners["p"]
-    assert isinstance(p, StructuredPruner)
+    assert isinstance(p, StructuredPrunerConfig)
     assert (p.criterion, p.target, p.schedule) == (criterion, target, "agp")
     assert (p.initial_sparsity, p.final_sparsity, p.surgery) == (0.1, 0.5, False)
     assert p.ranking == "own"  # each weight's own filters, as Distiller ranks them
@@ -132,7 +132,7 @@ def test_one_shot_ranked_structure_with_thinning(write: Write, resnet18: torch.n
     )
     recipe = load_recipe(path)
     p = recipe.pruners["filt"]
-    assert isinstance(p, StructuredPruner)
+    assert isinstance(p, StructuredPrunerConfig)
     assert (p.criterion, p.target, p.schedule, p.final_sparsity) == (
         "l1",
         "channels",
@@ -162,7 +162,7 @@ def test_sensitivity_pruner_std_thresholds(write: Write, resnet18: torch.nn.Modu
         )
     )
     p = recipe.pruners["p"]
-    assert isinstance(p, StdThresholdPruner)
+    assert isinstance(p, StdThresholdPrunerConfig)
     assert p.schedule == "iterative" and p.sensitivities is not None
     assert p.std == "first"  # Distiller computes std(W) once
     resolved = resolve(recipe, resnet18, epochs=8)
@@ -192,8 +192,8 @@ def test_magnitude_and_level_pruners(write: Write, resnet18: torch.nn.Module) ->
     )
     recipe = load_recipe(path)
     thr, lvl = recipe.pruners["thr"], recipe.pruners["lvl"]
-    assert isinstance(thr, MagnitudePruner) and thr.thresholds is not None
-    assert isinstance(lvl, MagnitudePruner) and lvl.levels is not None
+    assert isinstance(thr, MagnitudePrunerConfig) and thr.thresholds is not None
+    assert isinstance(lvl, MagnitudePrunerConfig) and lvl.levels is not None
     resolved = resolve(recipe, resnet18, epochs=2)
     (a0,), (a1,) = resolved.epochs[0].prune, resolved.epochs[1].prune
     assert a0.quantity == "threshold"
@@ -223,7 +223,7 @@ def test_regularizers(write: Write, resnet18: torch.nn.Module) -> None:
     )
     recipe = load_recipe(path)
     bn, lasso = recipe.regularizers["bn"], recipe.regularizers["lasso"]
-    assert isinstance(bn, L1Regularizer) and isinstance(lasso, GroupLassoRegularizer)
+    assert isinstance(bn, L1RegularizerConfig) and isinstance(lasso, GroupLassoRegularizerConfig)
     assert lasso.groups == {"module.layer1.0.conv1.weight": "channels"}
     resolved = resolve(recipe, resnet18)
     assert resolved.num_epochs == 4 and resolved.epochs_source == "derived"
@@ -357,7 +357,7 @@ def test_network_slimming_extension(write: Write, resnet18: torch.nn.Module) -> 
     )
     recipe = load_distiller(path)
     p = recipe.pruners["slim"]
-    assert isinstance(p, SlimPruner) and p.percent == 0.4 and p.params is None
+    assert isinstance(p, SlimPrunerConfig) and p.percent == 0.4 and p.params is None
     resolved = resolve(recipe, resnet18)
     assert resolved.num_epochs == 6
     assert len(resolved.targets["slim"]) == 20  # every BatchNorm of resnet18
@@ -409,4 +409,4 @@ def test_threshold_criteria_is_read(write: Write) -> None:
         """
     )
     reg = load_recipe(path).regularizers["r"]
-    assert isinstance(reg, L1Regularizer) and reg.threshold == "mean_abs"
+    assert isinstance(reg, L1RegularizerConfig) and reg.threshold == "mean_abs"

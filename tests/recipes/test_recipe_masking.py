@@ -12,7 +12,7 @@ from recipe_test_models import TinyCNN
 from torch import nn
 
 from prunekit.recipes import Executor, Recipe, RunResult, _runtime
-from prunekit.recipes.native import SplicingPruner
+from prunekit.recipes.native import SplicingPrunerConfig
 from prunekit.recipes.resolve import PruneAction
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -144,7 +144,7 @@ def test_every_steps_reprunes_within_the_epoch(digits: Batches) -> None:
 
 
 def test_splicing_cuts_below_a_keeps_between_and_splices_above_b() -> None:
-    cfg = SplicingPruner(method="splicing", sensitivity=0.5, low=1.0, high=2.0)
+    cfg = SplicingPrunerConfig(method="splicing", sensitivity=0.5, low=1.0, high=2.0)
     action = PruneAction("s", "splicing", None, {"w": 0.5}, "sensitivity", 1, 1)
     stats = {"w": [0.75, 0.5]}  # mean|W| + s·std|W| = 1 → a = 1, b = 2
     w = torch.tensor([0.5, 1.5, 1.5, 2.5, 2.5])

@@ -9,7 +9,7 @@ import pytest
 
 from prunekit.errors import ConfigError
 from prunekit.recipes import Recipe, load_native, load_recipe
-from prunekit.recipes.native import MagnitudePruner, SlimPruner, StructuredPruner
+from prunekit.recipes.native import MagnitudePrunerConfig, SlimPrunerConfig, StructuredPrunerConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "recipes"
 
@@ -54,9 +54,9 @@ def test_full_recipe_parses_with_types_and_defaults(write: Callable[[str], Path]
     assert recipe.training.weight_decay == pytest.approx(5e-5)
     assert recipe.training.momentum == 0.9 and recipe.training.schedule is None
     fine = recipe.pruners["fine"]
-    assert isinstance(fine, MagnitudePruner)
+    assert isinstance(fine, MagnitudePrunerConfig)
     assert (fine.schedule, fine.initial_sparsity, fine.final_sparsity) == ("agp", 0.1, 0.8)
-    assert isinstance(recipe.pruners["slim"], SlimPruner)
+    assert isinstance(recipe.pruners["slim"], SlimPrunerConfig)
     assert recipe.pruners["slim"].sparsity_range() == (0.0, 0.5)
     assert recipe.distillation is not None and recipe.distillation.teacher == "dense"
     assert [p.kind for p in recipe.policies] == ["pruner", "regularizer", "pruner"]
@@ -98,7 +98,7 @@ def test_validation_from_python_dicts() -> None:
         }
     )
     pruner = recipe.pruners["s"]
-    assert isinstance(pruner, StructuredPruner)
+    assert isinstance(pruner, StructuredPrunerConfig)
     assert (pruner.criterion, pruner.target, pruner.floor, pruner.surgery) == (
         "l1",
         "filters",

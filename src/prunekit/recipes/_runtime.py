@@ -23,11 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from prunekit.recipes.native import (
-    GroupPruner,
+    GroupPrunerConfig,
     PolicyMasking,
     Recipe,
-    SplicingPruner,
-    StdThresholdPruner,
+    SplicingPrunerConfig,
+    StdThresholdPrunerConfig,
 )
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe
 from prunekit.sparse import masks_for, std_of
@@ -179,7 +179,7 @@ class PolicyMasks:
 
 
 def group_event(
-    cfg: GroupPruner,
+    cfg: GroupPrunerConfig,
     action: PruneAction,
     tensors: dict[str, Tensor],
     current: dict[str, Tensor],
@@ -206,7 +206,7 @@ def group_event(
 
 
 def std_first_event(
-    cfg: StdThresholdPruner,
+    cfg: StdThresholdPrunerConfig,
     action: PruneAction,
     tensors: dict[str, Tensor],
     current: dict[str, Tensor],
@@ -222,7 +222,7 @@ def std_first_event(
 
 @torch.no_grad()
 def splice_event(
-    cfg: SplicingPruner,
+    cfg: SplicingPrunerConfig,
     action: PruneAction,
     tensors: dict[str, Tensor],
     previous: dict[str, Tensor],

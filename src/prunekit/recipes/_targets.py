@@ -17,20 +17,20 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.recipes.native import (
-    BNL1Regularizer,
-    GroupLassoRegularizer,
-    GroupPruner,
-    GroupVarianceRegularizer,
-    L1Regularizer,
-    MagnitudePruner,
+    BNL1RegularizerConfig,
+    GroupLassoRegularizerConfig,
+    GroupPrunerConfig,
+    GroupVarianceRegularizerConfig,
+    L1RegularizerConfig,
+    MagnitudePrunerConfig,
     PrunerConfig,
-    RampThresholdPruner,
+    RampThresholdPrunerConfig,
     Recipe,
     RegularizerConfig,
-    SlimPruner,
-    SplicingPruner,
-    StdThresholdPruner,
-    StructuredPruner,
+    SlimPrunerConfig,
+    SplicingPrunerConfig,
+    StdThresholdPrunerConfig,
+    StructuredPrunerConfig,
 )
 
 _BN = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -194,22 +194,22 @@ def _apply_ignore(
 
 def _table_of(pruner: PrunerConfig) -> tuple[str | None, dict[str, float] | None, float | None]:
     """(field name, per-parameter table, default value) of a pruner."""
-    if isinstance(pruner, (StdThresholdPruner, SplicingPruner)):
+    if isinstance(pruner, (StdThresholdPrunerConfig, SplicingPrunerConfig)):
         return "sensitivities", pruner.sensitivities, pruner.sensitivity
-    if isinstance(pruner, (MagnitudePruner, GroupPruner)):
+    if isinstance(pruner, (MagnitudePrunerConfig, GroupPrunerConfig)):
         if pruner.thresholds is not None:
             return "thresholds", pruner.thresholds, None
         return "levels", pruner.levels, pruner.final_sparsity
-    if isinstance(pruner, StructuredPruner):
+    if isinstance(pruner, StructuredPrunerConfig):
         return "levels", pruner.levels, pruner.final_sparsity
     return None, None, None
 
 
 def _pool_of(pruner: PrunerConfig, universe: Universe) -> tuple[tuple[str, ...], str]:
     """The tensors a pruner may select, and what to call them in messages."""
-    if isinstance(pruner, SlimPruner):
+    if isinstance(pruner, SlimPrunerConfig):
         return universe.bn, "BatchNorm scale"
-    if isinstance(pruner, (StructuredPruner, GroupPruner)):
+    if isinstance(pruner, (StructuredPrunerConfig, GroupPrunerConfig)):
         return universe.weights, "conv/linear weight"
     if set(universe.elements) == set(universe.weights):
         return universe.elements, "conv/linear weight"
@@ -238,9 +238,9 @@ def pruner_targets(
     names = _apply_ignore(recipe, (*base, "ignore"), pruner.ignore, names, universe)
     if not names:
         raise recipe.source.error(base, f"pruner {name!r} selects no {kind}s of the model")
-    if isinstance(pruner, RampThresholdPruner):
+    if isinstance(pruner, RampThresholdPrunerConfig):
         return names, dict.fromkeys(names, pruner.q)  # each event turns q into its threshold
-    if not table and not isinstance(pruner, (StdThresholdPruner, SplicingPruner)):
+    if not table and not isinstance(pruner, (StdThresholdPrunerConfig, SplicingPrunerConfig)):
         return names, {}  # one uniform sparsity: no per-tensor values
     values: dict[str, float] = {}
     for n in names:
@@ -262,7 +262,7 @@ def regularizer_strengths(
 ) -> dict[str, float]:
     """Parameter → λ for one regularizer."""
     base = ("regularizers", name)
-    if isinstance(reg, BNL1Regularizer):
+    if isinstance(reg, BNL1RegularizerConfig):
         if not universe.bn:
             raise recipe.source.error(
                 base, f"regularizer {name!r} (bn_l1) needs BatchNorm layers; the model has none"
@@ -275,8 +275,8 @@ def regularizer_strengths(
             )
         )
         return dict.fromkeys(names, reg.strength)
-    assert isinstance(reg, (L1Regularizer, GroupLassoRegularizer, GroupVarianceRegularizer))
-    if isinstance(reg, (GroupLassoRegularizer, GroupVarianceRegularizer)):
+    assert isinstance(reg, (L1RegularizerConfig, GroupLassoRegularizerConfig, GroupVarianceRegularizerConfig))
+    if isinstance(reg, (GroupLassoRegularizerConfig, GroupVarianceRegularizerConfig)):
         pool, kind = universe.weights, "conv/linear weight"
     else:
         pool, kind = universe.params, "parameter"

@@ -46,27 +46,32 @@ from prunekit.recipes import _runtime
 from prunekit.recipes.lr import resolved_lr
 from prunekit.recipes.native import (
     DataSection,
-    GroupLassoRegularizer,
-    GroupPruner,
-    GroupVarianceRegularizer,
-    MagnitudePruner,
+    GroupLassoRegularizerConfig,
+    GroupPrunerConfig,
+    GroupVarianceRegularizerConfig,
+    MagnitudePrunerConfig,
     PrunerConfig,
-    RampThresholdPruner,
+    RampThresholdPrunerConfig,
     Recipe,
-    SlimPruner,
-    SplicingPruner,
-    StdThresholdPruner,
-    StructuredPruner,
+    SlimPrunerConfig,
+    SplicingPrunerConfig,
+    StdThresholdPrunerConfig,
+    StructuredPrunerConfig,
 )
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
 from prunekit.record import ModelRecord
 from prunekit.sparse import masks_for
 from prunekit.sparse.groups import group_masks
-from prunekit.structured import StructuredPruner as StructuredSchedulePruner
+from prunekit.structured import StructuredPruner
 from prunekit.surgery import apply_plan
 from prunekit.train import TrainConfig, Trainer
-from prunekit.train import regularizers as regs
 from prunekit.train.distill import DistillationLoss
+from prunekit.train.regularizers import (
+    GroupLassoRegularizer,
+    GroupVarianceRegularizer,
+    L1Regularizer,
+    Regularizer,
+)
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 #: sub-folder of ``out_dir`` holding the per-epoch checkpoint (the trainer's)
@@ -164,7 +169,7 @@ class _RecipeHooks:
         self.structured = {
             name: self._structured_pruner(cfg, resolved.targets[name])
             for name, cfg in recipe.pruners.items()
-            if isinstance(cfg, StructuredPruner)
+            if isinstance(cfg, StructuredPrunerConfig)
         }
 
     @property
@@ -185,8 +190,8 @@ class _RecipeHooks:
         return self._norms
 
     def _structured_pruner(
-        self, cfg: StructuredPruner, names: list[str]
-    ) -> StructuredSchedulePruner:
+        self, cfg: StructuredPrunerConfig, names: list[str]
+    ) -> StructuredPruner:
         dim = 0 if cfg.target == "filters" else 1
         leaders = _leaders(self.graph, names, dim)
         lost = [n for n in names if n not in leaders.values()]
@@ -200,7 +205,7 @@ class _RecipeHooks:
         score_kwargs: dict[str, Any] = {"batches": self.loaders[0]}
         if cfg.ranking == "own":  # each group ranked by its weight's own filters/channels
             score_kwargs["slots"] = {gid: (w, dim) for gid, w in leaders.items()}
-        return StructuredSchedulePruner(
+        return StructuredPruner(
             self._model,
             None,
             None,  # levels come from the resolved recipe's events (prune_to)
@@ -227,7 +232,7 @@ class _RecipeHooks:
         self.state.apply(params)
         new = self._new_masks(cfg, action, params)
         self.state.merge(new)
-        if isinstance(cfg, (StructuredPruner, SlimPruner)) and cfg.surgery:
+        if isinstance(cfg, (StructuredPrunerConfig, SlimPrunerConfig)) and cfg.surgery:
             self.state.surgery_tensors.update(new)
         self.state.apply(params)
 
@@ -239,14 +244,14 @@ class _RecipeHooks:
     ) -> dict[str, Tensor]:
         """Keep-masks of one event's pruner (structured: of every tensor its plan slices)."""
         names = self.resolved.targets[action.pruner]
-        if isinstance(cfg, StructuredPruner):
+        if isinstance(cfg, StructuredPrunerConfig):
             return plan_masks(self._structured_event(cfg, action), params)
         tensors: dict[str, Tensor] = {n: params[n] for n in names}
         current = {n: self.state.masks[n] for n in names if n in self.state.masks}
         extra = self._stateful_masks(cfg, action, tensors, current)
         if extra is not None:
             return extra
-        if isinstance(cfg, SlimPruner):
+        if isinstance(cfg, SlimPrunerConfig):
             new = slim_masks(
                 tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
             )
@@ -255,10 +260,10 @@ class _RecipeHooks:
                 if bias in params:
                     new[bias] = new[n].clone()
             return new
-        if isinstance(cfg, StdThresholdPruner):
+        if isinstance(cfg, StdThresholdPrunerConfig):
             return masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
-        assert isinstance(cfg, MagnitudePruner)
-        if cfg.thresholds is not None:  # a MagnitudePruner with absolute cut-offs
+        assert isinstance(cfg, MagnitudePrunerConfig)
+        if cfg.thresholds is not None:  # a magnitude pruner with absolute cut-offs
             return masks_for(tensors, action.per_param, criterion="threshold", current=current)
         amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
         missing = sorted(n for n, a in amounts.items() if a is None)
@@ -283,20 +288,20 @@ class _RecipeHooks:
     ) -> dict[str, Tensor] | None:
         """Masks of the pruner kinds that need more than a criterion (None: not one of them)."""
         stats = self.stats.setdefault(action.pruner, {})
-        if isinstance(cfg, GroupPruner):
+        if isinstance(cfg, GroupPrunerConfig):
             seed = self.executor.recipe.training.seed
             gen = _runtime.event_generator(seed, action.pruner, self.epoch, self.step)
             return _runtime.group_event(cfg, action, tensors, current, gen)
-        if isinstance(cfg, SplicingPruner):
+        if isinstance(cfg, SplicingPrunerConfig):
             previous = self.runtime.current(action) if self.runtime.transient(action) else current
             return _runtime.splice_event(cfg, action, tensors, previous, stats)
-        if isinstance(cfg, RampThresholdPruner):
+        if isinstance(cfg, RampThresholdPrunerConfig):
             return masks_for(tensors, action.per_param, criterion="threshold", current=current)
-        if isinstance(cfg, StdThresholdPruner) and cfg.std == "first":
+        if isinstance(cfg, StdThresholdPrunerConfig) and cfg.std == "first":
             return _runtime.std_first_event(cfg, action, tensors, current, stats)
         return None
 
-    def _structured_event(self, cfg: StructuredPruner, action: PruneAction) -> Any:
+    def _structured_event(self, cfg: StructuredPrunerConfig, action: PruneAction) -> Any:
         """One structured event: with ``own`` ranking (or after a thinning) every group's count
         is exact — ``int(s·n)`` of the units alive after the last thinning, s the level of the
         weight that ranks the group (Distiller)."""
@@ -439,7 +444,7 @@ class _PolicyRegularizers:
         self.hooks = hooks
         self.recipe = recipe
         self.resolved = resolved
-        self.by_name: dict[str, list[regs.Regularizer]] = {}
+        self.by_name: dict[str, list[Regularizer]] = {}
         for name, cfg in recipe.regularizers.items():
             strengths = resolved.strengths.get(name)
             if strengths:
@@ -468,7 +473,7 @@ class _PolicyRegularizers:
                 continue
             strengths = self.resolved.strengths[name]
             tensors = {n: params[n] for n in strengths}
-            if isinstance(cfg, GroupLassoRegularizer):
+            if isinstance(cfg, GroupLassoRegularizerConfig):
                 masks = {}
                 for n in tensors:
                     group = _lasso_groups(cfg, n)[0]
@@ -492,7 +497,7 @@ class _PolicyRegularizers:
         return out
 
 
-def _lasso_groups(cfg: GroupLassoRegularizer, param: str) -> list[str]:
+def _lasso_groups(cfg: GroupLassoRegularizerConfig, param: str) -> list[str]:
     """The group kinds of one parameter (a ``groups`` entry, else the regularizer's ``group``)."""
     value = lookup_group(cfg.groups or {}, param) or cfg.group
     return [value] if isinstance(value, str) else list(value)
@@ -507,16 +512,16 @@ def lookup_group(table: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def _regularizers_of(cfg: Any, strengths: dict[str, float]) -> list[regs.Regularizer]:
-    if isinstance(cfg, GroupVarianceRegularizer):
-        return [regs.GroupVarianceRegularizer(strengths)]
-    if not isinstance(cfg, GroupLassoRegularizer):  # l1 and bn_l1: Σλ|w|
-        return [regs.L1Regularizer(strengths)]
+def _regularizers_of(cfg: Any, strengths: dict[str, float]) -> list[Regularizer]:
+    if isinstance(cfg, GroupVarianceRegularizerConfig):
+        return [GroupVarianceRegularizer(strengths)]
+    if not isinstance(cfg, GroupLassoRegularizerConfig):  # l1 and bn_l1: Σλ|w|
+        return [L1Regularizer(strengths)]
     by_dims: dict[tuple[int, ...], dict[str, float]] = {}
     for param, lam in strengths.items():
         for group in _lasso_groups(cfg, param):
             by_dims.setdefault(LASSO_DIMS[group], {})[param] = lam
-    return [regs.GroupLassoRegularizer(s, group_dims=dims) for dims, s in by_dims.items()]
+    return [GroupLassoRegularizer(s, group_dims=dims) for dims, s in by_dims.items()]
 
 
 class Executor:

@@ -200,7 +200,7 @@ class _SparsityTarget(_PrunerBase):
             )
 
 
-class MagnitudePruner(_SparsityTarget):
+class MagnitudePrunerConfig(_SparsityTarget):
     """Unstructured: zero the smallest-|w| weights (Han et al. 2015, arXiv:1506.02626).
 
     Give ``final_sparsity`` (per tensor, or over all selected tensors with
@@ -219,7 +219,7 @@ class MagnitudePruner(_SparsityTarget):
     fold_bn: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> MagnitudePruner:
+    def _check(self) -> MagnitudePrunerConfig:
         self._check_range()
         if self.thresholds is not None and (self.final_sparsity, self.levels) != (None, None):
             raise RecipeValueError(
@@ -243,7 +243,7 @@ class MagnitudePruner(_SparsityTarget):
         return self
 
 
-class StdThresholdPruner(_PrunerBase):
+class StdThresholdPrunerConfig(_PrunerBase):
     """Unstructured: zero |w| < s·std(W) per tensor (Han et al. 2015; Distiller's
     SensitivityPruner). ``sensitivity`` is the default s; ``sensitivities`` maps globs to s.
     ``iterative`` re-applies the threshold at every active epoch."""
@@ -257,7 +257,7 @@ class StdThresholdPruner(_PrunerBase):
     std: Literal["current", "first"] = "current"
 
     @model_validator(mode="after")
-    def _check(self) -> StdThresholdPruner:
+    def _check(self) -> StdThresholdPrunerConfig:
         if self.sensitivity is None and not self.sensitivities:
             raise RecipeValueError("needs 'sensitivity' (or per-parameter 'sensitivities')")
         return self
@@ -265,7 +265,7 @@ class StdThresholdPruner(_PrunerBase):
 
 
 
-class StructuredPruner(_SparsityTarget):
+class StructuredPrunerConfig(_SparsityTarget):
     """Structured: remove whole filters/channels through the dependency graph.
 
     ``target: filters`` prunes the groups holding the selected weights' output dim,
@@ -294,7 +294,7 @@ class StructuredPruner(_SparsityTarget):
     levels: dict[str, Fraction] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> StructuredPruner:
+    def _check(self) -> StructuredPrunerConfig:
         self._check_range()
         if self.final_sparsity is None and self.levels is None:
             raise RecipeValueError("needs 'final_sparsity' (or 'levels')", ("final_sparsity",))
@@ -307,7 +307,7 @@ class StructuredPruner(_SparsityTarget):
         return self
 
 
-class SlimPruner(_PrunerBase):
+class SlimPrunerConfig(_PrunerBase):
     """Network Slimming (Liu et al. 2017, arXiv:1708.06519): prune the ``percent`` of channels
     with the smallest |BN scale| under one global threshold. ``modules`` select BN layers
     (default: all). Pair with a ``bn_l1`` regularizer during training."""
@@ -323,7 +323,7 @@ class SlimPruner(_PrunerBase):
         return 0.0, self.percent
 
 
-class GroupPruner(_SparsityTarget):
+class GroupPrunerConfig(_SparsityTarget):
     """Zero whole structures inside each selected tensor, ranked by their L1/L2 norm (or at
     random), without the dependency graph and never sliced: filters, channels, rows / cols of a
     2-D weight, kernels (one (filter, channel) slice of a conv) or blocks (Distiller's
@@ -347,7 +347,7 @@ class GroupPruner(_SparsityTarget):
     level_range: list[Fraction] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> GroupPruner:
+    def _check(self) -> GroupPrunerConfig:
         self._check_range()
         given = [
             k
@@ -388,7 +388,7 @@ class GroupPruner(_SparsityTarget):
         return super().sparsity_range()
 
 
-class SplicingPruner(_PrunerBase):
+class SplicingPrunerConfig(_PrunerBase):
     """Dynamic network surgery (Guo et al. 2016, arXiv:1608.04493, eq. 3): at every event a
     weight is pruned when |w| < a, spliced back when |w| >= b, and keeps its state in between,
     with a = (mean|W| + s·std|W|)·``low`` and b = (…)·``high`` — mean and std of |W| taken once,
@@ -405,7 +405,7 @@ class SplicingPruner(_PrunerBase):
     growth: NonNegFloat = 0.0
 
     @model_validator(mode="after")
-    def _check(self) -> SplicingPruner:
+    def _check(self) -> SplicingPrunerConfig:
         if self.sensitivity is None and not self.sensitivities:
             raise RecipeValueError("needs 'sensitivity' (or per-parameter 'sensitivities')")
         if self.low > self.high:
@@ -415,7 +415,7 @@ class SplicingPruner(_PrunerBase):
         return self
 
 
-class RampThresholdPruner(_PrunerBase):
+class RampThresholdPrunerConfig(_PrunerBase):
     """Narang et al. 2017, "Exploring Sparsity in Recurrent Neural Networks" (arXiv:1704.05119,
     eq. 1; Distiller's BaiduRNNPruner): an absolute |w| threshold that grows linearly through the
     policy, with slope θ = 2·q·f / (2·(ramp − start) + 3·(end − ramp)) until ``ramp_epoch`` and
@@ -428,13 +428,13 @@ class RampThresholdPruner(_PrunerBase):
 
 
 PrunerConfig = Annotated[
-    MagnitudePruner
-    | StdThresholdPruner
-    | StructuredPruner
-    | SlimPruner
-    | GroupPruner
-    | SplicingPruner
-    | RampThresholdPruner,
+    MagnitudePrunerConfig
+    | StdThresholdPrunerConfig
+    | StructuredPrunerConfig
+    | SlimPrunerConfig
+    | GroupPrunerConfig
+    | SplicingPrunerConfig
+    | RampThresholdPrunerConfig,
     Field(discriminator="method"),
 ]
 
@@ -444,7 +444,7 @@ PrunerConfig = Annotated[
 # ---------------------------------------------------------------------------------------------
 
 
-class BNL1Regularizer(StrictModel):
+class BNL1RegularizerConfig(StrictModel):
     """λ·Σ|γ| over BatchNorm scales — the sparsity term of Network Slimming (Liu et al. 2017)."""
 
     kind: Literal["bn_l1"]
@@ -452,7 +452,7 @@ class BNL1Regularizer(StrictModel):
     modules: Globs | None = None  # BN module globs; None: all BN layers
 
 
-class L1Regularizer(StrictModel):
+class L1RegularizerConfig(StrictModel):
     """Σ λ_p·Σ|w| over selected tensors (Distiller's L1Regularizer ``reg_regims``)."""
 
     kind: Literal["l1"]
@@ -464,7 +464,7 @@ class L1Regularizer(StrictModel):
     threshold: Literal["mean_abs", "max"] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> L1Regularizer:
+    def _check(self) -> L1RegularizerConfig:
         if self.strength is None and not self.strengths:
             raise RecipeValueError("needs 'strength' (or per-parameter 'strengths')")
         return self
@@ -473,7 +473,7 @@ class L1Regularizer(StrictModel):
 LassoGroup = Literal["filters", "channels", "rows", "cols", "kernels", "layer"]
 
 
-class GroupLassoRegularizer(StrictModel):
+class GroupLassoRegularizerConfig(StrictModel):
     """Σ λ·Σ_g ‖w_g‖₂ (Yuan & Lin 2006; Wen et al. 2016, arXiv:1608.03665 — Distiller's
     GroupLassoRegularizer). Groups: ``filters`` (output slices), ``channels`` (input slices),
     ``rows`` / ``cols`` of a 2-D weight, ``kernels`` (one (filter, channel) 2-D kernel of a
@@ -491,7 +491,7 @@ class GroupLassoRegularizer(StrictModel):
     threshold: Literal["mean_abs", "max"] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> GroupLassoRegularizer:
+    def _check(self) -> GroupLassoRegularizerConfig:
         if self.strength is None and not self.strengths:
             raise RecipeValueError("needs 'strength' (or per-parameter 'strengths')")
         kinds = [self.group, *(self.groups or {}).values()]
@@ -504,7 +504,7 @@ class GroupLassoRegularizer(StrictModel):
         return self
 
 
-class GroupVarianceRegularizer(StrictModel):
+class GroupVarianceRegularizerConfig(StrictModel):
     """λ / Var_c(‖w_c‖₂) over the input channels c of each selected conv weight: rewards
     channel norms that spread apart, so some channels can be pruned (Torfi et al. 2018,
     arXiv:1802.09902 — Distiller's GroupVarianceRegularizer, group Channels)."""
@@ -515,14 +515,14 @@ class GroupVarianceRegularizer(StrictModel):
     params: Globs | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> GroupVarianceRegularizer:
+    def _check(self) -> GroupVarianceRegularizerConfig:
         if self.strength is None and not self.strengths:
             raise RecipeValueError("needs 'strength' (or per-parameter 'strengths')")
         return self
 
 
 RegularizerConfig = Annotated[
-    BNL1Regularizer | L1Regularizer | GroupLassoRegularizer | GroupVarianceRegularizer,
+    BNL1RegularizerConfig | L1RegularizerConfig | GroupLassoRegularizerConfig | GroupVarianceRegularizerConfig,
     Field(discriminator="kind"),
 ]
 
@@ -828,14 +828,14 @@ class Recipe(StrictModel):
         for i, policy in enumerate(self.policies):
             item: Any = getattr(self, f"{policy.kind}s", {}).get(policy.target)
             forward_only = policy.masking is not None and policy.masking.forward_only
-            if isinstance(item, GroupPruner) and item.criterion == "bernoulli" and not forward_only:
+            if isinstance(item, GroupPrunerConfig) and item.criterion == "bernoulli" and not forward_only:
                 raise RecipeValueError(
                     f"pruner {policy.target!r} (bernoulli) rescales the filters it keeps, so its "
                     "masks must not stay in the weights; give the policy masking: "
                     "{forward_only: true}",
                     ("policies", i),
                 )
-            if isinstance(item, (StructuredPruner, SlimPruner)) and (
+            if isinstance(item, (StructuredPrunerConfig, SlimPrunerConfig)) and (
                 forward_only or (policy.masking is not None and policy.masking.discard)
             ):
                 raise RecipeValueError(

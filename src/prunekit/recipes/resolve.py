@@ -25,14 +25,14 @@ from prunekit.errors import ConfigError
 from prunekit.recipes import _targets
 from prunekit.recipes.lr import recipe_lr
 from prunekit.recipes.native import (
-    GroupPruner,
-    MagnitudePruner,
+    GroupPrunerConfig,
+    MagnitudePrunerConfig,
     Policy,
     PrunerConfig,
-    RampThresholdPruner,
+    RampThresholdPrunerConfig,
     Recipe,
-    SplicingPruner,
-    StdThresholdPruner,
+    SplicingPrunerConfig,
+    StdThresholdPrunerConfig,
 )
 from prunekit.schedules import SCHEDULES
 
@@ -293,7 +293,7 @@ def _schedule_pruner(
             params = {p: _level(schedule, k, full, min(lo, v), v) for p, v in params.items()}
         params = _event_values(pruner, epoch, span, params)
         level_range = None
-        if isinstance(pruner, GroupPruner) and pruner.level_range is not None:
+        if isinstance(pruner, GroupPrunerConfig) and pruner.level_range is not None:
             level_range = (pruner.level_range[0], pruner.level_range[1])
         plans[epoch].prune.append(
             PruneAction(
@@ -324,16 +324,16 @@ def _event_values(
 ) -> dict[str, float]:
     """Per-tensor values of one event of the pruners whose value changes with the epoch."""
     start, end, freq = span
-    if isinstance(pruner, SplicingPruner) and pruner.growth:
+    if isinstance(pruner, SplicingPrunerConfig) and pruner.growth:
         grow = 1.0 + pruner.growth * (epoch - start)  # Distiller's sensitivity_multiplier
         return {p: v * grow for p, v in params.items()}
-    if isinstance(pruner, RampThresholdPruner):
+    if isinstance(pruner, RampThresholdPrunerConfig):
         return dict.fromkeys(params, ramp_threshold(pruner, epoch, start, end, freq))
     return params
 
 
 def ramp_threshold(
-    pruner: RampThresholdPruner, epoch: int, start: int, end: int, freq: int
+    pruner: RampThresholdPrunerConfig, epoch: int, start: int, end: int, freq: int
 ) -> float:
     """Narang et al. 2017's threshold ε at ``epoch`` of a policy ``[start, end)`` every ``freq``
     epochs (eq. 1, with q the weight of the 90th percentile and Distiller's epoch counting):
@@ -354,13 +354,13 @@ def ramp_threshold(
 
 
 def _quantity(pruner: PrunerConfig) -> str:
-    if isinstance(pruner, (StdThresholdPruner, SplicingPruner)):
+    if isinstance(pruner, (StdThresholdPrunerConfig, SplicingPrunerConfig)):
         return "sensitivity"
-    if isinstance(pruner, RampThresholdPruner):
+    if isinstance(pruner, RampThresholdPrunerConfig):
         return "threshold"
-    if isinstance(pruner, (MagnitudePruner, GroupPruner)) and pruner.thresholds is not None:
+    if isinstance(pruner, (MagnitudePrunerConfig, GroupPrunerConfig)) and pruner.thresholds is not None:
         return "threshold"
-    if isinstance(pruner, GroupPruner) and pruner.level_range is not None:
+    if isinstance(pruner, GroupPrunerConfig) and pruner.level_range is not None:
         return "random_level"
     return "sparsity"
 
