@@ -176,3 +176,48 @@ def test_run_on_digits(write: Write, capsys: pytest.CaptureFixture[str], tmp_pat
                  "--epochs-override", "5"])  # fmt: skip
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and "different recipe" in err
+
+
+DISTILLER_RUN = """
+version: 1
+pruners:
+  fine:
+    class: AutomatedGradualPruner
+    initial_sparsity: 0.1
+    final_sparsity: 0.9
+    weights: [block.1.weight]
+lr_schedulers:
+  decay: {class: ExponentialLR, gamma: 0.5}
+policies:
+  - pruner: {instance_name: fine}
+    starting_epoch: 0
+    ending_epoch: 8
+    frequency: 1
+  - lr_scheduler: {instance_name: decay}
+    starting_epoch: 1
+    ending_epoch: 3
+    frequency: 1
+"""
+
+
+def test_run_distiller_file_with_compress_classifier_knobs(
+    write: Write, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--lr/--wd/--batch-size override the recipe, the trace shape comes from the data (the
+    8×8 digits model cannot run at 224×224), Distiller's absolute-epoch LR, warnings printed."""
+    path = write(DISTILLER_RUN)
+    out = tmp_path / "run"
+    argv = ["run", str(path), "--model", "zoo:digits_cnn", "--data", "digits", "--lr", "0.05",
+            "--wd", "5e-4", "--batch-size", "32", "--epochs-override", "3", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "final sparsity is not reached" in err  # 3 of 8 AGP epochs
+    lrs = [row["lr"] for row in json.loads((out / "history.json").read_text())]
+    assert lrs == pytest.approx([0.05, 0.05, 0.05 * 0.5**2])  # step(epoch=e+1): 0.5^2 at once
+    resolved = json.loads((out / "resolved.json").read_text())
+    assert resolved["recipe"]["training"]["weight_decay"] == 5e-4
+    assert resolved["recipe"]["data"]["batch_size"] == 32
+    bad = ["run", str(path), "--model", "zoo:digits_cnn", "--batch-size", "32"]
+    assert main(bad) == 2
+    assert "--batch-size needs a dataset" in capsys.readouterr().err

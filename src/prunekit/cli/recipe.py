@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from prunekit.cli._args import input_shape
 from prunekit.errors import ConfigError
 
 
@@ -39,6 +40,23 @@ def register(subparsers: Any) -> None:
     run.add_argument("--data", default=None, help="dataset spec (overrides the recipe's)")
     run.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # The training knobs of Distiller's compress_classifier.py; each overrides the recipe's.
+    run.add_argument("--lr", type=float, default=None, help="base learning rate (training.lr)")
+    run.add_argument(
+        "--wd", type=float, default=None, help="weight decay (training.weight_decay)"
+    )
+    run.add_argument("--batch-size", type=int, default=None, help="batch size (data.batch_size)")
+    run.add_argument(
+        "--input-shape",
+        type=input_shape,
+        default=None,
+        help="trace shape, e.g. 1,3,32,32 (default: the recipe's, else one training image)",
+    )
+    run.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a prunekit model folder (safetensors) to start from (model.checkpoint)",
+    )
     run.set_defaults(func=_run)
 
 
@@ -91,6 +109,16 @@ def _load(args: argparse.Namespace) -> Any:
     return recipe
 
 
+def _print_plan_warnings(recipe: Any, args: argparse.Namespace) -> None:
+    """The resolved plan's warnings (e.g. a final sparsity the schedule never reaches)."""
+    from prunekit.models import build_model
+    from prunekit.recipes import resolve
+
+    model = build_model(recipe.model.spec, **recipe.model.kwargs)
+    for warning in resolve(recipe, model, epochs=args.epochs_override).warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _check(args: argparse.Namespace) -> int:
     from prunekit.models import build_model
     from prunekit.recipes import resolve
@@ -106,8 +134,21 @@ def _run(args: argparse.Namespace) -> int:
     from prunekit.recipes import Executor
 
     recipe = _load(args)
+    model = {"input_shape": list(args.input_shape) if args.input_shape else None,
+             "checkpoint": args.checkpoint}  # fmt: skip
+    data: dict[str, Any] = {"batch_size": args.batch_size}
+    if recipe.data is None and args.data is not None:
+        data["dataset"] = args.data
+    elif recipe.data is None and args.batch_size is not None:
+        raise ConfigError("--batch-size needs a dataset: the recipe has none, so pass --data SPEC")
+    recipe = recipe.overridden(
+        training={"lr": args.lr, "weight_decay": args.wd},
+        data=data if recipe.data is not None or args.data is not None else None,
+        model=model,
+    )
     for note in recipe.notes:  # e.g. skipped quantizers
         print(f"warning: {note}", file=sys.stderr)
+    _print_plan_warnings(recipe, args)
     result = Executor(
         recipe,
         epochs=args.epochs_override,

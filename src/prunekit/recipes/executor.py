@@ -565,6 +565,7 @@ class Executor:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = torch.device(device or recipe.training.device or _default_device())
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self._sample_shape: tuple[int, ...] | None = None
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -591,6 +592,7 @@ class Executor:
         train, test = self._data()
         if not isinstance(train, Sized) or len(train) == 0:
             raise ConfigError("the training data must be a non-empty re-iterable with len()")
+        self._remember_sample_shape(train)
         model.to(self.device)
         teacher = self._teacher(model)
         hooks = _RecipeHooks(self, model, resolved, (train, test), teacher)
@@ -637,6 +639,8 @@ class Executor:
         resolved = resolve(self.recipe, model, self.epochs)
         model.to(self.device)
         loaders = (self.train_data, self.eval_data)
+        if self.train_data is not None:
+            self._remember_sample_shape(self.train_data)
         hooks = _RecipeHooks(self, model, resolved, loaders, None)  # type: ignore[arg-type]
         stub = _NoTrainer(model)
         with torch.no_grad():
@@ -706,9 +710,22 @@ class Executor:
         return teacher.eval()
 
     def _example_input(self) -> Tensor:
+        """A zero batch for tracing: the recipe's ``model.input_shape``, else one sample of the
+        training data (a 32×32 CIFAR model is traced at 32×32), else 1×3×224×224."""
         section = self.recipe.model
-        shape = section.input_shape if section and section.input_shape else [1, 3, 224, 224]
+        if section and section.input_shape:
+            shape = list(section.input_shape)
+        else:
+            shape = [1, *self._sample_shape] if self._sample_shape else [1, 3, 224, 224]
         return torch.zeros(*shape, device=self.device)
+
+    def _remember_sample_shape(self, batches: Batches) -> None:
+        images = getattr(batches, "images", None)  # a TensorLoader's (N, C, H, W) images
+        shape = tuple(images.shape[1:]) if isinstance(images, Tensor) else None
+        if shape is None:
+            first = next(iter(batches), None)
+            shape = tuple(first[0].shape[1:]) if first is not None else None
+        self._sample_shape = tuple(shape) if shape is not None else None
 
     # -- end of run -----------------------------------------------------------------------------
 

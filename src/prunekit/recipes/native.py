@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -852,6 +853,30 @@ class Recipe(StrictModel):
                     "has no 'threshold'",
                     ("policies", i, "masking"),
                 )
+
+    def overridden(self, **sections: Mapping[str, Any] | None) -> Recipe:
+        """A copy with keys of ``training``, ``data`` or ``model`` replaced (None values are
+        left as they are), validated like the file — what command-line flags such as
+        ``prunekit run --lr 0.05 --batch-size 128`` do.
+
+        Example:
+            >>> recipe.overridden(training={"lr": 0.05}, data={"batch_size": 128})
+        """
+        unknown = sorted(set(sections) - {"training", "data", "model"})
+        if unknown:
+            raise ConfigError(f"cannot override {unknown}; only training, data and model")
+        doc = self.model_dump(exclude_unset=True)
+        for name, values in sections.items():
+            given = {k: v for k, v in (values or {}).items() if v is not None}
+            if given:
+                doc[name] = {**(doc.get(name) or {}), **given}
+        try:
+            out = Recipe.model_validate(doc)
+        except ValidationError as exc:
+            raise format_validation_error(exc, Recipe, SourceMap("<overrides>")) from None
+        out._source = self._source
+        out._notes = list(self._notes)
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         """Serialize (defaults included) to JSON; :meth:`from_json` reads it back."""
