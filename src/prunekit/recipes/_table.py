@@ -6,14 +6,7 @@ from typing import TYPE_CHECKING
 
 from prunekit.recipes.lr import base_schedule_name
 from prunekit.recipes.native import (
-    GroupPrunerConfig,
-    MagnitudePrunerConfig,
     PrunerConfig,
-    RampThresholdPrunerConfig,
-    SlimPrunerConfig,
-    SplicingPrunerConfig,
-    StdThresholdPrunerConfig,
-    StructuredPrunerConfig,
 )
 
 if TYPE_CHECKING:
@@ -26,50 +19,8 @@ def _names(names: list[str], limit: int = 3) -> str:
     return f"{len(names)} tensor{'s' if len(names) != 1 else ''}: {shown}{more}"
 
 
-def _final(pruner: StructuredPrunerConfig | GroupPrunerConfig) -> str:
-    if pruner.final_sparsity is not None:
-        return f"{pruner.initial_sparsity:.0%}→{pruner.final_sparsity:.0%}"
-    return "per tensor"
-
-
-def _other_line(pruner: PrunerConfig) -> str | None:
-    """The description of the pruner kinds beyond the first four (None: not one of them)."""
-    if isinstance(pruner, GroupPrunerConfig):
-        if pruner.thresholds is not None:
-            return f"group {pruner.group} with {pruner.threshold_norm} <= threshold"
-        if pruner.level_range is not None:
-            lo, hi = pruner.level_range
-            return f"group {pruner.criterion} {pruner.group} at a random {lo:.0%}–{hi:.0%}"
-        return f"group {pruner.criterion} {pruner.group}, {pruner.schedule} {_final(pruner)}"
-    if isinstance(pruner, SplicingPrunerConfig):
-        return f"splicing |w| < a cut, >= b back (a, b = mean+s·std times {pruner.low:g}, {pruner.high:g})"
-    if isinstance(pruner, RampThresholdPrunerConfig):
-        return f"ramp_threshold q={pruner.q:g}, ramp at epoch {pruner.ramp_epoch}"
-    return None
-
-
 def _pruner_line(name: str, pruner: PrunerConfig, targets: list[str]) -> str:
-    other = _other_line(pruner)
-    if other is not None:
-        what = other
-    elif isinstance(pruner, StructuredPrunerConfig):
-        what = (
-            f"structured {pruner.criterion} {pruner.target}"
-            f"{' global' if pruner.global_ranking else ''}"
-            f"{' own-ranked' if pruner.ranking == 'own' else ''}, {pruner.schedule} {_final(pruner)}"
-        )
-    elif isinstance(pruner, SlimPrunerConfig):
-        what = f"slim (global BN-scale threshold), {pruner.schedule} → {pruner.percent:.0%}"
-    elif isinstance(pruner, StdThresholdPrunerConfig):
-        what = f"std_threshold |w| < s·std, {pruner.schedule}"
-    elif isinstance(pruner, MagnitudePrunerConfig) and pruner.thresholds is not None:
-        what = "magnitude |w| < threshold"
-    else:
-        assert isinstance(pruner, MagnitudePrunerConfig)
-        final = "per tensor" if pruner.levels else f"{pruner.final_sparsity:.0%}"
-        scope = " global" if pruner.global_ranking else ""
-        what = f"magnitude{scope}, {pruner.schedule} {pruner.initial_sparsity:.0%}→{final}"
-    return f"  {name:<14} {what}; {_names(targets)}"
+    return f"  {name:<14} {pruner.describe()}; {_names(targets)}"
 
 
 def _action(a: PruneAction) -> str:

@@ -19,18 +19,14 @@ from prunekit.errors import ConfigError
 from prunekit.recipes.native import (
     BNL1RegularizerConfig,
     GroupLassoRegularizerConfig,
-    GroupPrunerConfig,
     GroupVarianceRegularizerConfig,
     L1RegularizerConfig,
-    MagnitudePrunerConfig,
     PrunerConfig,
     RampThresholdPrunerConfig,
     Recipe,
     RegularizerConfig,
-    SlimPrunerConfig,
     SplicingPrunerConfig,
     StdThresholdPrunerConfig,
-    StructuredPrunerConfig,
 )
 
 _BN = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -192,37 +188,13 @@ def _apply_ignore(
     return names
 
 
-def _table_of(pruner: PrunerConfig) -> tuple[str | None, dict[str, float] | None, float | None]:
-    """(field name, per-parameter table, default value) of a pruner."""
-    if isinstance(pruner, (StdThresholdPrunerConfig, SplicingPrunerConfig)):
-        return "sensitivities", pruner.sensitivities, pruner.sensitivity
-    if isinstance(pruner, (MagnitudePrunerConfig, GroupPrunerConfig)):
-        if pruner.thresholds is not None:
-            return "thresholds", pruner.thresholds, None
-        return "levels", pruner.levels, pruner.final_sparsity
-    if isinstance(pruner, StructuredPrunerConfig):
-        return "levels", pruner.levels, pruner.final_sparsity
-    return None, None, None
-
-
-def _pool_of(pruner: PrunerConfig, universe: Universe) -> tuple[tuple[str, ...], str]:
-    """The tensors a pruner may select, and what to call them in messages."""
-    if isinstance(pruner, SlimPrunerConfig):
-        return universe.bn, "BatchNorm scale"
-    if isinstance(pruner, (StructuredPrunerConfig, GroupPrunerConfig)):
-        return universe.weights, "conv/linear weight"
-    if set(universe.elements) == set(universe.weights):
-        return universe.elements, "conv/linear weight"
-    return universe.elements, "weight (conv, linear, RNN or embedding)"
-
-
 def pruner_targets(
     recipe: Recipe, name: str, pruner: PrunerConfig, universe: Universe
 ) -> tuple[list[str], dict[str, float]]:
     """Parameters a pruner acts on, and per-parameter values (empty when uniform)."""
     base = ("pruners", name)
-    pool, kind = _pool_of(pruner, universe)
-    field, table, default = _table_of(pruner)
+    pool, kind = pruner.pool(universe)
+    field, table, default = pruner.value_table()
     names = _select_names(recipe, (*base, "params"), pruner.params, pool, universe, kind)
     names += [
         n

@@ -181,6 +181,26 @@ class _PrunerBase(StrictModel):
         """(initial, final) sparsity for scheduled pruners, None for threshold pruners."""
         return None
 
+    def describe(self) -> str:
+        """One line for ``prunekit recipe check``: what this pruner does."""
+        raise NotImplementedError
+
+    def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
+        """(field name, glob → value table, default value) of the per-tensor values."""
+        return None, None, None
+
+    def pool(self, universe: Any) -> tuple[tuple[str, ...], str]:
+        """The tensors this kind may select (from a ``_targets.Universe``), and their name."""
+        if set(universe.elements) == set(universe.weights):
+            return universe.elements, "conv/linear weight"
+        return universe.elements, "weight (conv, linear, RNN or embedding)"
+
+
+def _span(p: _SparsityTarget) -> str:
+    if p.final_sparsity is not None:
+        return f"{p.initial_sparsity:.0%}→{p.final_sparsity:.0%}"
+    return "per tensor"
+
 
 class _SparsityTarget(_PrunerBase):
     schedule: ScheduleName = "one_shot"
@@ -243,6 +263,18 @@ class MagnitudePrunerConfig(_SparsityTarget):
             )
         return self
 
+    def describe(self) -> str:
+        if self.thresholds is not None:
+            return "magnitude |w| < threshold"
+        final = "per tensor" if self.levels else f"{self.final_sparsity:.0%}"
+        scope = " global" if self.global_ranking else ""
+        return f"magnitude{scope}, {self.schedule} {self.initial_sparsity:.0%}→{final}"
+
+    def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
+        if self.thresholds is not None:
+            return "thresholds", self.thresholds, None
+        return "levels", self.levels, self.final_sparsity
+
 
 class StdThresholdPrunerConfig(_PrunerBase):
     """Unstructured: zero |w| < s·std(W) per tensor (Han et al. 2015; Distiller's
@@ -263,7 +295,11 @@ class StdThresholdPrunerConfig(_PrunerBase):
             raise RecipeValueError("needs 'sensitivity' (or per-parameter 'sensitivities')")
         return self
 
+    def describe(self) -> str:
+        return f"std_threshold |w| < s·std, {self.schedule}"
 
+    def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
+        return "sensitivities", self.sensitivities, self.sensitivity
 
 
 class StructuredPrunerConfig(_SparsityTarget):
@@ -307,6 +343,19 @@ class StructuredPrunerConfig(_SparsityTarget):
             )
         return self
 
+    def describe(self) -> str:
+        return (
+            f"structured {self.criterion} {self.target}"
+            f"{' global' if self.global_ranking else ''}"
+            f"{' own-ranked' if self.ranking == 'own' else ''}, {self.schedule} {_span(self)}"
+        )
+
+    def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
+        return "levels", self.levels, self.final_sparsity
+
+    def pool(self, universe: Any) -> tuple[tuple[str, ...], str]:
+        return universe.weights, "conv/linear weight"
+
 
 class SlimPrunerConfig(_PrunerBase):
     """Network Slimming (Liu et al. 2017, arXiv:1708.06519): prune the ``percent`` of channels
@@ -322,6 +371,12 @@ class SlimPrunerConfig(_PrunerBase):
 
     def sparsity_range(self) -> tuple[float, float] | None:
         return 0.0, self.percent
+
+    def describe(self) -> str:
+        return f"slim (global BN-scale threshold), {self.schedule} → {self.percent:.0%}"
+
+    def pool(self, universe: Any) -> tuple[tuple[str, ...], str]:
+        return universe.bn, "BatchNorm scale"
 
 
 class GroupPrunerConfig(_SparsityTarget):
@@ -388,6 +443,22 @@ class GroupPrunerConfig(_SparsityTarget):
             return None
         return super().sparsity_range()
 
+    def describe(self) -> str:
+        if self.thresholds is not None:
+            return f"group {self.group} with {self.threshold_norm} <= threshold"
+        if self.level_range is not None:
+            lo, hi = self.level_range
+            return f"group {self.criterion} {self.group} at a random {lo:.0%}–{hi:.0%}"
+        return f"group {self.criterion} {self.group}, {self.schedule} {_span(self)}"
+
+    def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
+        if self.thresholds is not None:
+            return "thresholds", self.thresholds, None
+        return "levels", self.levels, self.final_sparsity
+
+    def pool(self, universe: Any) -> tuple[tuple[str, ...], str]:
+        return universe.weights, "conv/linear weight"
+
 
 class SplicingPrunerConfig(_PrunerBase):
     """Dynamic network surgery (Guo et al. 2016, arXiv:1608.04493, eq. 3): at every event a
@@ -415,6 +486,15 @@ class SplicingPrunerConfig(_PrunerBase):
             )
         return self
 
+    def describe(self) -> str:
+        return (
+            f"splicing |w| < a cut, >= b back (a, b = mean+s·std times {self.low:g}, "
+            f"{self.high:g})"
+        )
+
+    def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
+        return "sensitivities", self.sensitivities, self.sensitivity
+
 
 class RampThresholdPrunerConfig(_PrunerBase):
     """Narang et al. 2017, "Exploring Sparsity in Recurrent Neural Networks" (arXiv:1704.05119,
@@ -426,6 +506,9 @@ class RampThresholdPrunerConfig(_PrunerBase):
     q: PositiveFloat
     ramp_epoch: NonNegInt
     ramp_slope_mult: PositiveFloat
+
+    def describe(self) -> str:
+        return f"ramp_threshold q={self.q:g}, ramp at epoch {self.ramp_epoch}"
 
 
 PrunerConfig = Annotated[
