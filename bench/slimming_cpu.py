@@ -126,7 +126,9 @@ ARCHS = {
 }
 
 
-def matched_sparsity(paper_s: float, epochs: int, steps_per_epoch: int, lr: float, kind: str) -> float:
+def matched_sparsity(
+    paper_s: float, epochs: int, steps_per_epoch: int, lr: float, kind: str
+) -> float:
     """``s`` giving a short run the paper's total BN-L1 shrinkage ``Σ_t s·lr_t``.
 
     Liu et al. 2017 train 160 epochs at batch 64 (782 steps) with lr 0.1, ×0.1 at 50% and 75%.
@@ -488,7 +490,10 @@ def git_commit() -> str | None:
     """The checkout's commit (``+dirty`` when tracked files differ from it)."""
     try:
         head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
