@@ -14,7 +14,7 @@ Short runs and the sparsity strength: the paper's ``s`` (1e-4 VGG, 1e-5 ResNet) 
 160 epochs of SGD at lr 0.1 → 0.01 → 0.001. BN-L1 shrinks each |γ| by ``s·lr`` per step, so a run
 of a few epochs with the paper's ``s`` leaves γ nearly untouched. Here ``s`` is scaled so the
 total shrinkage ``Σ_t s·lr_t`` equals the paper's 160-epoch run (batch 64) — see
-:func:`matched_sparsity`; the value used is in every row.
+``slimming.matched_sparsity``; the value used is in every row.
 
 Resumable: stages live in ``--work`` (default ``runs/bench-slimming-cpu``, git-ignored); the
 result files are rewritten (atomically) after every row; re-running the same command continues.
@@ -61,7 +61,10 @@ from prunekit._plot import new_figure, save_figure  # noqa: E402
 from prunekit.data import ImageTensors, load_dataset, stratified_subset  # noqa: E402
 from prunekit.latency import LatencyConfig, compare_latency  # noqa: E402
 from prunekit.methods import NetworkSlimming, SlimmingConfig, StageInterrupted  # noqa: E402
-from prunekit.train import LRSchedule, bn_scales, plot_bn_histogram  # noqa: E402
+from prunekit.train import bn_scales, plot_bn_histogram  # noqa: E402
+
+# The GPU study's s-matching rule and Torch-Pruning adapter (one of each in bench/).
+from slimming import matched_sparsity, torch_pruning_planner  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -71,8 +74,6 @@ BENCH_LOCK = Path("/work/.bench.lock")
 TOOLS = ("prunekit", "reference", "torch-pruning")
 SEED = 0
 LOG = logging.getLogger("bench.slimming_cpu")
-# The paper's sparse-training schedule, against which ``s`` is matched (see the docstring).
-PAPER_EPOCHS, PAPER_STEPS, PAPER_LR = 160, 782, 0.1
 
 
 @dataclass(frozen=True)
@@ -124,20 +125,6 @@ ARCHS = {
         note="pre-activation bottleneck ResNet-11, widths " + ",".join(map(str, PRERESNET_CFG)),
     ),
 }
-
-
-def matched_sparsity(
-    paper_s: float, epochs: int, steps_per_epoch: int, lr: float, kind: str
-) -> float:
-    """``s`` giving a short run the paper's total BN-L1 shrinkage ``Σ_t s·lr_t``.
-
-    Liu et al. 2017 train 160 epochs at batch 64 (782 steps) with lr 0.1, ×0.1 at 50% and 75%.
-    """
-    paper = LRSchedule("step", PAPER_LR, PAPER_EPOCHS, PAPER_STEPS)
-    ours = LRSchedule(kind, lr, epochs, steps_per_epoch)
-    total = sum(paper.lr(i) for i in range(paper.total_steps))
-    short = sum(ours.lr(i) for i in range(ours.total_steps))
-    return float(f"{paper_s * total / short:.2g}")
 
 
 # ------------------------------------------------------------------------------------ timing
@@ -270,8 +257,6 @@ def tool_row(
     study: CpuStudy, name: str, arch: CpuArch, percent: float, tool: str, stages: tuple[Any, Any]
 ) -> dict[str, Any]:
     """Prune the sparse model with ``tool`` at ``percent``, fine-tune, time: one row."""
-    from slimming import torch_pruning_planner  # the GPU bench's Torch-Pruning adapter
-
     dense, sparse = stages
     slim = study.slim(arch)
     base = study.work(name, arch) / f"p{round(percent * 100)}" / tool
@@ -385,15 +370,22 @@ def plot_gamma(name: str, dense: Any, sparse: Any, folder: Path) -> None:
 
 
 def plot_channels(results: dict[str, Any], name: str, folder: Path) -> None:
-    """Channels per BatchNorm layer: dense width and what each tool kept, one panel a percent."""
-    rows = [r for r in results["rows"] if r["arch"] == name and r.get("channels")]
-    percents = sorted({r["percent"] for r in rows})
-    if not rows:
+    """Channels per BatchNorm layer of ``name``: dense width and what each tool kept."""
+    rows = [r for r in results["rows"] if r["arch"] == name]
+    plot_channel_panels(rows, folder / f"slimming_cpu_{name}_channels.png")
+
+
+def plot_channel_panels(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """One panel per (arch, percent) of ``rows`` that list their ``channels``: bars of the dense
+    width per BatchNorm layer and of the channels each tool kept."""
+    rows = [r for r in rows if r.get("channels")]
+    panels = list(dict.fromkeys((r["arch"], r["percent"]) for r in rows))
+    if not panels:
         return
-    fig = new_figure(10, 3.2 * len(percents))
-    for i, pct in enumerate(percents):
-        ax = fig.add_subplot(len(percents), 1, i + 1)
-        sub = [r for r in rows if r["percent"] == pct]
+    fig = new_figure(10, 3.2 * len(panels))
+    for i, (arch, pct) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, i + 1)
+        sub = [r for r in rows if (r["arch"], r["percent"]) == (arch, pct)]
         sizes = [c["size"] for c in sub[0]["channels"]]
         xs = range(len(sizes))
         ax.bar(xs, sizes, color="0.85", label="dense")
@@ -401,11 +393,11 @@ def plot_channels(results: dict[str, Any], name: str, folder: Path) -> None:
         for j, r in enumerate(sub):
             kept = [c["kept"] for c in r["channels"]]
             ax.bar([x - 0.4 + width * (j + 0.5) for x in xs], kept, width, label=r["tool"])
-        ax.set_title(f"{name} at {pct:.0%}: channels kept per BatchNorm layer")
+        ax.set_title(f"{arch} at {pct:.0%}: channels kept per BatchNorm layer")
         ax.set_xlabel("BatchNorm layer (forward order)")
         ax.set_ylabel("channels")
         ax.legend(fontsize=8)
-    save_figure(fig, folder / f"slimming_cpu_{name}_channels.png")
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------- results
