@@ -20,7 +20,8 @@ Resumable: stages live in ``--work`` (default ``runs/bench-slimming-cpu``, git-i
 result files are rewritten (atomically) after every row; re-running the same command continues.
 Plots (γ before/after sparse training, channels per layer) go beside the results.
 
-Run (about 90 minutes on 2 shared cores; not under the bench lock, only latency takes it)::
+Run (1.5-2.5 hours on 2 shared cores, by their load; not under the bench lock: only the latency
+measurement takes it)::
 
     nice -n 10 env PYTHONPATH=src python bench/slimming_cpu.py
 
@@ -100,7 +101,7 @@ class CpuArch:
 
 # VGG-11 with the CIFAR VGG's layout, 1/4 of its widths except the last (2×2) stage at 1/2: like
 # the paper's VGG-19, most channels sit in cheap late layers, so 70% can go without emptying
-# the early ones. 12.2M MACs, 1.17M params: ~2 minutes an epoch on 2 shared cores.
+# the early ones. 12.2M MACs, 1.17M params: ~2-4 minutes an epoch on 2 shared cores.
 VGG_CFG: list[int | str] = [16, "M", 32, "M", 64, 64, "M", 128, 128, "M", 256, 256]
 # Pre-activation bottleneck ResNet-11 (one block per stage) at half width: 5.2M MACs, but
 # ~4 minutes an epoch here (many small memory-bound BN/ReLU ops), hence fewer epochs.
@@ -111,7 +112,7 @@ ARCHS = {
         {"cfg": VGG_CFG},
         1e-4,
         (0.7,),
-        epochs=6,
+        epochs=4,
         floor=8,
         note="CIFAR VGG-11, widths " + ",".join(map(str, VGG_CFG)),
     ),
@@ -533,7 +534,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (training, timing)")
     p.add_argument("--latency-repeats", type=int, default=40)
     p.add_argument("--lock", type=Path, default=BENCH_LOCK, help="lock held while timing")
-    p.add_argument("--lock-wait", type=float, default=600.0, help="seconds to wait for it")
+    p.add_argument("--lock-wait", type=float, default=120.0, help="seconds to wait for it")
     p.add_argument("--budget-seconds", type=float, default=None)
     p.add_argument("--work", type=Path, default=None, help="stage folders (resumable)")
     p.add_argument("--out-json", type=Path, default=None)
