@@ -50,14 +50,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import slimming  # noqa: E402  (the study: stages, Torch-Pruning adapter, result files)
-from _common import atomic_write_json, env_meta, read_json  # noqa: E402
-from slimming_cpu import plot_channel_panels  # noqa: E402
-
-from prunekit.data import ImageTensors, TensorLoader, stratified_subset  # noqa: E402
-from prunekit.methods import StageInterrupted  # noqa: E402
-from prunekit.models import build_model  # noqa: E402
-from prunekit.train import BNL1Regularizer, TrainConfig, Trainer  # noqa: E402
+import slimming  # first: it puts src/ on sys.path for the prunekit imports below
+from _common import atomic_write_json, env_meta, read_json
+from prunekit.data import ImageTensors, TensorLoader, stratified_subset
+from prunekit.methods import StageInterrupted
+from prunekit.models import build_model
+from prunekit.train import BNL1Regularizer, TrainConfig, Trainer
+from slimming_cpu import plot_channel_panels
 
 LOG = logging.getLogger("bench.gpu_session")
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +88,9 @@ def smoke_fit(
     try:
         model = build_model(spec, num_classes=data.num_classes)
         device = "cuda" if cuda else "cpu"
-        loader = TensorLoader(data, batch, shuffle=True, drop_last=True, device=device, augment="cifar")
+        loader = TensorLoader(
+            data, batch, shuffle=True, drop_last=True, device=device, augment="cifar"
+        )
         cfg = TrainConfig(
             epochs=epochs, lr=0.05, compile=mode, bf16=cuda, device=device, progress=False
         )
@@ -106,11 +107,16 @@ def smoke_fit(
         }
     except Exception as exc:  # a broken path is a result here, not a crash
         LOG.warning("smoke %s %s: %s", spec, mode, traceback.format_exc(limit=3))
-        return {"ok": False, "seconds": round(time.perf_counter() - t0, 2), "error": repr(exc)[-300:]}
+        return {
+            "ok": False,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "error": repr(exc)[-300:],
+        }
 
 
 def run_smoke(args: argparse.Namespace, train: ImageTensors) -> dict[str, Any]:
-    """Every architecture × training path (eager/CUDA graphs × plain/BN-L1), then bf16 timing."""
+    """Every (selected) architecture × training path (eager/CUDA graphs × plain/BN-L1), then
+    bf16 inference timing of VGG-19."""
     cuda = torch.cuda.is_available()
     modes = ["none", "cuda-graphs"] if cuda else ["none"]
     steps, epochs = (1, 1) if args.quick else (SMOKE_STEPS, 2)
@@ -118,7 +124,7 @@ def run_smoke(args: argparse.Namespace, train: ImageTensors) -> dict[str, Any]:
     data = stratified_subset(train, -(-batch * steps // train.num_classes), seed=slimming.SEED)
     end = time.monotonic() + SMOKE_SECONDS
     paths: dict[str, dict[str, Any]] = {}
-    for name, _ in PRIORITY:
+    for name, _ in selected_units(args.only):
         arch = slimming.ARCHS[name]
         for mode in modes:
             for label, s in (("plain", None), ("bn-l1", arch.sparsity)):
@@ -126,7 +132,9 @@ def run_smoke(args: argparse.Namespace, train: ImageTensors) -> dict[str, Any]:
                 if time.monotonic() > end:
                     paths.setdefault(name, {})[key] = {"ok": None, "error": "smoke time used up"}
                     continue
-                paths.setdefault(name, {})[key] = smoke_fit(arch.model, data, mode, batch, s, epochs)
+                paths.setdefault(name, {})[key] = smoke_fit(
+                    arch.model, data, mode, batch, s, epochs
+                )
     vgg = build_model("zoo:vgg19", num_classes=train.num_classes)
     inference = {
         f"img_per_s_bs{b}": slimming.inference_img_per_s(vgg, train.image_shape, b)
@@ -162,7 +170,9 @@ def tool_plan(tools: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     run, skipped = [], {}
     for tool in tools:
         if tool == "torch-pruning" and importlib.util.find_spec("torch_pruning") is None:
-            skipped[tool] = "torch_pruning is not installed here (carry its wheel: see gpu_session.sh)"
+            skipped[tool] = (
+                "torch_pruning is not installed here (carry its wheel: see gpu_session.sh)"
+            )
         else:
             run.append(tool)
     return run, skipped
@@ -172,7 +182,7 @@ def arch_epochs(results: dict[str, Any], name: str) -> int | None:
     """The epochs of ``name``'s existing rows (the one count a new row of it may use)."""
     counts = {r["epochs"] for r in results["rows"] if r["arch"] == name}
     if len(counts) > 1:
-        raise SystemExit(f"{name} has rows with mixed epochs {sorted(counts)} in the results")
+        raise ValueError(f"{name} has rows with mixed epochs {sorted(counts)} in the results")
     return counts.pop() if counts else None
 
 
@@ -180,7 +190,11 @@ def pending(
     results: dict[str, Any], name: str, percents: Sequence[float], tools: Sequence[str], epochs: int
 ) -> list[float]:
     """The percents of ``name`` that lack a row of some tool at ``epochs``."""
-    have = {(r["percent"], r["tool"]) for r in results["rows"] if r["arch"] == name and r["epochs"] == epochs}
+    have = {
+        (r["percent"], r["tool"])
+        for r in results["rows"]
+        if r["arch"] == name and r["epochs"] == epochs
+    }
     return [p for p in percents if any((p, t) not in have for t in tools)]
 
 
@@ -204,7 +218,10 @@ def choose_unit(
 ) -> tuple[int, list[float], float] | str:
     """``(epochs, percents, estimate)`` of the biggest unit of ``name`` that fits ``left``
     seconds, or the reason nothing does (or nothing is left to do)."""
-    fixed = args.epochs or arch_epochs(results, name)
+    try:
+        fixed = args.epochs or arch_epochs(results, name)
+    except ValueError as exc:
+        return str(exc)
     ladder = (fixed,) if fixed else EPOCH_LADDER
     for epochs in ladder:
         todo = pending(results, name, percents, tools, epochs)
@@ -220,19 +237,52 @@ def choose_unit(
 
 
 # -------------------------------------------------------------------------------------- units
-def study_args(args: argparse.Namespace, name: str, epochs: int, percents: Sequence[float], mode: str, tools: Sequence[str], left: float) -> argparse.Namespace:
+def study_args(
+    args: argparse.Namespace,
+    name: str,
+    epochs: int,
+    percents: Sequence[float],
+    mode: str,
+    tools: Sequence[str],
+    left: float,
+) -> argparse.Namespace:
     """The bench/slimming.py settings of one unit (s matched to the paper's shrinkage)."""
     argv = [
-        "--data", str(args.data), "--epochs", str(epochs), "--batch-size", str(args.batch_size),
-        "--lr", str(args.lr), "--schedule", args.schedule, "--compile", mode,
-        "--only", *[f"{name}:{p}" for p in percents], "--tools", *tools,
-        "--budget-seconds", str(left), "--work", str(args.work), "--match-sparsity",
-        "--no-progress", "--out-json", str(args.out / "slimming.json"),
+        "--data",
+        str(args.data),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--schedule",
+        args.schedule,
+        "--compile",
+        mode,
+        "--only",
+        *[f"{name}:{p}" for p in percents],
+        "--tools",
+        *tools,
+        "--budget-seconds",
+        str(left),
+        "--work",
+        str(args.work),
+        "--match-sparsity",
+        "--no-progress",
+        "--out-json",
+        str(args.out / "slimming.json"),
     ]
     if args.cache_dir:
         argv += ["--cache-dir", str(args.cache_dir)]
     if args.quick:
-        argv += ["--quick", "--train-per-class", str(args.train_per_class), "--test-per-class", str(args.test_per_class)]
+        argv += [
+            "--quick",
+            "--train-per-class",
+            str(args.train_per_class),
+            "--test-per-class",
+            str(args.test_per_class),
+        ]
     return slimming.parse_args(argv)
 
 
@@ -257,23 +307,36 @@ def run_unit(
 
 
 def run_rows(
-    args: argparse.Namespace, data: tuple[ImageTensors, ImageTensors], results: dict[str, Any], smoke: dict[str, Any], session: dict[str, Any], deadline: float
+    args: argparse.Namespace,
+    data: tuple[ImageTensors, ImageTensors],
+    results: dict[str, Any],
+    smoke: dict[str, Any],
+    session: dict[str, Any],
+    deadline: float,
 ) -> None:
     """The units in priority order that fit the time left; results written after each."""
     tools, skipped_tools = tool_plan(args.tools)
     session["skipped"].update({f"tool {t}": why for t, why in skipped_tools.items()})
-    for name, percents in PRIORITY:
-        if args.only and name not in args.only:
-            continue
+    for name, percents in selected_units(args.only):
         left = deadline - time.monotonic() - END_MARGIN
         mode = compile_for(smoke, name)
-        choice = choose_unit(results, name, percents, tools, img_per_s(smoke, name, mode), left, args)
+        choice = choose_unit(
+            results, name, percents, tools, img_per_s(smoke, name, mode), left, args
+        )
         if isinstance(choice, str):
             session["skipped"][name] = choice
             LOG.info("%s: %s", name, choice)
             continue
         epochs, todo, est = choice
-        LOG.info("%s: %s at %d epochs (%s), estimated %.0f s of %.0f s left", name, todo, epochs, mode, est, left)
+        LOG.info(
+            "%s: %s at %d epochs (%s), estimated %.0f s of %.0f s left",
+            name,
+            todo,
+            epochs,
+            mode,
+            est,
+            left,
+        )
         t0 = time.monotonic()
         try:
             rows = run_unit(args, data, results, (name, epochs, todo, mode, tools), left)
@@ -281,9 +344,59 @@ def run_rows(
             session["skipped"][name] = f"interrupted ({exc}); estimate was {est:.0f} s"
             continue
         slimming.merge_rows(results, rows)
-        session["units"].append({"arch": name, "epochs": epochs, "percents": todo, "compile": mode, "estimate_s": round(est), "seconds": round(time.monotonic() - t0), "rows": len(rows)})
+        session["units"].append(
+            {
+                "arch": name,
+                "epochs": epochs,
+                "percents": todo,
+                "compile": mode,
+                "estimate_s": round(est),
+                "seconds": round(time.monotonic() - t0),
+                "rows": len(rows),
+            }
+        )
         session["rows_added"] += len(rows)
         write_all(args, results, session)
+
+
+def selected_units(only: Sequence[str] | None) -> list[tuple[str, tuple[float, ...]]]:
+    """The priority list, restricted by ``--only ARCH[:PCT]`` (e.g. ``densenet40:0.4``)."""
+    if not only:
+        return list(PRIORITY)
+    wanted: dict[str, list[float]] = {}
+    for item in only:
+        name, _, pct = item.partition(":")
+        if name not in dict(PRIORITY):
+            raise SystemExit(
+                f"--only: unknown arch {name!r}; choose from {[n for n, _ in PRIORITY]}"
+            )
+        wanted.setdefault(name, []).extend([float(pct)] if pct else dict(PRIORITY)[name])
+    return [(n, tuple(wanted[n])) for n, _ in PRIORITY if n in wanted]
+
+
+def record_throughput(results: dict[str, Any], smoke: dict[str, Any], gpu: str | None) -> None:
+    """VGG-19 training img/s of the smoke's steady (replay-only) epoch, into ``throughput``."""
+    if gpu is None:
+        return
+    for mode in ("none", "cuda-graphs"):
+        rate = img_per_s(smoke, "vgg19", mode)
+        if rate is None:
+            continue
+        rec = {
+            "model": "vgg19",
+            "mode": mode,
+            "batch": smoke["batch"],
+            "dtype": "bf16",
+            "img_per_s": rate,
+            "gpu": gpu,
+            "source": f"gpu_session smoke: epoch 2 of 2 x {SMOKE_STEPS} steps, min of plain/BN-L1",
+        }
+        rows = [
+            r
+            for r in results.get("throughput", [])
+            if (r["mode"], r["batch"], r.get("gpu")) != (mode, rec["batch"], gpu)
+        ]
+        results["throughput"] = [*rows, rec]
 
 
 # ------------------------------------------------------------------------------------ results
@@ -307,7 +420,9 @@ def merge_files(files: Sequence[Path], target: Path) -> int:
             raise SystemExit(f"--merge: {f} does not exist")
         slimming.merge_rows(results, other.get("rows", []))
         ids = {s.get("id") for s in other.get("sessions", [])}
-        results["sessions"] = [s for s in results.get("sessions", []) if s.get("id") not in ids] + other.get("sessions", [])
+        results["sessions"] = [
+            s for s in results.get("sessions", []) if s.get("id") not in ids
+        ] + other.get("sessions", [])
         results["throughput"] = other.get("throughput", results.get("throughput", []))
         for png in Path(f).parent.glob("slimming_*.png"):
             if png.resolve().parent != target.parent.resolve():
@@ -322,20 +437,37 @@ def merge_files(files: Sequence[Path], target: Path) -> int:
 
 # ------------------------------------------------------------------------------------ command
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("data", type=Path, nargs="?", help="cifar10-jpeg.tar.gz")
     p.add_argument("out", type=Path, nargs="?", help="output folder ($OUT)")
-    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE", help="merge returned slimming.json file(s) into --results and stop")
-    p.add_argument("--results", type=Path, default=slimming.DEFAULT_JSON, help="finished rows (skipped)")
-    p.add_argument("--budget-seconds", type=float, default=510.0, help="the whole call, smoke included")
-    p.add_argument("--only", nargs="*", default=None, choices=[n for n, _ in PRIORITY])
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="merge returned slimming.json file(s) into --results and stop",
+    )
+    p.add_argument(
+        "--results", type=Path, default=slimming.DEFAULT_JSON, help="finished rows (skipped)"
+    )
+    p.add_argument(
+        "--budget-seconds", type=float, default=510.0, help="the whole call, smoke included"
+    )
+    p.add_argument(
+        "--only", nargs="*", default=None, metavar="ARCH[:PCT]", help="e.g. vgg19 densenet40:0.4"
+    )
     p.add_argument("--tools", nargs="*", default=list(slimming.TOOLS), choices=slimming.TOOLS)
     p.add_argument("--epochs", type=int, default=None, help="force the epochs of new rows")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--smoke-batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--schedule", default="onecycle")
-    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "prunekit-gpu-session")
+    p.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "prunekit-gpu-session"
+    )
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--smoke-only", action="store_true")
     p.add_argument("--quick", action="store_true", help="CPU check: tiny subset, 1 epoch")
@@ -358,20 +490,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     deadline = start + args.budget_seconds
     args.out.mkdir(parents=True, exist_ok=True)
-    ns = argparse.Namespace(data=args.data, cache_dir=args.cache_dir, train_per_class=args.train_per_class, test_per_class=args.test_per_class)
+    ns = argparse.Namespace(
+        data=args.data,
+        cache_dir=args.cache_dir,
+        train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class,
+    )
     train, test = slimming.load_data(ns)
     args.train_images = len(train)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    session: dict[str, Any] = {"id": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"), "gpu": gpu, "env": env_meta(("torch", "torchvision", "torch-pruning")), "quick": args.quick, "rows_added": 0, "units": [], "skipped": {}}
+    session: dict[str, Any] = {
+        "id": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+        "gpu": gpu,
+        "env": env_meta(("torch", "torchvision", "torch-pruning")),
+        "quick": args.quick,
+        "rows_added": 0,
+        "units": [],
+        "skipped": {},
+    }
     results = read_json(args.results) or {"rows": []}
     session["smoke"] = run_smoke(args, train)
     LOG.info("smoke: %s (%.0f s)", session["smoke"]["verdict"], time.monotonic() - start)
+    record_throughput(results, session["smoke"], gpu)
     write_all(args, results, session)
     if not args.smoke_only:
         run_rows(args, (train, test), results, session["smoke"], session, deadline)
     session["seconds"] = round(time.monotonic() - start, 1)
     write_all(args, results, session)
-    print(f"session {session['id']}: {session['rows_added']} rows added; smoke {session['smoke']['verdict']}; files in {args.out}")
+    print(
+        f"session {session['id']}: {session['rows_added']} rows added; smoke {session['smoke']['verdict']}; files in {args.out}"
+    )
     return 0
 
 
