@@ -26,9 +26,17 @@ def test_train_recipe_and_slim_share_one_lr_table(schedule: str | None, epochs: 
     flags = ["--epochs", str(epochs), "--lr", "0.05"]
     flags += [] if schedule is None else ["--schedule", schedule]
     parser = build_parser()
-    train = train_cli._config(parser.parse_args(["train", "--model", "m", "--data", "d", "--out", "o", *flags]))
-    slim = slim_cli._config(parser.parse_args(["slim", "--model", "m", "--data", "d", "--out", "o", *flags]))
-    training = {"epochs": epochs, "lr": 0.05, **({} if schedule is None else {"schedule": schedule})}
+    train = train_cli._config(
+        parser.parse_args(["train", "--model", "m", "--data", "d", "--out", "o", *flags])
+    )
+    slim = slim_cli._config(
+        parser.parse_args(["slim", "--model", "m", "--data", "d", "--out", "o", *flags])
+    )
+    training = {
+        "epochs": epochs,
+        "lr": 0.05,
+        **({} if schedule is None else {"schedule": schedule}),
+    }
     recipe = resolved_lr(
         resolve(Recipe.model_validate({"training": training}), nn.Linear(2, 2)), STEPS
     )
