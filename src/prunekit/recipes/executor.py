@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit._fileio import atomic_write_text
+from prunekit.allocators import global_keep
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.plan import PruningPlan, plan_from_keep
@@ -62,6 +63,7 @@ from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
 from prunekit.record import ModelRecord
 from prunekit.sparse import masks_for
 from prunekit.sparse.groups import group_masks
+from prunekit.sparse.masks import zero_pruned
 from prunekit.structured import StructuredPruner
 from prunekit.surgery import apply_plan
 from prunekit.train import TrainConfig, Trainer
@@ -107,8 +109,7 @@ class _State:
     @torch.no_grad()
     def apply(self, params: dict[str, nn.Parameter]) -> None:
         """Re-zero pruned weights (after each optimizer step, so they stay pruned)."""
-        for name, mask in self.masks.items():
-            params[name].mul_(mask.to(params[name].dtype))
+        zero_pruned(params, self.masks)
 
     def merge(self, new: dict[str, Tensor]) -> None:
         """AND new keep-masks into the current ones (pruned entries never come back)."""
@@ -245,7 +246,7 @@ class _RecipeHooks:
         """Keep-masks of one event's pruner (structured: of every tensor its plan slices)."""
         names = self.resolved.targets[action.pruner]
         if isinstance(cfg, StructuredPrunerConfig):
-            return plan_masks(self._structured_event(cfg, action), params)
+            return self._structured_event(cfg, action).keep_masks(params)
         tensors: dict[str, Tensor] = {n: params[n] for n in names}
         current = {n: self.state.masks[n] for n in names if n in self.state.masks}
         extra = self._stateful_masks(cfg, action, tensors, current)
@@ -482,8 +483,8 @@ class _PolicyRegularizers:
                     )
             else:
                 masks = masks_for(tensors, strengths, criterion="threshold")
+            zero_pruned(params, masks)
             for n, m in masks.items():
-                params[n].mul_(m.to(params[n].dtype))
                 self.masks[f"{name}\0{n}"] = m
 
     def keep_ending(self, epoch: int) -> dict[str, Tensor]:
@@ -819,9 +820,10 @@ def slim_masks(
 ) -> dict[str, Tensor]:
     """Network Slimming channel selection (Liu et al. 2017, arXiv:1708.06519).
 
-    One global threshold over all |γ| prunes ``percent`` of the channels; then each layer gets
-    back its largest pruned channels until it keeps at least ``floor`` (no layer vanishes) and,
-    with ``round_to``, a multiple of it (capped at the layer's width).
+    One global ranking of raw |γ| — the ``global`` allocator's rule
+    (:func:`prunekit.allocators.global_keep`) — removes ``percent`` of all channels, lowest
+    first, while each layer keeps at least ``floor`` (no layer vanishes) and, with ``round_to``,
+    a multiple of it (capped at the layer's width).
 
     Args:
         bn_weights: BN weight name → γ.
@@ -833,18 +835,20 @@ def slim_masks(
     Returns:
         BN weight name → per-channel keep mask (1-D).
     """
-    keep = masks_for(
-        bn_weights, dict.fromkeys(bn_weights, percent), scope="global", current=current
-    )
+    # The global allocator's ranking (prunekit.allocators.global_keep) on raw |γ|; channels
+    # pruned earlier score -1, so they stay pruned and count towards ``percent``.
+    scores = {}
     for name, g in bn_weights.items():
-        n, kept = g.numel(), int(keep[name].sum())
-        need = max(kept, min(floor, n))
-        if round_to:
-            need = min(n, -(-need // round_to) * round_to)
-        if need > kept:
-            top = torch.topk(g.detach().abs().flatten(), need).indices
-            keep[name] = keep[name].clone()
-            keep[name][top] = True
+        s = g.detach().abs().flatten().double()
+        if current is not None and name in current:
+            s = torch.where(current[name].flatten().to(s.device) != 0, s, -1.0)
+        scores[name] = s.cpu()
+    counts = global_keep(scores, percent, floor=floor, round_to=round_to, normalize=None)
+    keep = {}
+    for name, g in bn_weights.items():
+        mask = torch.zeros(g.numel(), dtype=torch.bool)
+        mask[torch.topk(scores[name], counts[name]).indices] = True
+        keep[name] = mask.view(g.shape).to(g.device)
     return keep
 
 
@@ -865,25 +869,6 @@ def load_data(
         ),
         TensorLoader(test, eval_bs, shuffle=False, device=device),
     )
-
-
-def plan_masks(pruning_plan: Any, params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
-    """Keep masks of the parameters a core-engine plan slices (``plan.tensors``: kept positions
-    per dim). Buffers (BN running stats) are left out: they are not trained."""
-    masks: dict[str, Tensor] = {}
-    for name, dims in pruning_plan.tensors.items():
-        if name not in params:
-            continue
-        p = params[name]
-        mask = torch.ones(p.shape, dtype=torch.bool, device=p.device)
-        for dim, kept in dims.items():
-            drop = torch.ones(p.shape[dim], dtype=torch.bool, device=p.device)
-            drop[torch.as_tensor(kept, dtype=torch.long, device=p.device)] = False
-            shape = [1] * p.dim()
-            shape[dim] = -1
-            mask &= ~drop.view(shape)
-        masks[name] = mask
-    return masks
 
 
 def _leaders(graph: DependencyGraph, names: list[str], dim: int) -> dict[str, str]:
