@@ -266,7 +266,7 @@ def estimate(graph: DependencyGraph, plan: PruningPlan | None = None) -> dict[st
         numel = float(np.prod([len(dims[d]) if d in dims else s for d, s in enumerate(shape)]))
         if name in graph.params:
             params += numel
-        macs += numel * graph.positions.get(name, 0.0)
+        macs += numel * graph.macs_per_weight.get(name, 0.0)
     return {"params": params, "macs": macs}
 
 
