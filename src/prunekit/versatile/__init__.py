@@ -15,6 +15,7 @@ Example:
     >>> versatile_costs(model, torch.randn(1, 3, 32, 32)).conv_fraction
 """
 
+from prunekit.versatile import graph as _graph  # noqa: F401  (graph + surgery handlers)
 from prunekit.versatile.convert import (
     LayerSetting,
     VersatileConfig,
