@@ -52,7 +52,7 @@ def _versatile_conv(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> 
     _bias(tr, b, out_ids)
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape(1, cout, 1, 1))
     # MACs as executed: each stored weight is used s·n·c/ĉ times per output position.
-    tr.positions[wname] = out.numel() / out.shape[0] / cout * per * cin / w.shape[1]
+    tr.macs_per_weight[wname] = out.numel() / out.shape[0] / cout * per * cin / w.shape[1]
 
 
 @register_module(VersatileConv2d)
