@@ -30,7 +30,7 @@ import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,7 @@ class _RecipeHooks:
         self.state.apply(params)
         new = self._new_masks(cfg, action, params)
         self.state.merge(new)
-        if isinstance(cfg, (StructuredPrunerConfig, SlimPrunerConfig)) and cfg.surgery:
+        if getattr(cfg, "surgery", False):  # structured and slim kinds may end in surgery
             self.state.surgery_tensors.update(new)
         self.state.apply(params)
 
@@ -243,64 +243,19 @@ class _RecipeHooks:
         action: PruneAction,
         params: dict[str, nn.Parameter],
     ) -> dict[str, Tensor]:
-        """Keep-masks of one event's pruner (structured: of every tensor its plan slices)."""
+        """Keep-masks of one event's pruner, by the rule its kind registers in
+        :data:`_MASK_RULES` (structured: of every tensor its plan slices)."""
         names = self.resolved.targets[action.pruner]
-        if isinstance(cfg, StructuredPrunerConfig):
-            return self._structured_event(cfg, action).keep_masks(params)
-        tensors: dict[str, Tensor] = {n: params[n] for n in names}
-        current = {n: self.state.masks[n] for n in names if n in self.state.masks}
-        extra = self._stateful_masks(cfg, action, tensors, current)
-        if extra is not None:
-            return extra
-        if isinstance(cfg, SlimPrunerConfig):
-            new = slim_masks(
-                tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
-            )
-            for n in names:  # γ and β together: the channel's BN output becomes exactly 0
-                bias = n.rsplit(".", 1)[0] + ".bias"
-                if bias in params:
-                    new[bias] = new[n].clone()
-            return new
-        if isinstance(cfg, StdThresholdPrunerConfig):
-            return masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
-        assert isinstance(cfg, MagnitudePrunerConfig)
-        if cfg.thresholds is not None:  # a magnitude pruner with absolute cut-offs
-            return masks_for(tensors, action.per_param, criterion="threshold", current=current)
-        amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
-        missing = sorted(n for n, a in amounts.items() if a is None)
-        if missing:
-            raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
-        if cfg.fold_bn:  # rank |w·γ/σ|; the mask is the same shape
-            tensors = _runtime.fold_tensors(self._model, list(tensors), self.norms)
-        return masks_for(
-            tensors,
-            {n: float(a) for n, a in amounts.items() if a is not None},
-            scope="global" if cfg.global_ranking else "layer",
-            current=current,
-            rounding=cfg.rounding,
+        event = _Event(
+            self,
+            cfg,
+            action,
+            params,
+            {n: params[n] for n in names},
+            {n: self.state.masks[n] for n in names if n in self.state.masks},
         )
-
-    def _stateful_masks(
-        self,
-        cfg: PrunerConfig,
-        action: PruneAction,
-        tensors: dict[str, Tensor],
-        current: dict[str, Tensor],
-    ) -> dict[str, Tensor] | None:
-        """Masks of the pruner kinds that need more than a criterion (None: not one of them)."""
-        stats = self.stats.setdefault(action.pruner, {})
-        if isinstance(cfg, GroupPrunerConfig):
-            seed = self.executor.recipe.training.seed
-            gen = _runtime.event_generator(seed, action.pruner, self.epoch, self.step)
-            return _runtime.group_event(cfg, action, tensors, current, gen)
-        if isinstance(cfg, SplicingPrunerConfig):
-            previous = self.runtime.current(action) if self.runtime.transient(action) else current
-            return _runtime.splice_event(cfg, action, tensors, previous, stats)
-        if isinstance(cfg, RampThresholdPrunerConfig):
-            return masks_for(tensors, action.per_param, criterion="threshold", current=current)
-        if isinstance(cfg, StdThresholdPrunerConfig) and cfg.std == "first":
-            return _runtime.std_first_event(cfg, action, tensors, current, stats)
-        return None
+        rule = next(_MASK_RULES[c] for c in type(cfg).__mro__ if c in _MASK_RULES)
+        return rule(event)
 
     def _structured_event(self, cfg: StructuredPrunerConfig, action: PruneAction) -> Any:
         """One structured event: with ``own`` ranking (or after a thinning) every group's count
@@ -809,6 +764,92 @@ def _run_folder(out_dir: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="prunekit-recipe-") as tmp:
         yield Path(tmp)
+
+
+@dataclass
+class _Event:
+    """One pruning event as a mask rule sees it."""
+
+    run: _RecipeHooks
+    cfg: Any
+    action: PruneAction
+    params: dict[str, nn.Parameter]
+    tensors: dict[str, Tensor]  # the pruner's target weights
+    current: dict[str, Tensor]  # their keep-masks in force
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Per-pruner state kept across events (first stds, splicing statistics)."""
+        return self.run.stats.setdefault(self.action.pruner, {})
+
+
+def _structured_rule(e: _Event) -> dict[str, Tensor]:
+    return e.run._structured_event(e.cfg, e.action).keep_masks(e.params)
+
+
+def _slim_rule(e: _Event) -> dict[str, Tensor]:
+    cfg = e.cfg
+    level = float(e.action.sparsity or 0.0)
+    new = slim_masks(e.tensors, level, cfg.floor, cfg.round_to, e.current)
+    for n in e.tensors:  # γ and β together: the channel's BN output becomes exactly 0
+        bias = n.rsplit(".", 1)[0] + ".bias"
+        if bias in e.params:
+            new[bias] = new[n].clone()
+    return new
+
+
+def _std_threshold_rule(e: _Event) -> dict[str, Tensor]:
+    if e.cfg.std == "first":
+        return _runtime.std_first_event(e.cfg, e.action, e.tensors, e.current, e.stats)
+    return masks_for(e.tensors, e.action.per_param, criterion="std_threshold", current=e.current)
+
+
+def _threshold_rule(e: _Event) -> dict[str, Tensor]:
+    return masks_for(e.tensors, e.action.per_param, criterion="threshold", current=e.current)
+
+
+def _group_rule(e: _Event) -> dict[str, Tensor]:
+    seed = e.run.executor.recipe.training.seed
+    gen = _runtime.event_generator(seed, e.action.pruner, e.run.epoch, e.run.step)
+    return _runtime.group_event(e.cfg, e.action, e.tensors, e.current, gen)
+
+
+def _splicing_rule(e: _Event) -> dict[str, Tensor]:
+    transient = e.run.runtime.transient(e.action)
+    previous = e.run.runtime.current(e.action) if transient else e.current
+    return _runtime.splice_event(e.cfg, e.action, e.tensors, previous, e.stats)
+
+
+def _magnitude_rule(e: _Event) -> dict[str, Tensor]:
+    cfg, action = e.cfg, e.action
+    if cfg.thresholds is not None:  # a magnitude pruner with absolute cut-offs
+        return _threshold_rule(e)
+    amounts = {n: action.per_param.get(n, action.sparsity) for n in e.tensors}
+    missing = sorted(n for n, a in amounts.items() if a is None)
+    if missing:
+        raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
+    tensors = e.tensors
+    if cfg.fold_bn:  # rank |w·γ/σ|; the mask is the same shape
+        tensors = _runtime.fold_tensors(e.run._model, list(tensors), e.run.norms)
+    return masks_for(
+        tensors,
+        {n: float(a) for n, a in amounts.items() if a is not None},
+        scope="global" if cfg.global_ranking else "layer",
+        current=e.current,
+        rounding=cfg.rounding,
+    )
+
+
+#: pruner config class → how one of its events computes keep-masks (one entry per kind).
+_MASK_RULES: dict[type, Callable[[_Event], dict[str, Tensor]]] = {
+    StructuredPrunerConfig: _structured_rule,
+    SlimPrunerConfig: _slim_rule,
+    StdThresholdPrunerConfig: _std_threshold_rule,
+    RampThresholdPrunerConfig: _threshold_rule,
+    GroupPrunerConfig: _group_rule,
+    SplicingPrunerConfig: _splicing_rule,
+    MagnitudePrunerConfig: _magnitude_rule,
+}
 
 
 def slim_masks(
