@@ -1,4 +1,5 @@
-"""bench/slimming_cpu.py: the s-matching rule, row keys/merging and the report table."""
+"""bench/slimming_cpu.py (and the s-matching rule of bench/slimming.py): row keys, merging and
+the report table."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def cpu() -> ModuleType:
 
 
 def test_sparsity_is_matched_to_the_papers_total_shrinkage(cpu: ModuleType) -> None:
-    assert cpu.matched_sparsity(1e-4, 160, 782, 0.1, "step") == 1e-4  # the paper itself
+    slimming = sys.modules["slimming"]  # bench/slimming.py, imported by slimming_cpu
+    assert slimming.matched_sparsity(1e-4, 160, 782, 0.1, "step") == 1e-4  # the paper itself
     # A constant LR of 0.1 for 100 steps: Σ lr = 10, the paper's Σ lr = 782·(80·0.1 + 40·0.01
     # + 40·0.001) = 6600.08, so s = 1e-4 · 660.008.
-    assert cpu.matched_sparsity(1e-4, 1, 100, 0.1, "constant") == pytest.approx(0.066)
+    assert slimming.matched_sparsity(1e-4, 1, 100, 0.1, "constant") == pytest.approx(0.066)
 
 
 def _row(tool: str, pct: float, **kw: object) -> dict:
