@@ -263,6 +263,33 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
             row.get("sparsity"), row["train_images"])  # fmt: skip
 
 
+def collapse_fields(
+    tool: str, emptied: Sequence[str], bns: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """``collapsed``: the tool's own rule empties a layer — the reference threshold when it
+    leaves a BatchNorm with no channel above it (the paper's code then fails; prunekit keeps
+    that layer's best channel so the row can be measured), any other tool when a layer keeps 0
+    channels. ``threshold_empties``: the layers the global |γ| cut alone would empty (for
+    prunekit, those its per-layer floor held)."""
+    if tool == "reference":
+        collapsed = list(emptied)
+    else:
+        collapsed = [b["bn"] for b in bns if b["kept"] == 0]
+    return {
+        "collapsed": bool(collapsed),
+        "collapsed_layers": collapsed,
+        "threshold_empties": list(emptied),
+    }
+
+
+def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row written before :func:`collapse_fields` existed, in its terms."""
+    if row["tool"] == "dense" or "threshold_empties" in row or "channels" not in row:
+        return row
+    fields = collapse_fields(row["tool"], row.get("collapsed_layers", []), row["channels"])
+    return {**row, **fields}
+
+
 def stage_seconds(*stages: Any) -> dict[str, float | None]:
     names = ("dense", "sparse", "prune", "finetune")
     return {n: (None if s is None else s.summary.get("seconds")) for n, s in zip(names, stages)}
@@ -302,8 +329,7 @@ def tool_row(
         macs_ratio=ft.summary["macs"] / d["macs"],
         channels_removed=rep["removed"],
         threshold=rep["threshold"],
-        collapsed=rep["collapsed"],
-        collapsed_layers=rep["collapsed_layers"],
+        **collapse_fields(tool, rep["collapsed_layers"], rep["bns"]),
         channels=[{"bn": b["bn"], "size": b["size"], "kept": b["kept"]} for b in rep["bns"]],
         latency=cpu_latency(dense.model, ft.model, study.train.image_shape, study.args),
         seconds=stage_seconds(dense, sparse, pruned, ft),
@@ -444,6 +470,9 @@ def _lat(r: dict[str, Any], bs: int) -> str:
 def _table_line(r: dict[str, Any]) -> str:
     e = r["epochs"]
     collapsed = f"yes ({len(r['collapsed_layers'])})" if r.get("collapsed") else "no"
+    held = r.get("threshold_empties") if r["tool"] == "prunekit" else None
+    if held:
+        collapsed += f" (floor held {len(held)})"
     if r["tool"] == "dense":
         collapsed = ""
     return (
@@ -465,7 +494,10 @@ def to_markdown(results: dict[str, Any]) -> str:
         "prunes the *same* sparse checkpoint and fine-tunes with the same schedule. Accuracy: "
         "top-1 on the test split. Ratios are pruned / dense. Latency: CPU, eval forward, median "
         "ms dense → pruned (speed-up), dense and pruned timed interleaved. Epochs: dense/sparse/"
-        "fine-tune. `s` is scaled to the paper's total BN-L1 shrinkage (see the script).",
+        "fine-tune. Collapsed: the tool's rule empties a layer (the reference threshold: a "
+        "BatchNorm with no |γ| above it, where the paper's code fails; prunekit keeps that "
+        "layer's best channel to measure the row); *floor held*: layers the global cut alone "
+        "would have emptied, kept at the per-layer floor by prunekit.",
         "",
         "| arch | % | tool | epochs | dense | sparse | pruned | fine-tuned | FT − dense "
         "| params (ratio) | MACs (ratio) | latency bs1 ms | latency bs64 ms | collapsed |",
@@ -560,6 +592,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--train-per-class", type=int, default=None)
     p.add_argument("--test-per-class", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="tiny subset, 1 epoch, under /tmp")
+    p.add_argument("--render", action="store_true", help="rewrite the .md from the .json only")
     args = p.parse_args(argv)
     q = args.quick
     if q:
@@ -590,6 +623,13 @@ def load_data(args: argparse.Namespace) -> tuple[ImageTensors, ImageTensors]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study (what is not done yet); 0 also when the budget ran out."""
     args = parse_args(argv)
+    if args.render:
+        results = read_json(args.out_json)
+        if results is None:
+            raise SystemExit(f"--render: {args.out_json} does not exist; run the study first")
+        results["rows"] = [normalize_row(r) for r in results["rows"]]
+        write_results(results, args.out_json)
+        return 0
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)

@@ -57,3 +57,15 @@ def test_rows_merge_and_render_with_ratios_latency_and_collapse(cpu: ModuleType)
     assert "| 0.500M (0.500) | 6.00M (0.500) |" in md
     assert "| -1.00% |" in md and "| yes (1) |" in md
     assert "slimming_cpu_vgg11-narrow_channels.png" in md
+
+
+def test_collapse_is_the_tools_own_rule_and_the_floor_is_reported(cpu: ModuleType) -> None:
+    bns = [{"bn": "a", "size": 8, "kept": 2}, {"bn": "b", "size": 8, "kept": 1}]
+    pk = cpu.collapse_fields("prunekit", ["b"], bns)  # the cut empties b; the floor kept it
+    assert pk == {"collapsed": False, "collapsed_layers": [], "threshold_empties": ["b"]}
+    assert cpu.collapse_fields("reference", ["b"], bns)["collapsed_layers"] == ["b"]
+    gone = [*bns, {"bn": "c", "size": 8, "kept": 0}]
+    assert cpu.collapse_fields("torch-pruning", [], gone)["collapsed_layers"] == ["c"]
+    old = _row("prunekit", 0.7, collapsed=True, collapsed_layers=["b"], channels=bns)
+    assert cpu.normalize_row(old)["collapsed"] is False
+    assert "| no (floor held 1) |" in cpu.to_markdown({"rows": [cpu.normalize_row(old)]})
