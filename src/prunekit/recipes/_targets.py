@@ -8,7 +8,7 @@ nothing is an error naming the recipe line and the closest real names.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -129,14 +129,9 @@ def _select_names(
     keyed: bool = False,
 ) -> list[str]:
     """Names in ``pool`` matched by ``patterns`` (list items, or mapping keys if ``keyed``)."""
-    found: list[str] = []
-    for i, pattern in enumerate(patterns or []):
-        hits = match(pattern, pool)
-        if not hits:
-            where = (*loc, pattern if keyed else i)
-            raise _no_match(recipe, where, pattern, kind, pool, universe.params)
-        found += [h for h in hits if h not in found]
-    return found
+    return _gather(
+        recipe, loc, patterns, lambda p: match(p, pool), (kind, pool, universe.params), keyed
+    )
 
 
 def _select_modules(
@@ -147,14 +142,31 @@ def _select_modules(
     universe: Universe,
     kind: str,
 ) -> list[str]:
-    found: list[str] = []
+    """Names in ``pool`` whose module is matched by one of ``patterns``."""
     by_module = {p.rsplit(".", 1)[0]: p for p in pool}
+
+    def hits(pattern: str) -> list[str]:
+        return [by_module[m] for m in match(pattern, universe.modules) if m in by_module]
+
+    miss = (f"{kind} layer", list(by_module), universe.modules)
+    return _gather(recipe, loc, patterns, hits, miss, False)
+
+
+def _gather(
+    recipe: Recipe,
+    loc: tuple[Any, ...],
+    patterns: list[str] | None,
+    hits_of: Callable[[str], list[str]],
+    miss: tuple[str, Iterable[str], Iterable[str]],
+    keyed: bool,
+) -> list[str]:
+    """The hits of every pattern, in order, without repeats; a pattern with none is an error
+    at its own line (``miss``: what it should have named, the pool, everything there is)."""
+    found: list[str] = []
     for i, pattern in enumerate(patterns or []):
-        hits = [by_module[m] for m in match(pattern, universe.modules) if m in by_module]
+        hits = hits_of(pattern)
         if not hits:
-            raise _no_match(
-                recipe, (*loc, i), pattern, f"{kind} layer", list(by_module), universe.modules
-            )
+            raise _no_match(recipe, (*loc, pattern if keyed else i), pattern, *miss)
         found += [h for h in hits if h not in found]
     return found
 
