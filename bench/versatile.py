@@ -217,7 +217,8 @@ def _md_study(title: str, st: dict[str, Any]) -> list[str]:
     t = st["train"]
     lines = [f"## {title}", "",
              f"{st['train_images']:,} train / {st['test_images']:,} test images; {t['epochs']} epochs, "
-             f"SGD lr {t['lr']} ({t['schedule']}), wd {t['weight_decay']}, batch {st['batch_size']}, "
+             f"SGD{' (Nesterov)' if t['nesterov'] else ''} lr {t['lr']} ({t['schedule']}, warm-up "
+             f"{t['warmup']} epochs), wd {t['weight_decay']}, batch {st['batch_size']}, "
              f"seed {t['seed']}; model {st['model']['model']} {st['model']['model_kwargs']}.", "",
              "| row | accuracy | stored params | conv params (of dense) | memory MB | MACs executed "
              "| MACs paper | train img/s | wall s |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -239,7 +240,9 @@ def write(results: dict[str, Any], path: Path) -> None:
     if "cifar" in results:
         w = results["cifar"]["width"]
         lines += _md_study(f"CIFAR-10, CIFAR VGG-16 at width ×{w}", results["cifar"])
-    lines += ["## Runs", ""]
+    lines += ["## Runs", "",
+              "Train img/s and wall time depend on what else ran on this shared 2-core machine "
+              "(load average below); accuracies and counts do not.", ""]  # fmt: skip
     for part in ("speed", "mnist", "cifar"):
         if part in results:
             m = results[part]["meta"]
