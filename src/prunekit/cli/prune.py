@@ -30,7 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--criterion", default=None, help="l1 l2 bn_scale taylor activation random")
     p.add_argument("--global", dest="global_ranking", action="store_true", default=None)
     p.add_argument("--floor", type=int, default=1, help="channels every layer keeps (>=1)")
-    p.add_argument("--round-to", type=int, default=None)
+    p.add_argument(
+        "--round-to",
+        type=int,
+        default=None,
+        help="keep multiples of N channels per layer (default: the device's fast width, e.g. 16 "
+        "on AVX-512 CPUs, for layers >= 4 multiples wide; 1 = exact counts)",
+    )
     p.add_argument(
         "--allocator",
         default=None,
