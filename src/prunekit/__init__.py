@@ -19,6 +19,7 @@ from prunekit.io import load, load_record, save
 from prunekit.plan import Allocation, PruningPlan, make_plan, plan_for_target, plan_from_keep
 from prunekit.record import ModelRecord
 from prunekit.surgery import apply_plan
+from prunekit import attention as _attention  # noqa: E402, F401, I001  (registers transformer blocks)
 
 __version__ = "0.1.0"
 
