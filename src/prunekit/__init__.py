@@ -12,6 +12,7 @@ Example:
     >>> prunekit.save(model, "resnet18-p50", "torchvision:resnet18", [plan])
 """
 
+from prunekit import attention as _attention  # noqa: F401  (registers transformer blocks)
 from prunekit.errors import PrunekitError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.importance import score
@@ -19,7 +20,6 @@ from prunekit.io import load, load_record, save
 from prunekit.plan import Allocation, PruningPlan, make_plan, plan_for_target, plan_from_keep
 from prunekit.record import ModelRecord
 from prunekit.surgery import apply_plan
-from prunekit import attention as _attention  # noqa: E402, F401, I001  (registers transformer blocks)
 
 __version__ = "0.1.0"
 

@@ -50,13 +50,15 @@ class _AttrSize(TrackedInt):
     labels). Unknown then, it has none, and the shape op treats it as a literal (kept whole).
     """
 
+    _where: tuple[Tracer, str, int]
+
     def __new__(cls, value: int, tr: Tracer, name: str, dim: int) -> _AttrSize:
         obj = int.__new__(cls, value)
         obj._where = (tr, name, dim)
         return obj
 
-    @property  # type: ignore[override]
-    def prov(self) -> tuple[np.ndarray, ...]:
+    @property
+    def prov(self) -> tuple[np.ndarray, ...]:  # type: ignore[override]
         tr, name, dim = self._where
         if (name, dim) in tr.slots:
             return (tr.slots[(name, dim)],)
