@@ -18,6 +18,7 @@ from torch import nn
 from prunekit.errors import ConfigError, PlanError
 from prunekit.graph.norms import mark_kept
 from prunekit.plan import PruningPlan
+from prunekit.sparse.masks import zero_pruned
 
 # Handlers take Any: nn.Module attribute access is untyped (Tensor | Module) for mypy.
 ModuleFix = Callable[[Any, dict[str, Any]], None]
@@ -211,16 +212,10 @@ def _slice_all(model: nn.Module, plan: PruningPlan) -> None:
 
 
 def _zero(model: nn.Module, plan: PruningPlan) -> None:
-    with torch.no_grad():
-        for name, dims in plan.tensors.items():
-            mod, attr = _owner(model, name)
-            p: Any = mod._parameters.get(attr)
-            if p is None:
-                continue
-            for d, keep in dims.items():
-                gone = sorted(set(range(p.shape[d])) - set(keep))
-                if gone:
-                    p.index_fill_(d, torch.tensor(gone, dtype=torch.long, device=p.device), 0.0)
-            if p.dim() == 1 and p.is_floating_point():
-                # a norm weight then normalises the kept channels only, as after removal
-                mark_kept(p, dims[0])
+    params = dict(model.named_parameters(remove_duplicate=False))
+    zero_pruned(params, plan.keep_masks(params))
+    for name, dims in plan.tensors.items():
+        p = params.get(name)
+        if p is not None and p.dim() == 1 and p.is_floating_point():
+            # a norm weight then normalises the kept channels only, as after removal
+            mark_kept(p, dims[0])

@@ -74,14 +74,15 @@ class DependencyGraph:
     Attributes:
         groups: prunable groups, in forward order of their anchor.
         frozen: tensor dims that hold channels which must stay, mapped to the reasons.
-        positions: for each conv/linear weight, output positions per weight element
-            (so MACs = sum over weights of numel × positions).
+        macs_per_weight: for each conv/linear weight, the multiply-adds each of its elements
+            does per forward pass — the output positions it is applied at (so MACs = sum over
+            weights of numel × macs_per_weight). Not :attr:`Slot.positions` (channel indices).
         tensor_shapes: shape of every state tensor at trace time.
     """
 
     groups: list[Group]
     frozen: dict[str, list[str]] = field(default_factory=dict)
-    positions: dict[str, float] = field(default_factory=dict)
+    macs_per_weight: dict[str, float] = field(default_factory=dict)
     tensor_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     params: set[str] = field(default_factory=set)
 
@@ -372,7 +373,7 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
     return DependencyGraph(
         groups=[g for g in groups if g.size > 0],
         frozen=_frozen_reasons(tr, slots, frozen),
-        positions=dict(tr.positions),
+        macs_per_weight=dict(tr.macs_per_weight),
         tensor_shapes=shapes,
         params={n for n, _ in model.named_parameters()},
     )

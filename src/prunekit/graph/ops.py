@@ -213,7 +213,7 @@ def _grouped_layer(
     shape = [1] * out.dim()
     shape[ch] = cout
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape(shape))
-    tr.positions[wname] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+    tr.macs_per_weight[wname] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
 
 
 def _conv_slots(
@@ -270,7 +270,7 @@ def _linear(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     out_ids = tr.slot(wname, 0, w.shape[0])
     _bias(tr, b, out_ids)
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape((1,) * (out.dim() - 1) + (-1,)))
-    tr.positions[wname] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+    tr.macs_per_weight[wname] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
 
 
 def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: Any) -> None:

@@ -157,7 +157,7 @@ class Tracer(TorchFunctionMode):
         self.direct: dict[str, tuple[int, tuple[int, ...]]] = {}
         self.ties: list[tuple[list[np.ndarray], np.ndarray]] = []
         self.freeze_events: list[tuple[np.ndarray, str]] = []
-        self.positions: dict[str, float] = {}
+        self.macs_per_weight: dict[str, float] = {}
         self.stack: list[str] = []
         self.called: set[str] = set()
         self.opaque_depth = 0

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from prunekit.config import Config
-from prunekit.train.schedule import BASE_SCHEDULES
+from prunekit.train.lr_schedule import BASE_SCHEDULES
 
 CompileMode = Literal["none", "cuda-graphs", "reduce-overhead"]
 OptimizerName = Literal["sgd", "adamw"]
@@ -39,7 +39,7 @@ class TrainConfig(Config):
         momentum: SGD momentum (AdamW: beta1).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for AdamW).
-        schedule: a name in :data:`prunekit.train.schedule.BASE_SCHEDULES`: ``"step"`` (×gamma
+        schedule: a name in :data:`prunekit.train.lr_schedule.BASE_SCHEDULES`: ``"step"`` (×gamma
             at ``milestones``; by default at 50% and 75% of the epochs, the Network Slimming
             reference), ``"onecycle"``, ``"cosine"`` or ``"constant"``; evaluated per iteration.
             ``None`` → ``"step"`` (``"constant"`` in a recipe whose LR policies drive the LR).

@@ -39,8 +39,8 @@ from prunekit.train.distributed import (
     shard,
 )
 from prunekit.train.evaluate import evaluate
+from prunekit.train.lr_schedule import LRSchedule
 from prunekit.train.regularizers import Regularizer
-from prunekit.train.schedule import LRSchedule
 from prunekit.train.seed import get_rng_state, seed_everything, set_rng_state
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
