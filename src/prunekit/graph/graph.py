@@ -290,16 +290,21 @@ def _components(tr: Tracer, extra: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _resolve(tr: Tracer) -> np.ndarray:
-    """Components after applying count ties and direct-parameter consistency (fixpoint)."""
+    """Components after applying count ties and direct-parameter consistency (fixpoint).
+
+    Every round that finds a violation freezes at least one label not frozen before, so the
+    loop ends after at most one round per label; it runs to the fixpoint (a round cap would
+    return an inconsistent grouping without a word).
+    """
     extra: list[np.ndarray] = []
-    for _ in range(8):
+    for _ in range(tr.next_id + 1):
         comp = _components(tr, extra)
         frozen = comp[FROZEN]
         added = _tie_violations(tr, comp, frozen) + _direct_violations(tr, comp, frozen)
         if not added:
             return comp
         extra.extend(added)
-    return comp
+    raise TraceError("the channel grouping did not reach a fixpoint; please report this model")
 
 
 def _freeze_pairs(ids: np.ndarray) -> np.ndarray:
