@@ -72,12 +72,10 @@ def _unknown_kwarg(spec: str, bad: str, name: str) -> str:
     valid = _keyword_names(builder)
     made = typing.get_type_hints(builder).get("return")
     if isinstance(made, type):  # builders annotate the model class they make
-        valid |= _keyword_names(made.__init__)
+        valid |= _keyword_names(made)  # the signature of a class is its __init__'s
     close = difflib.get_close_matches(bad, sorted(valid), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return (
-        f"{spec} does not take {bad!r}; {hint}its constructor takes: {', '.join(sorted(valid))}"
-    )
+    return f"{spec} does not take {bad!r}; {hint}its constructor takes: {', '.join(sorted(valid))}"
 
 
 def _keyword_names(fn: Callable[..., Any]) -> set[str]:

@@ -36,7 +36,9 @@ def _no_mha_fastpath() -> Iterator[None]:
         mha.set_fastpath_enabled(before)
 
 
-def _cpu_attention_flops(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kw: Any) -> int:
+def _cpu_attention_flops(
+    q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kw: Any
+) -> int:
     """FLOPs of CPU flash attention (QK^T and the weighted sum of V), which PyTorch's counter
     has a formula for on CUDA only (``sdpa_flop_count`` is its own CUDA formula)."""
     from torch.utils.flop_counter import sdpa_flop_count
@@ -68,9 +70,11 @@ def count_macs(model: nn.Module, inputs: Any) -> int:
     model.eval()
     extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
     try:
-        with torch.no_grad(), _no_mha_fastpath(), FlopCounterMode(
-            display=False, custom_mapping=extra
-        ) as fc:
+        with (
+            torch.no_grad(),
+            _no_mha_fastpath(),
+            FlopCounterMode(display=False, custom_mapping=extra) as fc,
+        ):
             model(*args)
     finally:
         model.train(was)

@@ -47,9 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``prunekit`` console script."""
+    """Entry point of the ``prunekit`` console script; returns the exit code.
+
+    Every mistake a user can make is one line on stderr (``prunekit: error: ...``, exit 2; a
+    file-system failure exits 1), never a traceback (set ``PRUNEKIT_TRACEBACK=1`` to see one).
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help: an exit code, also when called in-process
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except PrunekitError as exc:

@@ -122,8 +122,9 @@ def add_output(p: argparse.ArgumentParser, *, required: bool = True, resume: boo
     if resume:
         p.add_argument(
             "--resume",
-            action="store_true",
-            help="continue the run in --out from its last checkpoint",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="continue the run in --out from its last checkpoint (skipping finished stages)",
         )
 
 

@@ -21,8 +21,10 @@ def check_out(args: argparse.Namespace, *, resume: bool = False) -> Path:
     """
     from prunekit._fileio import check_output_dir
 
-    fix = "pass --resume to continue it, --overwrite to start over" if resume else (
-        "pass --overwrite to replace it"
+    fix = (
+        "pass --resume to continue it, --overwrite to start over"
+        if resume
+        else ("pass --overwrite to replace it")
     )
     reuse = bool(args.overwrite or (resume and args.resume))
     if resume and args.resume and args.overwrite:

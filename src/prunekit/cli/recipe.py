@@ -42,9 +42,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     # The training knobs of Distiller's compress_classifier.py; each overrides the recipe's.
     run.add_argument("--lr", type=float, default=None, help="base learning rate (training.lr)")
-    run.add_argument(
-        "--wd", type=float, default=None, help="weight decay (training.weight_decay)"
-    )
+    run.add_argument("--wd", type=float, default=None, help="weight decay (training.weight_decay)")
     run.add_argument("--batch-size", type=int, default=None, help="batch size (data.batch_size)")
     run.add_argument(
         "--input-shape",
