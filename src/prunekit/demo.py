@@ -20,7 +20,7 @@ from torch import nn
 from prunekit._fileio import atomic_dir, check_output_dir
 from prunekit.data import TensorLoader, load_dataset, stratified_subset
 from prunekit.errors import ConfigError
-from prunekit.importance import NEEDS_DATA
+from prunekit.importance import needs_data
 from prunekit.io import save
 from prunekit.pipeline import PruneConfig, prune
 from prunekit.report import compare
@@ -173,7 +173,8 @@ def _run(cfg: DemoConfig, log: Any, t0: float) -> DemoResult:
     dense = copy.deepcopy(model).eval()
     x = torch.randn(1, 1, 8, 8)
     # data criteria (taylor, activation, apoz) score on a few real training batches
-    batches = [b for _, b in zip(range(4), train_dl)] if cfg.prune.criterion in NEEDS_DATA else None
+    data_criterion = needs_data(cfg.prune.criterion or "l2") is not None
+    batches = [b for _, b in zip(range(4), train_dl)] if data_criterion else None
     result = prune(model.eval(), x, cfg.prune, batches=batches)
     diff = max_rel_diff(soft_copy(dense, result.plan), model, x)
     acc_pruned = accuracy(model, test_dl)

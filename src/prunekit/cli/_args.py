@@ -152,3 +152,30 @@ def add_seed(p: argparse.ArgumentParser, default: int | None = None) -> None:
     p.add_argument("--seed", type=int, default=default,
                    help=f"random seed, set before the model and data are built (default {shown}); "
                    "the same seed gives the same run")  # fmt: skip
+
+
+def add_versatile(p: argparse.ArgumentParser) -> None:
+    """``--versatile``, ``--delta``, ``--g``: build the model with Versatile Filters."""
+    g = p.add_argument_group("versatile filters (Wang et al. 2018)")
+    g.add_argument(
+        "--versatile",
+        choices=["spatial", "channel", "spatial+channel"],
+        default=None,
+        help="convert the model's convolutions to versatile filters (see README)",
+    )
+    g.add_argument("--delta", type=positive_int, default=None,
+                   help="channel variant: channels left out δ")  # fmt: skip
+    g.add_argument("--g", type=positive_int, default=None,
+                   help="channel variant: stride g (default δ)")  # fmt: skip
+
+
+def versatile_config(args: argparse.Namespace) -> Any:
+    """The :class:`prunekit.versatile.VersatileConfig` of the flags, or None without them."""
+    from prunekit.errors import ConfigError
+    from prunekit.versatile import VersatileConfig
+
+    if args.versatile is None:
+        if args.delta is not None or args.g is not None:
+            raise ConfigError("--delta/--g need --versatile spatial+channel (or channel)")
+        return None
+    return VersatileConfig(mode=args.versatile, delta=args.delta, g=args.g)

@@ -67,9 +67,9 @@ def datasets(spec: str, args: argparse.Namespace) -> tuple[Any, Any]:
 
 def needs_data(criterion: str | None, data: str | None, flag: str = "--data") -> None:
     """A data-driven criterion (taylor, activation, apoz) without data is an error up front."""
-    from prunekit.importance import NEEDS_DATA
+    from prunekit.importance import needs_data as what_it_needs
 
-    if criterion in NEEDS_DATA and data is None:
+    if criterion is not None and data is None and what_it_needs(criterion) is not None:
         raise ConfigError(
             f"criterion {criterion!r} scores channels on real batches; pass {flag} SPEC "
             "(e.g. digits or cifar10:PATH), or pick a data-free criterion such as l1 or l2"

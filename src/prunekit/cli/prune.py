@@ -20,9 +20,11 @@ from prunekit.cli._args import (
     add_model_kwargs,
     add_output,
     add_seed,
+    add_versatile,
     fraction,
     input_shape,
     positive_int,
+    versatile_config,
 )
 from prunekit.errors import ConfigError, VerificationError
 
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--from", dest="from_dir", metavar="DIR",
                      help="a saved prunekit model folder (its plans are kept and extended)")  # fmt: skip
     add_model_kwargs(p)
+    add_versatile(p)
     p.add_argument("--input-shape", type=input_shape, required=True, metavar="N,C,H,W",
                    help="shape of the example input used to trace the model, e.g. 1,3,224,224")  # fmt: skip
     p.add_argument("--method", choices=["structured", "slim"], default="structured",
@@ -111,30 +114,34 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def _source(args: argparse.Namespace) -> tuple[Any, Any]:
+def _source(args: argparse.Namespace, versatile: Any) -> tuple[Any, Any]:
     """(model in eval mode, its record) from ``--model`` or ``--from``."""
     from prunekit import io
-    from prunekit.models import build_model
     from prunekit.record import ModelRecord
+    from prunekit.versatile import versatile_record
 
     if args.from_dir:
         if args.model_kwargs:
             raise ConfigError("--model-kwargs applies to --model; a --from folder has its own")
+        if versatile is not None:
+            raise ConfigError("--versatile builds --model; a --from folder loads as it was saved")
         return io.load(args.from_dir), io.load_record(args.from_dir)
     kwargs = args.model_kwargs or {}
-    return build_model(args.model, **kwargs).eval(), ModelRecord(args.model, kwargs)
+    record = versatile_record(ModelRecord(args.model, kwargs), versatile)
+    return record.build().eval(), record
 
 
 def run_prune(args: argparse.Namespace) -> int:
     from prunekit.pipeline import prune
     from prunekit.report import compare, layer_channels
     from prunekit.verify import max_rel_diff, soft_copy
+    from prunekit.versatile import summary_line, versatile_summary
 
-    cfg = _config(args)
+    cfg, versatile = _config(args), versatile_config(args)
     _run.needs_data(cfg.criterion, args.data)
     out = _run.check_out(args)
     _run.seed(args.seed)
-    model, record = _source(args)
+    model, record = _source(args, versatile)
     x = torch.randn(*args.input_shape)
     before = copy.deepcopy(model)
     layers = layer_channels(model)
@@ -143,6 +150,9 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"  {len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed")
     with _stage("measuring params, MACs" + (", latency (interleaved)" if args.latency else "")):
         report = compare(before, model, x, latency=args.latency, before_layers=layers)
+    costs = versatile_summary(model, x)
+    if costs is not None:
+        report.extra["versatile"] = summary_line(costs)
     if not args.no_verify:
         with _stage("checking the pruned model against its soft mask"):
             diff = max_rel_diff(soft_copy(before, result.plan), model, x)
@@ -213,6 +223,7 @@ def run_info(args: argparse.Namespace) -> int:
     from prunekit.models import check_inputs
     from prunekit.plan import PruningPlan
     from prunekit.report import count_macs, count_params
+    from prunekit.versatile import versatile_summary
 
     record = io.load_record(args.dir)
     plans = [s for s in record.steps if isinstance(s, PruningPlan)]
@@ -226,10 +237,13 @@ def run_info(args: argparse.Namespace) -> int:
         "params": count_params(model),
         "plan_meta": [p.meta for p in plans],
     }
-    if args.input_shape:
-        x = torch.randn(*args.input_shape)
+    x = torch.randn(*args.input_shape) if args.input_shape else None
+    if x is not None:
         check_inputs(model, x, hint="pass a matching --input-shape")
         info["macs"] = count_macs(model, x)
+    versatile = versatile_summary(model, x)
+    if versatile is not None:  # stored vs dense params/MB, MACs executed vs paper-counted
+        info["versatile"] = versatile
     if args.json:
         print(json.dumps(info, indent=1))
     else:

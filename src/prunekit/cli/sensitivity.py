@@ -29,9 +29,11 @@ from prunekit.cli._args import (
     add_model_kwargs,
     add_output,
     add_seed,
+    add_versatile,
     input_shape,
     nonnegative_float,
     positive_int,
+    versatile_config,
 )
 from prunekit.errors import ConfigError
 
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--from", dest="from_dir", metavar="DIR",
                      help="a saved prunekit model folder")  # fmt: skip
     add_model_kwargs(p)
+    add_versatile(p)
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or mnist:PATH")
     p.add_argument("--split", choices=["train", "test"], default="test",
                    help="split to measure on (default test)")  # fmt: skip
@@ -96,16 +99,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _model(args: argparse.Namespace, classes: int, channels: int) -> Any:
     from prunekit import io
-    from prunekit.models import build_model, kwargs_for_data
+    from prunekit.models import kwargs_for_data
+    from prunekit.record import ModelRecord
+    from prunekit.versatile import versatile_record
 
+    versatile = versatile_config(args)
     if args.from_dir:
         if args.model_kwargs:
             raise ConfigError("--model-kwargs applies to --model; a --from folder has its own")
+        if versatile is not None:
+            raise ConfigError("--versatile builds --model; a --from folder loads as it was saved")
         return io.load(args.from_dir)
     kwargs = kwargs_for_data(
         args.model, args.model_kwargs, num_classes=classes, in_channels=channels
     )
-    return build_model(args.model, **kwargs)
+    return versatile_record(ModelRecord(args.model, kwargs), versatile).build()
 
 
 class _FirstBatches:

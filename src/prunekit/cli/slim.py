@@ -22,11 +22,13 @@ from prunekit.cli._args import (
     add_model_kwargs,
     add_output,
     add_seed,
+    add_versatile,
     fraction,
     nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
+    versatile_config,
 )
 
 
@@ -37,6 +39,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
     add_model_kwargs(p)
+    add_versatile(p)
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or cifar10:PATH")
     add_limits(p)
     p.add_argument("--percent", "--ratio", dest="percent", type=fraction, default=None,
@@ -91,6 +94,7 @@ def _config(args: argparse.Namespace) -> Any:
         {
             "model": args.model,
             "model_kwargs": args.model_kwargs,
+            "versatile": versatile_config(args),
             "data": args.data,
             "percent": args.percent,
             "sparsity": args.sparsity,

@@ -23,9 +23,11 @@ from prunekit.cli._args import (
     add_model_kwargs,
     add_output,
     add_seed,
+    add_versatile,
     nonnegative_float,
     positive_float,
     positive_int,
+    versatile_config,
 )
 from prunekit.errors import ConfigError
 
@@ -73,6 +75,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="train a model (optionally with BN-L1 sparsity)")
     p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
     add_model_kwargs(p)
+    add_versatile(p)
     _add_common(p)
     p.set_defaults(func=run_train)
     f = subparsers.add_parser("finetune", help="fine-tune a saved (pruned) model")
@@ -181,11 +184,13 @@ def _train_and_save(
 
 def run_train(args: argparse.Namespace) -> int:
     """``prunekit train``: build ``--model`` for the dataset's classes, train, save."""
-    from prunekit.models import build_model, kwargs_for_data, parse_spec
+    from prunekit.models import kwargs_for_data, parse_spec
     from prunekit.record import ModelRecord
+    from prunekit.versatile import versatile_record
 
     parse_spec(args.model)
     config = _config(args)  # settings checked before any data is read
+    versatile = versatile_config(args)
     _run.check_out(args, resume=True)
     train, test = _datasets(args)
     kwargs = kwargs_for_data(
@@ -196,8 +201,8 @@ def run_train(args: argparse.Namespace) -> int:
     )
     # Seed before building: the initial weights come from the RNG (same --seed, same run).
     _run.seed(config.seed)
-    model = build_model(args.model, **kwargs)
-    return _train_and_save(args, model, ModelRecord(args.model, kwargs), (train, test))
+    record = versatile_record(ModelRecord(args.model, kwargs), versatile)
+    return _train_and_save(args, record.build(), record, (train, test))
 
 
 def run_finetune(args: argparse.Namespace) -> int:
