@@ -53,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--floor", type=positive_int, default=1,
                    help="channels every layer keeps at least (default 1)")  # fmt: skip
     p.add_argument("--round-to", type=positive_int, default=None, metavar="N",
-                   help="keep a multiple of N channels per layer (e.g. 8 for fast kernels)")  # fmt: skip
+                   help="keep multiples of N channels per layer (default: the device's fast "
+                   "width, e.g. 16 on AVX-512 CPUs, for layers >= 4 multiples wide; 1 = exact "
+                   "counts)")  # fmt: skip
     p.add_argument("--allocator", default=None,
                    help="how many channels each layer keeps: a registered allocator "
                    "(local, global, macs, params, latency, ...)")  # fmt: skip
