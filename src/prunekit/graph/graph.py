@@ -22,6 +22,7 @@ from torch import nn
 
 from prunekit._gc import with_gc_paused
 from prunekit.errors import ConfigError, PrunekitError, TraceError
+from prunekit.graph import norms as _norms  # noqa: F401
 from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
 from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
 from prunekit.graph.labels import FROZEN

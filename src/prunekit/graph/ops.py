@@ -6,8 +6,9 @@ Rules of thumb (each one keeps "zeroing a unit" and "removing a unit" the same c
   operand is broadcast (a ``[B,1,H,W]`` gate does not tie the channels it multiplies).
 * Rearranging ops (view, permute, cat, split, indexing...) run on the label tensor itself, so
   any channel shuffle or flatten is followed exactly.
-* Ops that mix channels without parameters (norm statistics, softmax or reductions over
-  channels, attention) freeze those channels: removing them would change the result.
+* Ops that mix channels without parameters (softmax or reductions over channels, attention
+  products) freeze those channels: removing them would change the result. Norm statistics are
+  handled in :mod:`prunekit.graph.norms` (exact in soft mode).
 * Shapes written as literals over a labelled dim freeze it (the code would not follow the new
   count); shapes computed from ``x.shape`` follow it (see :class:`~prunekit.graph.labels.TrackedInt`).
 """
@@ -302,31 +303,6 @@ def _instance_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> N
         for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
     ]
     _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
-
-
-@register_op("group_norm")
-def _group_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    x, groups = args[0], int(_arg(args, kwargs, 1, "num_groups"))
-    if groups != x.shape[1]:
-        tr.freeze_varying(x, [1], "GroupNorm statistics span several channels")
-    ts = [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")]
-    _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
-
-
-@register_op("layer_norm", "rms_norm")
-def _layer_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape")
-    n = len(shape) if isinstance(shape, (list, tuple, torch.Size)) else 1
-    dims = list(range(x.dim() - n, x.dim()))
-    tr.freeze_varying(x, dims, f"{func.__name__} statistics span the channels")
-    ts = [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")]
-    ts = [t for t in ts if isinstance(t, torch.Tensor)]
-    if n == 1:
-        _per_channel(tr, x, x.dim() - 1, ts, out)
-    else:
-        for t in ts:
-            tr.freeze(tr.known_labels(t), "multi-dim LayerNorm")
-        tr.set_labels(out, tr.labels(x))
 
 
 @register_op("prelu")

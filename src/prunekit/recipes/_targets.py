@@ -127,29 +127,22 @@ def _select_names(
     kind: str,
     *,
     keyed: bool = False,
+    by_module: bool = False,
 ) -> list[str]:
-    """Names in ``pool`` matched by ``patterns`` (list items, or mapping keys if ``keyed``)."""
-    return _gather(
-        recipe, loc, patterns, lambda p: match(p, pool), (kind, pool, universe.params), keyed
-    )
-
-
-def _select_modules(
-    recipe: Recipe,
-    loc: tuple[Any, ...],
-    patterns: list[str] | None,
-    pool: tuple[str, ...],
-    universe: Universe,
-    kind: str,
-) -> list[str]:
-    """Names in ``pool`` whose module is matched by one of ``patterns``."""
-    by_module = {p.rsplit(".", 1)[0]: p for p in pool}
+    """Names in ``pool`` matched by ``patterns`` (list items, or mapping keys if ``keyed``);
+    with ``by_module`` the patterns name modules and select those modules' ``pool`` entries."""
+    if not by_module:
+        return _gather(
+            recipe, loc, patterns, lambda p: match(p, pool), (kind, pool, universe.params), keyed
+        )
+    owners = {p.rsplit(".", 1)[0]: p for p in pool}
 
     def hits(pattern: str) -> list[str]:
-        return [by_module[m] for m in match(pattern, universe.modules) if m in by_module]
+        return [owners[m] for m in match(pattern, universe.modules) if m in owners]
 
-    miss = (f"{kind} layer", list(by_module), universe.modules)
-    return _gather(recipe, loc, patterns, hits, miss, False)
+    return _gather(
+        recipe, loc, patterns, hits, (f"{kind} layer", list(owners), universe.modules), keyed
+    )
 
 
 def _gather(
@@ -210,7 +203,9 @@ def pruner_targets(
     names = _select_names(recipe, (*base, "params"), pruner.params, pool, universe, kind)
     names += [
         n
-        for n in _select_modules(recipe, (*base, "modules"), pruner.modules, pool, universe, kind)
+        for n in _select_names(
+            recipe, (*base, "modules"), pruner.modules, pool, universe, kind, by_module=True
+        )
         if n not in names
     ]
     explicit = pruner.params is not None or pruner.modules is not None
@@ -254,8 +249,14 @@ def regularizer_strengths(
         names = (
             list(universe.bn)
             if reg.modules is None
-            else _select_modules(
-                recipe, (*base, "modules"), reg.modules, universe.bn, universe, "BatchNorm"
+            else _select_names(
+                recipe,
+                (*base, "modules"),
+                reg.modules,
+                universe.bn,
+                universe,
+                "BatchNorm",
+                by_module=True,
             )
         )
         return dict.fromkeys(names, reg.strength)

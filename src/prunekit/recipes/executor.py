@@ -60,7 +60,6 @@ from prunekit.recipes.native import (
     StructuredPrunerConfig,
 )
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
-from prunekit.record import ModelRecord
 from prunekit.sparse import masks_for
 from prunekit.sparse.groups import group_masks
 from prunekit.sparse.masks import zero_pruned
@@ -635,9 +634,7 @@ class Executor:
             from prunekit import io  # core engine (lead)
 
             return io.load(section.checkpoint)
-        from prunekit.models import build_model
-
-        return build_model(section.spec, **section.kwargs)
+        return section.record().build()
 
     def _data(self) -> tuple[Batches, Batches | None]:
         if self.train_data is not None:
@@ -719,7 +716,7 @@ class Executor:
         if section.checkpoint is not None:
             record = io.load_record(section.checkpoint)
         else:
-            record = ModelRecord(section.spec, section.kwargs)
+            record = section.record()
         io.save(model, self.out_dir / "model", record.then(*([] if plan is None else [plan])))
         atomic_write_text(self.out_dir / "history.json", json.dumps(history, indent=2))
         resolved.save_json(self.out_dir / "resolved.json")

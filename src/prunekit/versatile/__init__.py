@@ -21,9 +21,16 @@ from prunekit.versatile.convert import (
     VersatileConfig,
     VersatileReport,
     to_dense,
+    versatile_record,
     versatilize,
 )
-from prunekit.versatile.costs import LayerCost, VersatileCosts, versatile_costs
+from prunekit.versatile.costs import (
+    LayerCost,
+    VersatileCosts,
+    summary_line,
+    versatile_costs,
+    versatile_summary,
+)
 from prunekit.versatile.layer import VersatileConv2d, unfold_weight, versatile_conv2d
 from prunekit.versatile.naive import naive_versatile_conv2d
 
@@ -35,9 +42,12 @@ __all__ = [
     "VersatileCosts",
     "VersatileReport",
     "naive_versatile_conv2d",
+    "summary_line",
     "to_dense",
     "unfold_weight",
     "versatile_conv2d",
     "versatile_costs",
+    "versatile_record",
+    "versatile_summary",
     "versatilize",
 ]

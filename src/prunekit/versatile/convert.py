@@ -31,11 +31,18 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from prunekit.config import Config
-from prunekit.errors import ConfigError, PlanError
-from prunekit.record import CONVERSIONS, Conversion
+from prunekit.errors import ConfigError, PlanError, PrunekitError
+from prunekit.record import CONVERSIONS, Conversion, ModelRecord
 from prunekit.versatile.layer import VersatileConv2d, channel_offsets, num_crops
 
-__all__ = ["LayerSetting", "VersatileConfig", "VersatileReport", "to_dense", "versatilize"]
+__all__ = [
+    "LayerSetting",
+    "VersatileConfig",
+    "VersatileReport",
+    "to_dense",
+    "versatile_record",
+    "versatilize",
+]
 
 Mode = Literal["spatial", "channel", "spatial+channel"]
 
@@ -211,6 +218,31 @@ def versatilize(model: nn.Module, config: VersatileConfig | str | None = None) -
         if note:
             report.notes[path] = note
     return report
+
+
+def versatile_record(record: ModelRecord, config: VersatileConfig | None) -> ModelRecord:
+    """``record`` with the ``versatile`` conversion its model gets under ``config`` appended.
+
+    The layers to convert depend on the architecture only, so they are found on a meta-device
+    build (no weights computed, no random numbers drawn); ``record.build()`` then yields the
+    versatile model. ``config`` None returns ``record`` unchanged. This is how the CLI
+    (``--versatile``), native recipes (``model: {versatile: ...}``) and the method workbench
+    build versatile models.
+
+    Example:
+        >>> record = versatile_record(ModelRecord("zoo:vgg16"), VersatileConfig(mode="spatial"))
+        >>> model = record.build()
+    """
+    if config is None:
+        return record
+    try:
+        with torch.device("meta"):
+            model = record.build()
+    except PrunekitError:
+        raise
+    except Exception:  # a builder that needs real tensors (e.g. loads weights)
+        model = record.build()
+    return record.then(versatilize(model, config).conversion())
 
 
 def to_dense(model: nn.Module) -> Conversion:

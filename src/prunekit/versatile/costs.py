@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.versatile.layer import VersatileConv2d
 
-__all__ = ["LayerCost", "VersatileCosts", "versatile_costs"]
+__all__ = ["LayerCost", "VersatileCosts", "summary_line", "versatile_costs", "versatile_summary"]
 
 _MB = float(1 << 20)
 
@@ -155,3 +155,46 @@ def _totals(model: nn.Module, layers: list[LayerCost], macs: int) -> VersatileCo
         macs_paper=macs - saved,
         layers=layers,
     )
+
+
+def versatile_summary(model: nn.Module, inputs: Any = None) -> dict[str, Any] | None:
+    """The costs ``prunekit info`` and the prune report show; None without versatile layers.
+
+    Args:
+        model: the model.
+        inputs: an example input for MACs; None reports parameters and memory only.
+
+    Returns:
+        ``{"layers", "params", "dense_params", "conv_params", "dense_conv_params",
+        "conv_fraction", "memory_mb", "dense_memory_mb"}`` plus ``"macs_executed"`` and
+        ``"macs_paper"`` (``"dense_macs"`` equals ``macs_executed``) when ``inputs`` is given.
+    """
+    layers = [m for m in model.modules() if isinstance(m, VersatileConv2d)]
+    if not layers:
+        return None
+    if inputs is not None:
+        out = versatile_costs(model, inputs).to_dict()
+        out["dense_macs"] = out["macs_executed"]
+    else:
+        convs = [
+            (p, m) for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, VersatileConv2d))
+        ]
+        out = _totals(model, [_layer_cost(p, m, 0) for p, m in convs], 0).to_dict()
+        for key in ("macs_executed", "macs_paper"):
+            out.pop(key)
+    return {"layers": len(layers), **out}
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line of :func:`versatile_summary` for text reports."""
+    text = (
+        f"{summary['layers']} versatile convs: {summary['conv_params']:,} of "
+        f"{summary['dense_conv_params']:,} conv params stored ({summary['conv_fraction']:.1%}), "
+        f"{summary['memory_mb']:.2f} of {summary['dense_memory_mb']:.2f} MB"
+    )
+    if "macs_paper" in summary:
+        text += (
+            f"; MACs executed {summary['macs_executed']:,} (= dense), paper-counted "
+            f"{summary['macs_paper']:,}"
+        )
+    return text
