@@ -354,12 +354,22 @@ def test_pruned_vit_saves_and_loads_through_its_plan(tmp_path: Path, vit_namespa
 # --------------------------------------------------------------------------- real data
 
 
-def test_head_pruned_vit_fine_tunes_on_real_digits() -> None:
+def _fit(
+    model: nn.Module, loaders: tuple[object, object], epochs: int, seed: int, run: Path
+) -> None:
+    from prunekit.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(epochs=epochs, lr=0.05, nesterov=True, weight_decay=5e-4, seed=seed,
+                      schedule="onecycle", eval_every=epochs, device="cpu", progress=False,
+                      tensorboard=False)  # fmt: skip
+    Trainer(model, *loaders, cfg).fit(run)  # type: ignore[arg-type]
+
+
+def test_head_pruned_vit_fine_tunes_on_real_digits(tmp_path: Path) -> None:
     """A small ViT trained on scikit-learn's real 8x8 digits, pruned at ratio 0.5 (half of its
     heads, residual stream and MLP), recovers by fine-tuning: above 85% test accuracy and above
     its accuracy right after pruning."""
     from prunekit.data import TensorLoader, load_dataset
-    from prunekit.demo import train
     from prunekit.train import evaluate
 
     threads = torch.get_num_threads()
@@ -373,12 +383,12 @@ def test_head_pruned_vit_fine_tunes_on_real_digits() -> None:
             num_classes=10,
         )  # fmt: skip
         model.conv_proj = nn.Conv2d(1, 32, 2, 2)  # digits are grey
-        train(model, TensorLoader(data, 64, shuffle=True, seed=0), epochs=20, lr=0.05)
+        _fit(model, (TensorLoader(data, 64, shuffle=True, seed=0), test), 20, 0, tmp_path / "a")
         dense_acc = float(evaluate(model.eval(), test)["acc"])
         prune(model, torch.randn(1, 1, 8, 8), PruneConfig(ratio=0.5))
         heads = [layer.self_attention.num_heads for layer in model.encoder.layers]
         pruned_acc = float(evaluate(model.eval(), test)["acc"])
-        train(model, TensorLoader(data, 64, shuffle=True, seed=1), epochs=10, lr=0.05)
+        _fit(model, (TensorLoader(data, 64, shuffle=True, seed=1), test), 10, 1, tmp_path / "b")
         tuned_acc = float(evaluate(model.eval(), test)["acc"])
     finally:
         torch.set_num_threads(threads)
