@@ -121,6 +121,8 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*EXPORT, "--onnx", "{NEW}.txt"], 2, "must end in .onnx"),
     ([*EXPORT, "--onnx", "{EMPTY}"], 2, "must end in .onnx"),
     ([*EXPORT, "--onnx", "{NEW}.onnx", "--int8"], 2, "--int8 needs --calib"),
+    # fails after the ONNX file was written and checked: nothing of it may be left
+    ([*EXPORT, "--onnx", "{NEW}.onnx", "--int8", "--calib", "{ROOT}/nope"], 2, "does not exist"),
     ([*EXPORT, "--onnx", "{NEW}.onnx", "--opset", "0"], 2, "--opset: must be >= 1"),
     ([*EXPORT, "--onnx", "{NEW}.onnx", "--threads", "0"], 2, "--threads: must be >= 1"),
     ([*EXPORT, "--onnx", "{NEW}.onnx", "--calib-batches", "-1"], 2, "must be >= 1"),
@@ -238,9 +240,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "bad.yaml").write_text("pruners: [unclosed\n")
     (root / "recipe.yaml").write_text(
         "version: 1\nmodel: {spec: 'zoo:digits_cnn', input_shape: [1, 1, 8, 8]}\n"
-        "data: {dataset: digits, batch_size: 64}\ntraining: {epochs: 1, lr: 0.05}\n"
+        "data: {dataset: digits, batch_size: 64}\ntraining: {epochs: 2, lr: 0.05}\n"
         "pruners:\n  p: {method: magnitude, schedule: agp, initial_sparsity: 0.1, "
-        "final_sparsity: 0.5}\npolicies:\n  - {pruner: p, starting_epoch: 0, ending_epoch: 1, "
+        "final_sparsity: 0.5}\npolicies:\n  - {pruner: p, starting_epoch: 0, ending_epoch: 2, "
         "frequency: 1}\n"
     )
     names = {"M": "model", "B999": "b999", "BNEG": "bneg", "BGRP": "bgrp", "BDIM": "bdim",
