@@ -8,13 +8,13 @@ under two minutes.
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from prunekit._fileio import atomic_dir, check_output_dir
@@ -24,6 +24,7 @@ from prunekit.importance import needs_data
 from prunekit.io import save
 from prunekit.pipeline import PruneConfig, prune
 from prunekit.report import compare
+from prunekit.train import TrainConfig, Trainer
 from prunekit.train.evaluate import evaluate
 from prunekit.train.seed import seed_everything
 from prunekit.verify import max_rel_diff, soft_copy
@@ -90,17 +91,15 @@ def accuracy(model: nn.Module, loader: TensorLoader) -> float:
     return float(evaluate(model, loader, device="cpu")["acc"])
 
 
-def train(model: nn.Module, loader: TensorLoader, epochs: int, lr: float) -> None:
-    """A short SGD + one-cycle run (enough for 8×8 digits)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader))
-    model.train()
-    for _ in range(epochs):
-        for x, y in loader:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            sched.step()
+def train(
+    model: nn.Module, data: tuple[TensorLoader, TensorLoader], epochs: int, lr: float, seed: int
+) -> None:
+    """A short SGD + one-cycle run (enough for 8×8 digits), through the library's Trainer."""
+    cfg = TrainConfig(epochs=epochs, lr=lr, nesterov=True, weight_decay=5e-4, seed=seed,
+                      schedule="onecycle", eval_every=epochs, device="cpu", progress=False,
+                      tensorboard=False)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="prunekit-demo-") as run:
+        Trainer(model, *data, cfg).fit(run)
 
 
 def run_demo(
@@ -167,7 +166,7 @@ def _run(cfg: DemoConfig, log: Any, t0: float) -> DemoResult:
     train_dl, test_dl, n_train, n_test = _data(cfg)
     model = build("digits_cnn")
     log(f"digits: {n_train} train / {n_test} test images (scikit-learn, real scans)")
-    train(model, train_dl, cfg.epochs, lr=0.1)
+    train(model, (train_dl, test_dl), cfg.epochs, lr=0.1, seed=cfg.seed)
     acc_dense = accuracy(model, test_dl)
     log(f"dense   accuracy {acc_dense:.2%}")
     dense = copy.deepcopy(model).eval()
@@ -183,7 +182,7 @@ def _run(cfg: DemoConfig, log: Any, t0: float) -> DemoResult:
         f"soft-vs-pruned max rel diff {diff:.1e})"
     )
     if cfg.finetune_epochs:
-        train(model, train_dl, cfg.finetune_epochs, lr=0.02)
+        train(model, (train_dl, test_dl), cfg.finetune_epochs, lr=0.02, seed=cfg.seed)
     acc_ft = accuracy(model, test_dl)
     log(f"fine-tuned accuracy {acc_ft:.2%}")
     rep = compare(dense, model.eval(), torch.randn(64, 1, 8, 8), latency=cfg.latency)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -85,9 +86,22 @@ def resolve_device(name: str | None, info: DistInfo) -> torch.device:
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group if one is active."""
+    """Leave the process group if one is active.
+
+    All ranks meet at a barrier first: a rank that tears down its gloo connections while a
+    peer is still finishing (rank 0 writes checkpoints and logs after the last collective) can
+    make the peer abort ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if dist.get_backend() == "gloo":  # bounded: a crashed peer must not hang us
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer is gone: leave anyway
+        finally:
+            dist.destroy_process_group()
 
 
 def shard(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

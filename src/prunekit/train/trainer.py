@@ -362,7 +362,7 @@ class Trainer:
     def _restore(self, ckpt_dir: Path) -> tuple[int, list[dict[str, Any]]]:
         state = load_checkpoint(ckpt_dir)
         where = latest_checkpoint(ckpt_dir)
-        fix = f"delete {ckpt_dir} or run without resume (--no-resume)"
+        fix = f"delete {ckpt_dir} or start a fresh run (resume=False; CLI: --overwrite)"
         try:
             stateful, saved_cbs = self._stateful_callbacks(), state.get("callbacks", [])
             if len(saved_cbs) != len(stateful):
