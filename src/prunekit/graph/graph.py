@@ -289,15 +289,64 @@ def _components(tr: Tracer, extra: Sequence[np.ndarray]) -> np.ndarray:
 
 def _resolve(tr: Tracer) -> np.ndarray:
     """Components after applying count ties and direct-parameter consistency (fixpoint)."""
+    static = _static_pairs(tr)
     extra: list[np.ndarray] = []
+    refs: list[np.ndarray] = []
     for _ in range(8):
-        comp = _components(tr, extra)
+        comp = _components(tr, static + refs + extra)
         frozen = comp[FROZEN]
         added = _tie_violations(tr, comp, frozen) + _direct_violations(tr, comp, frozen)
-        if not added:
+        new_refs = _direct_ref_pairs(tr, comp)
+        if not added and _same(new_refs, refs):
             return comp
         extra.extend(added)
+        refs = new_refs
     return comp
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _static_pairs(tr: Tracer) -> list[np.ndarray]:
+    """Shape reads tied to their slots (or frozen: a dim no op prunes is a constant), and the
+    slots of tensors consumed whole."""
+    out = []
+    for (name, dim), ids in tr.shape_refs.items():
+        slot = tr.slots.get((name, dim))
+        if slot is not None and slot.size == ids.size:
+            out.append(np.stack([ids, slot], axis=1))
+        elif name not in tr.direct:
+            out.append(_freeze_pairs(ids))
+    for name, (base, shape) in tr.direct.items():
+        mixed = [v for (n, _), v in tr.slots.items() if n == name]
+        if mixed:  # one label per element cannot also follow a layer's per-dim slots
+            arr = np.concatenate([np.arange(base, base + int(np.prod(shape))), *mixed])
+            out.append(_freeze_pairs(arr))
+            tr.freeze_events.append((arr, f"parameter {name!r} is used by a layer op and elementwise"))
+    for name, why in tr.whole.items():
+        ids = [v for (n, _), v in tr.slots.items() if n == name]
+        if ids:
+            arr = np.concatenate(ids)
+            out.append(_freeze_pairs(arr))
+            tr.freeze_events.append((arr, why))
+    return out
+
+
+def _direct_ref_pairs(tr: Tracer, comp: np.ndarray) -> list[np.ndarray]:
+    """Shape reads of a directly used parameter: tied to its prunable dim, else constants."""
+    out = []
+    for (name, dim), ids in tr.shape_refs.items():
+        if name not in tr.direct or (name, dim) in tr.slots:
+            continue
+        base, shape = tr.direct[name]
+        c = comp[np.arange(base, base + int(np.prod(shape)))].reshape(shape)
+        first = np.moveaxis(np.arange(base, base + c.size).reshape(shape), dim, 0)
+        if _direct_dim(c) == dim and ids.size == shape[dim]:
+            out.append(np.stack([ids, first.reshape(shape[dim], -1)[:, 0]], axis=1))
+        else:
+            out.append(_freeze_pairs(ids))
+    return out
 
 
 def _freeze_pairs(ids: np.ndarray) -> np.ndarray:
@@ -349,7 +398,7 @@ def _all_slots(tr: Tracer, comp: np.ndarray) -> dict[tuple[str, int], np.ndarray
     for name, (base, shape) in tr.direct.items():
         c = comp[np.arange(base, base + int(np.prod(shape)))].reshape(shape)
         d = _direct_dim(c) if c.size > 1 else None
-        if d is not None:
+        if d is not None and (name, d) not in slots:
             slots[(name, d)] = np.moveaxis(c, d, 0).reshape(c.shape[d], -1)[:, 0]
     return slots
 
@@ -367,7 +416,7 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
     rank = np.zeros_like(sig_of)
     groups = [_make_group(keys, i, slots, order, sig_of, rank) for i, keys in enumerate(by_sig)]
     groups.sort(key=lambda g: order.get(_key(g.id), len(order)))
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shapes = _tensor_shapes(model)
     return DependencyGraph(
         groups=[g for g in groups if g.size > 0],
         frozen=_frozen_reasons(tr, slots, frozen),
@@ -375,6 +424,13 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
         tensor_shapes=shapes,
         params={n for n, _ in model.named_parameters()},
     )
+
+
+def _tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Shape of every parameter and buffer, non-persistent buffers included (they are sliced
+    like the others; ``state_dict()`` leaves them out)."""
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    return {k: tuple(v.shape) for k, v in named}
 
 
 def _units_by_signature(
@@ -484,10 +540,13 @@ def _frozen_reasons(
         for k, units in slots.items()
         if k in tr.slots and np.any(units == frozen)
     }
-    wanted = np.unique(np.concatenate(list(hit.values()))) if hit else np.zeros(0, np.int64)
+    wanted = np.zeros(int(loose.max()) + 1 if loose.size else 1, dtype=bool)
+    for v in hit.values():
+        wanted[v] = True
     event_comps: dict[int, list[str]] = defaultdict(list)
     for ids, why in tr.freeze_events:
-        for c in np.intersect1d(loose[ids], wanted).tolist():
+        comps = np.unique(loose[ids])
+        for c in comps[wanted[comps]].tolist():
             if len(event_comps[c]) < 3 and why not in event_comps[c]:
                 event_comps[c].append(why)
     out: dict[str, list[str]] = {}

@@ -88,7 +88,7 @@ UNARY = _names(
     hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu
     celu_ softplus mish mish_ logsigmoid log_sigmoid softsign tanhshrink hardshrink softshrink
     threshold _threshold threshold_ rrelu dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout
-    feature_alpha_dropout clone contiguous detach detach_ float half bfloat16 double to type
+    feature_alpha_dropout clone detach detach_ float half bfloat16 double to type
     type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
     positive sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin cos tan reciprocal reciprocal_
     floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min clamp_min_ clamp_max
@@ -200,11 +200,11 @@ def _grouped_layer(
 ) -> None:
     wname, cin, cout = tr.name_of(w), x.shape[ch], out.shape[ch]
     rows = along(tr.labels(x), ch, cin)
-    if wname is None:
-        tr.freeze(rows, "convolution weight computed in forward")
-        return
     k, m = cin // groups, cout // groups
-    if out_dim == 0:
+    if wname is None:
+        simple = groups == 1 and out_dim == 0
+        out_ids = _computed_weight(tr, w, rows, cout, "convolution", simple)
+    elif out_dim == 0:
         out_ids = _conv_slots(tr, wname, w, rows, groups, k, m)
     else:
         out_ids = _conv_t_slots(tr, wname, w, rows, groups, k, m)
@@ -212,7 +212,29 @@ def _grouped_layer(
     shape = [1] * out.dim()
     shape[ch] = cout
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape(shape))
-    tr.positions[wname] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+    owner = tr.weight_name(w)
+    if owner is not None:
+        tr.positions[owner] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+
+
+def _computed_weight(
+    tr: Tracer, w: torch.Tensor, rows: torch.Tensor, cout: int, what: str, simple: bool
+) -> np.ndarray:
+    """Output labels of a layer whose weight was computed in forward (dim 0 = outputs).
+
+    A weight derived from a parameter (standardised, masked, scaled by a gain) keeps that
+    parameter's output slot along dim 0 (see ``Tracer._param_labels``), so its output channels
+    stay prunable together with the parameter, the gain and the bias. The input channels are
+    kept whole: how the weight was computed may mix them (statistics over the fan-in).
+    """
+    tr.freeze(rows, f"{what} weight computed in forward (its input channels are kept whole)")
+    lab = tr.labels(w)
+    if not simple or any(lab.shape[d] > 1 for d in range(1, lab.dim())):
+        tr.freeze(lab, f"{what} weight computed in forward mixes channels")
+        return np.zeros(cout, dtype=np.int64)
+    ids = along(lab, 0, cout)[:, 0].numpy().copy()
+    ids[ids < 0] = FROZEN  # a weight built from no feature: its outputs are not prunable
+    return ids
 
 
 def _conv_slots(
@@ -263,23 +285,39 @@ def _linear(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     wname = tr.name_of(w)
     rows = along(tr.labels(x), x.dim() - 1, x.shape[-1])
     if wname is None:
-        tr.freeze(rows, "linear weight computed in forward")
-        return
-    tr.merge_rows(rows, tr.slot(wname, 1, w.shape[1]))
-    out_ids = tr.slot(wname, 0, w.shape[0])
+        out_ids = _computed_weight(tr, w, rows, w.shape[0], "linear", w.dim() == 2)
+    else:
+        tr.merge_rows(rows, tr.slot(wname, 1, w.shape[1]))
+        out_ids = tr.slot(wname, 0, w.shape[0])
     _bias(tr, b, out_ids)
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape((1,) * (out.dim() - 1) + (-1,)))
-    tr.positions[wname] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+    owner = tr.weight_name(w)
+    if owner is not None:
+        tr.positions[owner] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
 
 
 def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: Any) -> None:
-    """Norm-like op with one entry per channel in each of ``tensors`` (weight, stats...)."""
-    rows = along(tr.labels(x), ch, x.shape[ch])
+    """Norm-like op with one entry per channel in each of ``tensors`` (weight, stats...).
+
+    A per-channel tensor computed in forward (``gain * scale``) is coupled entry by entry to
+    the channels: zeroing a unit zeroes what it was computed from, and entry ``c`` only ever
+    touches channel ``c``. Entries of unknown origin (literal constants) freeze their channel.
+    """
+    n = x.shape[ch]
+    rows = along(tr.labels(x), ch, n)
     for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
         name = tr.name_of(t)
-        if name is not None and t.dim() == 1 and t.shape[0] == x.shape[ch]:
-            tr.merge_rows(rows, tr.slot(name, 0, t.shape[0]))
-        elif isinstance(t, torch.Tensor):
+        if name is not None and not tr.stored(t) and t.dim() == 1 and t.shape[0] == n:
+            tr.merge_rows(rows, tr.slot(name, 0, n))
+        elif t.numel() == n:
+            ids = tr.full(t).reshape(-1).numpy()
+            const = ids == FROZEN
+            if const.any():
+                tr.freeze(rows[torch.from_numpy(const)], "per-channel tensor of constants")
+            tr.merge_rows(rows, ids)
+        else:
             tr.freeze(rows, "per-channel tensor computed in forward")
     tr.set_labels(out, tr.labels(x))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from prunekit.graph.labels import TrackedInt, compact, provenance, untrack
@@ -37,6 +38,8 @@ SELF_ONLY = (
 )
 
 LIST_FIRST = ["cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"]
+#: sizes given as arguments: checked against the literal-size rules (``_reshape``)
+RESHAPE = ["view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to"]
 
 
 def _labels_call(tr: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -87,11 +90,45 @@ def _assign(tr: Tracer, out: Any, lab: Any) -> None:
             _assign(tr, o, lo)
 
 
-@register_op(*SELF_ONLY, *LIST_FIRST)
+#: ops that only change how the same elements are viewed (row-major order kept)
+_VIEWS = frozenset("view reshape view_as reshape_as flatten unflatten ravel".split())
+
+
+def _view_labels(lab: torch.Tensor, before: Any, after: Any) -> torch.Tensor | None:
+    """Compact labels after a reshape from ``before`` to ``after``, without expanding them.
+
+    Exact when every dim along which ``lab`` varies survives as one output dim of the same
+    size starting at the same flat offset (e.g. a weight ``[O, I, k, k]`` viewed as
+    ``[1, O, I*k*k]``); otherwise None (the labels are expanded and reshaped instead).
+    """
+    before, after = list(before), list(after)
+    if lab.dim() != len(before) or int(np.prod(before)) != int(np.prod(after)):
+        return None
+    pre_out = np.cumprod([1, *after])
+    shape = [1] * len(after)
+    for d in range(lab.dim()):
+        if lab.shape[d] == 1:
+            continue
+        pre = int(np.prod(before[:d]))
+        hits = [e for e in range(len(after)) if pre_out[e] == pre and after[e] == before[d]]
+        if not hits:
+            return None
+        shape[hits[0]] = before[d]
+    if sum(s > 1 for s in shape) != sum(s > 1 for s in lab.shape):
+        return None
+    return lab.reshape(shape)
+
+
+@register_op(*[n for n in SELF_ONLY + LIST_FIRST if n not in RESHAPE])
 def _rearrange(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     name = func.__name__
     if name == "repeat_interleave" and not isinstance(args[0], torch.Tensor):
         return
+    if name in _VIEWS and isinstance(out, torch.Tensor):
+        fast = _view_labels(tr.labels(args[0]), args[0].shape, out.shape)
+        if fast is not None:
+            tr.set_labels(out, fast)
+            return
     if name in _POSITIONAL:
         x, lab = args[0], tr.labels(args[0])
         dims = _POSITIONAL[name](args, kwargs)
@@ -134,13 +171,14 @@ _POSITIONAL = {
 }
 
 
-@register_op("view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to")
+@register_op(*RESHAPE)
 def _reshape(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x = args[0]
     if func.__name__ == "view" and len(args) == 2 and isinstance(args[1], torch.dtype):
         tr.set_labels(out, tr.labels(x))
         return
-    lab = _labels_call(tr, func, args, kwargs)
+    fast = _view_labels(tr.labels(x), x.shape, out.shape) if func.__name__ in _VIEWS else None
+    lab = fast if fast is not None else _labels_call(tr, func, args, kwargs)
     if func.__name__ == "unflatten":
         sizes = list(_arg(args, kwargs, 2, "sizes"))
         dim = int(_arg(args, kwargs, 1, "dim")) % x.dim()
