@@ -93,6 +93,21 @@ class DependencyGraph:
             f"no prunable group {gid!r}; known: {[g.id for g in self.groups][:10]}..."
         )
 
+    def kept_reasons(self, top: int = 5) -> list[tuple[str, list[str]]]:
+        """The most common reasons tensor dims were kept whole, with the dims they kept.
+
+        Returns:
+            ``(reason, ["tensor:dim", ...])`` pairs, most tensor dims first; a reason names the
+            op and the module where it froze the channels.
+        """
+        by: dict[str, list[str]] = defaultdict(list)
+        for key, reasons in self.frozen.items():
+            by[reasons[0] if reasons else "coupled to a frozen channel"].append(key)
+        ranked = sorted(
+            by.items(), key=lambda kv: (kv[0] == "coupled to a frozen channel", -len(kv[1]))
+        )
+        return ranked[:top]
+
     def summary(self) -> str:
         """Human-readable table of groups."""
         lines = [f"{len(self.groups)} prunable groups, {sum(g.size for g in self.groups)} units"]
@@ -139,16 +154,42 @@ def trace(
         raise ConfigError(f"unknown_ops must be 'error' or 'barrier', got {unknown_ops!r}")
     inputs = Inputs.of(example_inputs)
     tr = Tracer(model, unknown_ops=unknown_ops, barrier_modules=barrier_modules)
-    was_training = model.training
+    saved = _snapshot(model)
     try:
         _run(tr, model, inputs, train=False)
         if training_pass == "always" or (training_pass == "auto" and _missed(tr, model)):
             _run(tr, model, inputs.map(_double), train=True)
     finally:
-        model.train(was_training)
+        _restore(saved)
     for path in ignored_layers:
         _ignore(tr, model, path)
     return _build(tr, model)
+
+
+Snapshot = list[tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]]
+_TABLES = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
+
+
+def _snapshot(model: nn.Module) -> Snapshot:
+    """Every module's attributes and tensor tables, shallow (tracing must leave all as is).
+
+    Restoring it undoes whatever a forward pass did to the modules themselves: training flags
+    set by the trace (each module keeps its own, e.g. a frozen BatchNorm in a training model),
+    attributes a forward caches, tensors left swapped.
+    """
+    return [
+        (m, dict(m.__dict__), [copy.copy(getattr(m, t)) for t in _TABLES]) for m in model.modules()
+    ]
+
+
+def _restore(saved: Snapshot) -> None:
+    for m, attrs, tables in saved:
+        m.__dict__.clear()
+        m.__dict__.update(attrs)
+        for name, table in zip(_TABLES, tables):
+            live = getattr(m, name)
+            live.clear()
+            live.update(table)
 
 
 def _double(x: Any) -> Any:
@@ -188,8 +229,7 @@ def _run(tr: Tracer, model: nn.Module, inputs: Inputs, *, train: bool) -> None:
     Parameters, buffers and inputs are swapped for ``meta`` tensors (shapes only, no compute,
     no mutation of the real model); models whose forward needs real values are run as they are.
     """
-    named: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
-    named.update(model.named_buffers(remove_duplicate=False))
+    named = _state_slots(model)
     meta_of: dict[int, torch.Tensor] = {}
     state: dict[str, torch.Tensor] = {}
     for name, t in named.items():
@@ -208,6 +248,26 @@ def _run(tr: Tracer, model: nn.Module, inputs: Inputs, *, train: bool) -> None:
         out = _forward_real_checked(tr, model, inputs, train)
     for t in iter_tensors(out):
         tr.freeze(tr.labels(t), "model output")
+
+
+def _state_slots(model: nn.Module) -> dict[str, torch.Tensor]:
+    """One name per (module, attribute) holding a parameter or buffer.
+
+    A submodule registered under two names must be swapped once: ``functional_call`` restores
+    each name in turn, and the second alias would restore the meta tensor the first one put
+    there, leaving the user's model on the ``meta`` device. Tied tensors (one tensor held by
+    two modules) keep both names: both attributes are swapped and restored.
+    """
+    seen: set[tuple[int, str]] = set()
+    out: dict[str, torch.Tensor] = {}
+    for path, mod in model.named_modules(remove_duplicate=False):
+        for table in (mod._parameters, mod._buffers):
+            for attr, t in table.items():
+                if t is None or (id(mod), attr) in seen:
+                    continue
+                seen.add((id(mod), attr))
+                out[f"{path}.{attr}" if path else attr] = t
+    return out
 
 
 def _to_meta(x: Any) -> Any:
@@ -323,13 +383,14 @@ def _static_pairs(tr: Tracer) -> list[np.ndarray]:
         if mixed:  # one label per element cannot also follow a layer's per-dim slots
             arr = np.concatenate([np.arange(base, base + int(np.prod(shape))), *mixed])
             out.append(_freeze_pairs(arr))
-            tr.freeze_events.append((arr, f"parameter {name!r} is used by a layer op and elementwise"))
-    for name, why in tr.whole.items():
-        ids = [v for (n, _), v in tr.slots.items() if n == name]
-        if ids:
-            arr = np.concatenate(ids)
-            out.append(_freeze_pairs(arr))
+            why = f"parameter {name!r} is used by a layer op and elementwise"
             tr.freeze_events.append((arr, why))
+    for name, why in tr.whole.items():
+        held = [v for (n, _), v in tr.slots.items() if n == name]
+        if held:
+            whole = np.concatenate(held)
+            out.append(_freeze_pairs(whole))
+            tr.freeze_events.append((whole, why))
     return out
 
 

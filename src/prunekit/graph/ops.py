@@ -147,12 +147,24 @@ def _pair(
     b: tuple[torch.Tensor, set[int]],
     shape: tuple[int, ...],
 ) -> None:
+    """Couple two operands of an elementwise op.
+
+    Where one side is broadcast along a dim the other one labels (a per-channel ``gamma``
+    times tokens from several producers, after a concat or a transpose), every entry of the
+    broadcast side meets every labelled entry of the other, so they are all coupled: gamma's
+    channel ``c`` belongs to each producer's channel ``c``. Only a side that is one single
+    label (a ``[B, 1, H, W]`` gate shared by all channels) ties nothing.
+    """
     (la, ra), (lb, rb) = a, b
     if not ra or not rb:
         return  # scalar-like operand: broadcast everywhere, ties nothing
     only_one = ra ^ rb
     if any(la.shape[d] > 1 or lb.shape[d] > 1 for d in only_one):
-        return  # one side is broadcast along a labelled dim: the sides stay independent
+        if la.numel() == 1 or lb.numel() == 1:
+            return  # a single shared label (spatial gate): the channels stay independent
+        common = torch.broadcast_shapes(la.shape, lb.shape)
+        tr.merge(la.expand(common).numpy(), lb.expand(common).numpy())
+        return
     la = _narrow_all(la, only_one)
     lb = _narrow_all(lb, only_one)
     common = torch.broadcast_shapes(la.shape, lb.shape)
@@ -172,7 +184,7 @@ def _narrow_all(lab: torch.Tensor, dims: set[int]) -> torch.Tensor:
 def _conv(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x, w = args[0], _arg(args, kwargs, 1, "weight")
     b = _arg(args, kwargs, 2, "bias")
-    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    groups = _arg(args, kwargs, 6, "groups", 1)
     ch = 1 if x.dim() == w.dim() else 0
     _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=1, out_dim=0)
 
@@ -181,7 +193,7 @@ def _conv(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 def _conv_t(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x, w = args[0], _arg(args, kwargs, 1, "weight")
     b = _arg(args, kwargs, 2, "bias")
-    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    groups = _arg(args, kwargs, 6, "groups", 1)
     ch = 1 if x.dim() == w.dim() else 0
     _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=0, out_dim=1)
 
@@ -194,14 +206,17 @@ def _grouped_layer(
     out: torch.Tensor,
     *,
     ch: int,
-    groups: int,
+    groups: Any,
     in_dim: int,
     out_dim: int,
 ) -> None:
     wname, cin, cout = tr.name_of(w), x.shape[ch], out.shape[ch]
     rows = along(tr.labels(x), ch, cin)
-    k, m = cin // groups, cout // groups
-    if wname is None:
+    k, m = cin // int(groups), cout // int(groups)
+    if not _groups_follow(tr, wname, groups):
+        tr.freeze(rows, f"functional convolution with a literal groups={int(groups)}")
+        out_ids = np.zeros(cout, dtype=np.int64)
+    elif wname is None:
         simple = groups == 1 and out_dim == 0
         out_ids = _computed_weight(tr, w, rows, cout, "convolution", simple)
     elif out_dim == 0:
@@ -215,6 +230,15 @@ def _grouped_layer(
     owner = tr.weight_name(w)
     if owner is not None:
         tr.positions[owner] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+
+
+def _groups_follow(tr: Tracer, wname: str | None, groups: Any) -> bool:
+    """Whether a grouped convolution's ``groups`` follows pruning: a conv module's attribute
+    (surgery updates it), a count computed from a shape, or no grouping at all."""
+    if int(groups) == 1 or isinstance(groups, TrackedInt):
+        return True
+    owner = tr.owner(wname) if wname is not None else None
+    return isinstance(owner, torch.nn.modules.conv._ConvNd)
 
 
 def _computed_weight(
@@ -271,9 +295,16 @@ def _conv_t_slots(
 
 
 def _bias(tr: Tracer, b: Any, out_ids: np.ndarray) -> None:
+    """Couple a layer's bias to its outputs: a bias computed in forward entry by entry (it
+    only ever touches its own output channel), one of unknown shape freezes them."""
     bname = tr.name_of(b)
-    if bname is not None:
+    if bname is not None and not tr.stored(b):
         tr.merge(tr.slot(bname, 0, out_ids.size), out_ids)
+    elif isinstance(b, torch.Tensor) and b.numel() == out_ids.size:
+        ids = tr.full(b).reshape(-1).numpy()
+        if (ids == FROZEN).any():
+            tr.freeze(out_ids[ids == FROZEN], "bias of constants computed in forward")
+        tr.merge(ids, out_ids)
     elif isinstance(b, torch.Tensor):
         tr.freeze(out_ids, "bias computed in forward")
 
@@ -363,7 +394,7 @@ def _layer_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None
         _per_channel(tr, x, x.dim() - 1, ts, out)
     else:
         for t in ts:
-            tr.freeze(tr.known_labels(t), "multi-dim LayerNorm")
+            tr.freeze_tensor(t, "multi-dim LayerNorm")
         tr.set_labels(out, tr.labels(x))
 
 
@@ -415,7 +446,7 @@ def _mixing(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     # Products over feature dims (attention scores, einsum) tie channel counts to scales,
     # head splits and the other operand's layout; prunekit keeps them whole (recorded reason).
     for t in iter_tensors((args, kwargs)):
-        tr.freeze(tr.known_labels(t), f"{func.__name__} mixes feature dims (kept whole)")
+        tr.freeze_tensor(t, f"{func.__name__} mixes feature dims (kept whole)")
 
 
 REDUCE = _names(

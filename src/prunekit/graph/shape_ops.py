@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from prunekit.graph.labels import TrackedInt, compact, provenance, untrack
 from prunekit.graph.ops import _arg, _names
@@ -91,7 +92,7 @@ def _assign(tr: Tracer, out: Any, lab: Any) -> None:
 
 
 #: ops that only change how the same elements are viewed (row-major order kept)
-_VIEWS = frozenset("view reshape view_as reshape_as flatten unflatten ravel".split())
+_VIEWS = frozenset(["view", "reshape", "view_as", "reshape_as", "flatten", "unflatten", "ravel"])
 
 
 def _view_labels(lab: torch.Tensor, before: Any, after: Any) -> torch.Tensor | None:
@@ -124,6 +125,8 @@ def _rearrange(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     name = func.__name__
     if name == "repeat_interleave" and not isinstance(args[0], torch.Tensor):
         return
+    if func is F.unfold:
+        return _im2col(tr, args, kwargs, out)
     if name in _VIEWS and isinstance(out, torch.Tensor):
         fast = _view_labels(tr.labels(args[0]), args[0].shape, out.shape)
         if fast is not None:
@@ -144,6 +147,31 @@ def _rearrange(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         if tr.labels(args[0]).shape[1] > 1:
             _uniform(tr, list(tr.full(args[0]).chunk(groups, dim=1)), 1)
     _assign(tr, out, _labels_call(tr, func, args, kwargs))
+
+
+def _im2col(tr: Tracer, args: Any, kwargs: Any, out: Any) -> None:
+    """``F.unfold`` (im2col): output channel ``c * k*k + j`` is input channel ``c`` at kernel
+    offset ``j``. Run on the labels shifted by one as float64 (exact below 2**53; im2col has no
+    integer kernel), so zero padding comes out as NOLABEL."""
+    lab = tr.full(args[0]).double() + 1
+    rest, kw = tr.concrete(untrack(args[1:])), tr.concrete(untrack(kwargs))
+    res = F.unfold(lab, *rest, **kw).round().long() - 1
+    tr.set_labels(out, res)
+
+
+@register_op("fold")
+def _fold(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    """``F.fold`` (col2im) sums the ``k*k`` columns of each output channel: they are one unit."""
+    x = args[0]
+    ch = x.dim() - 2
+    lab = tr.full(x)
+    c = out.shape[ch]
+    blocks = lab.movedim(ch, 0).reshape(c, -1)
+    rep = blocks.max(dim=1, keepdim=True).values  # a label of the block (padding is NOLABEL)
+    tr.merge(blocks.numpy(), rep.expand_as(blocks).numpy())
+    shape = [1] * out.dim()
+    shape[ch] = c
+    tr.set_labels(out, rep.reshape(shape))
 
 
 def _dims_arg(pos: int, key: str, default: Any = 0) -> Any:
@@ -352,4 +380,4 @@ def _setitem(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 )
 def _scatter(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     for t in iter_tensors(args):
-        tr.freeze(tr.known_labels(t), f"{func.__name__} writes at data-dependent positions")
+        tr.freeze_tensor(t, f"{func.__name__} writes at data-dependent positions")

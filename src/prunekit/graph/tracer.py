@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prunekit.errors import ConfigError, UnsupportedOpError
+from prunekit.errors import ConfigError, PrunekitError, UnsupportedOpError
 from prunekit.graph.labels import FROZEN, NOLABEL, TrackedInt, compact, varying_dims
 
 Handler = Callable[["Tracer", Any, tuple[Any, ...], dict[str, Any], Any], Any]
@@ -236,11 +236,17 @@ class Tracer(TorchFunctionMode):
         self.set_labels(t, lab)
         return lab
 
-    def _weight_layout(self, name: str, t: torch.Tensor) -> tuple[int, int] | None:
-        path, _, attr = name.rpartition(".")
+    def owner(self, name: str) -> nn.Module | None:
+        """The module holding state tensor ``name``."""
+        path = name.rpartition(".")[0]
         try:
-            mod = self.model.get_submodule(path) if path else self.model
+            return self.model.get_submodule(path) if path else self.model
         except AttributeError:
+            return None
+
+    def _weight_layout(self, name: str, t: torch.Tensor) -> tuple[int, int] | None:
+        mod, attr = self.owner(name), name.rpartition(".")[2]
+        if mod is None:
             return None
         for cls in type(mod).__mro__:
             layout = WEIGHT_LAYOUTS.get(cls)
@@ -407,8 +413,27 @@ class Tracer(TorchFunctionMode):
             if next(iter_tensors(out), None) is None:
                 return out  # metadata queries, asserts, flags: nothing to label
             return self._unknown(name, args, kwargs, out)
-        result = handler(self, func, args, kwargs, out)
+        try:
+            result = handler(self, func, args, kwargs, out)
+        except (NeedsRealValues, PrunekitError):
+            raise
+        except Exception as exc:  # a handler bug must not read as "the model does not run"
+            return self._failed(name, args, kwargs, out, exc)
         return out if result is None else result
+
+    def _failed(self, name: str, args: Any, kwargs: Any, out: Any, exc: Exception) -> Any:
+        """A handler that raised: a barrier with ``unknown_ops='barrier'``, else a clear error."""
+        if self.unknown_ops == "barrier":
+            for t in iter_tensors((args, kwargs)):
+                self.freeze_tensor(t, f"op {name!r} treated as a barrier (its handler failed)")
+            return out
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UnsupportedOpError(
+            f"prunekit's handler for op {name!r} failed in module {self.where()!r} "
+            f"({type(exc).__name__}: {first}); pass unknown_ops='barrier' to trace() to keep the "
+            f"channels through it whole, or replace the handler with "
+            f"prunekit.graph.register_op({name!r}, override=True)"
+        ) from exc
 
     def _shadow(self, func: Any, args: Any, kwargs: Any, out: torch.Tensor) -> None:
         """Compute integer tensors (indices built in forward) for real, next to the meta run.
@@ -422,7 +447,7 @@ class Tracer(TorchFunctionMode):
             return
         try:
             real = func(*self.concrete(args), **self.concrete(kwargs))
-        except NeedsRealValues:
+        except Exception:  # values are optional: ops needing them retrace on real tensors
             return
         if isinstance(real, torch.Tensor) and not real.is_meta:
             self.real_of[id(out)] = real
@@ -436,7 +461,7 @@ class Tracer(TorchFunctionMode):
                 "unknown_ops='barrier' to trace() to keep the channels through it unpruned."
             )
         for t in iter_tensors((args, kwargs)):
-            self.freeze(self.known_labels(t), f"unknown op {name!r} treated as a barrier")
+            self.freeze_tensor(t, f"unknown op {name!r} treated as a barrier")
         return out
 
     # ----------------------------------------------------------------- module hooks
@@ -455,7 +480,7 @@ class Tracer(TorchFunctionMode):
             self.called.add(path)
             if barrier and not self.opaque_depth:
                 for t in iter_tensors(inputs):
-                    self.freeze(self.known_labels(t), f"barrier module {path!r}")
+                    self.freeze_tensor(t, f"barrier module {path!r}")
             if barrier:
                 self.opaque_depth += 1
 
