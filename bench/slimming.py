@@ -78,7 +78,7 @@ from prunekit.methods import (  # noqa: E402
 from prunekit.models import build_model  # noqa: E402
 from prunekit.plan import PruningPlan, plan_from_keep  # noqa: E402
 from prunekit.surgery import apply_plan  # noqa: E402
-from prunekit.train import TrainConfig, Trainer, bn_scales  # noqa: E402
+from prunekit.train import LRSchedule, TrainConfig, Trainer, bn_scales  # noqa: E402
 from prunekit.verify import max_rel_diff  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +88,8 @@ QUICK_DIR = Path(tempfile.gettempdir()) / "prunekit-bench-slimming-quick"
 TOOLS = ("prunekit", "reference", "torch-pruning")
 SEED = 0
 LOG = logging.getLogger("bench.slimming")
+# The paper's sparse-training schedule (CIFAR, batch 64), against which ``s`` can be matched.
+PAPER_EPOCHS, PAPER_STEPS, PAPER_LR = 160, 782, 0.1
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,27 @@ PAPER = {
     ("densenet40", 0.4): "94.11 → 94.32, 1.07M → 0.69M",
     ("densenet40", 0.6): "94.11 → 94.22",
 }
+
+
+def matched_sparsity(
+    paper_s: float, epochs: int, steps_per_epoch: int, lr: float, kind: str
+) -> float:
+    """``s`` giving a run the paper's total BN-L1 shrinkage ``Σ_t s·lr_t`` (2 significant digits).
+
+    BN-L1 moves each |γ| by ``s·lr_t`` per step (Liu et al. 2017, eq. 1, as a subgradient), so a
+    run with fewer steps (a bigger batch, fewer epochs) or another LR schedule needs a larger
+    ``s`` to polarise γ as much as the paper's 160 epochs at batch 64 (782 steps) with lr 0.1,
+    ×0.1 at 50% and 75%.
+
+    Example:
+        >>> matched_sparsity(1e-4, 160, 782, 0.1, "step")
+        0.0001
+    """
+    paper = LRSchedule("step", PAPER_LR, PAPER_EPOCHS, PAPER_STEPS)
+    ours = LRSchedule(kind, lr, epochs, steps_per_epoch)
+    total = sum(paper.lr(i) for i in range(paper.total_steps))
+    short = sum(ours.lr(i) for i in range(ours.total_steps))
+    return float(f"{paper_s * total / short:.2g}")
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -290,11 +313,19 @@ class Study:
             self._slims[arch.model] = self._new_slim(arch)
         return self._slims[arch.model]
 
+    def sparsity(self, arch: Arch) -> float:
+        """The paper's ``s``, or (``--match-sparsity``) its total shrinkage for this schedule."""
+        a = self.args
+        if not a.match_sparsity:
+            return arch.sparsity
+        steps = -(-len(self.train) // a.batch_size)
+        return matched_sparsity(arch.sparsity, a.epochs, steps, a.lr, a.schedule)
+
     def _new_slim(self, arch: Arch) -> NetworkSlimming:
         a = self.args
         cfg = SlimmingConfig(
             model=arch.model,
-            sparsity=arch.sparsity,
+            sparsity=self.sparsity(arch),
             percent=arch.percents[0],
             dense_epochs=0 if a.skip_dense else a.epochs,
             epochs=a.epochs,
@@ -331,6 +362,11 @@ class Study:
             "test_images": len(self.test),
             "gpu": self.gpu,
             "torch": torch.__version__,
+            "sparsity": self.sparsity(ARCHS[name]),
+            "batch_size": self.args.batch_size,
+            "lr": self.args.lr,
+            "schedule": self.args.schedule,
+            "compile": self.args.compile,
         }
 
     def dense_and_sparse(self, name: str, arch: Arch) -> tuple[Any, Any]:
@@ -406,6 +442,9 @@ class Study:
             macs=ft.summary["macs"],
             params_dense=sparse.summary["params"],
             macs_dense=sparse.summary["macs"],
+            params_ratio=ft.summary["params"] / sparse.summary["params"],
+            macs_ratio=ft.summary["macs"] / sparse.summary["macs"],
+            channels=[{"bn": b["bn"], "size": b["size"], "kept": b["kept"]} for b in rep["bns"]],
             train_img_per_s=ft.summary["train_img_per_s"],
             train_img_per_s_dense=sparse.summary["train_img_per_s"],
             channels_removed=rep["removed"],
@@ -562,9 +601,27 @@ def to_markdown(results: dict[str, Any]) -> str:
         ]
         for t in results["throughput"]:
             lines.append(f"| {t['mode']} | {t['batch']} | {t['img_per_s']:,.0f} | {t['gpu']} |")
+    lines += _sessions_markdown(results.get("sessions", []))
+    if results.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results["plots"]]
     meta = results.get("meta", {})
     lines += ["", "## Run", ""] + [f"- {k}: {v}" for k, v in meta.items()]
     return "\n".join(lines) + "\n"
+
+
+def _sessions_markdown(sessions: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per GPU session (bench/gpu_session.py): smoke verdict, rows added, skips."""
+    if not sessions:
+        return []
+    lines = ["", "## GPU sessions", ""]
+    for s in sessions:
+        smoke = s.get("smoke", {})
+        lines.append(
+            f"- {s.get('id')} on {s.get('gpu') or 'CPU'}: smoke {smoke.get('verdict', '–')}; "
+            f"rows added {s.get('rows_added', 0)}; "
+            + "; ".join(f"{k}: {v}" for k, v in s.get("skipped", {}).items())
+        )
+    return lines
 
 
 def write_results(results: dict[str, Any], path: Path, also: Path | None) -> None:
@@ -615,6 +672,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--tools", nargs="*", default=list(TOOLS), choices=TOOLS)
     p.add_argument("--skip-dense", action="store_true", help="no dense baseline")
+    p.add_argument(
+        "--match-sparsity",
+        action="store_true",
+        help="scale s to the paper's total BN-L1 shrinkage for this batch/epochs/schedule",
+    )
     p.add_argument(
         "--budget-seconds",
         type=float,

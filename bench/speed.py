@@ -261,7 +261,9 @@ def plot(state: dict[str, Any], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=lambda s: s.split(","), default=None)
-    p.add_argument("--ratios", type=lambda s: [float(v) for v in s.split(",")], default=list(RATIOS))
+    p.add_argument(
+        "--ratios", type=lambda s: [float(v) for v in s.split(",")], default=list(RATIOS)
+    )
     p.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)

@@ -12,7 +12,7 @@ from prunekit.allocators import ALLOCATORS
 from prunekit.importance import CRITERIA
 from prunekit.record import CONVERSIONS
 from prunekit.surgery import MODULE_FIXES
-from prunekit.train.schedule import BASE_SCHEDULES
+from prunekit.train.lr_schedule import BASE_SCHEDULES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 REGISTRIES = (CRITERIA, ALLOCATORS, CONVERSIONS, BASE_SCHEDULES)

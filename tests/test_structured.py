@@ -46,7 +46,7 @@ def graph() -> DependencyGraph:
 def _removed_entries(pruner: StructuredPruner) -> list[torch.Tensor]:
     """Every parameter slice the current plan removes (must be all zeros)."""
     params = dict(pruner.model.named_parameters())
-    return [params[n].index_select(d, i) for n, d, i in pruner._zero_index]
+    return [params[n][~keep] for n, keep in pruner._keep.items()]
 
 
 def _n_params(model: nn.Module) -> int:
@@ -101,8 +101,8 @@ def test_units_removed_once_stay_removed(graph: DependencyGraph) -> None:
     pruner = StructuredPruner(model, X, AGPSchedule(final=0.5, start=0, end=2), graph=graph)
     first = pruner.prune_to(0.25)
     with torch.no_grad():  # revive the zeroed filters with huge weights
-        for n, d, i in pruner._zero_index:
-            model.get_parameter(n).index_fill_(d, i, 10.0)
+        for n, keep in pruner._keep.items():
+            model.get_parameter(n).masked_fill_(~keep, 10.0)
     second = pruner.prune_to(0.5)
     for gid, entry in second.groups.items():
         assert set(entry["keep"]) <= set(first.groups[gid]["keep"])

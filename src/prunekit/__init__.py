@@ -12,6 +12,7 @@ Example:
     >>> prunekit.save(model, "resnet18-p50", "torchvision:resnet18", [plan])
 """
 
+from prunekit import attention as _attention  # noqa: F401  (registers transformer blocks)
 from prunekit.errors import PrunekitError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.importance import score

@@ -270,41 +270,91 @@ def _global(req: AllocationRequest) -> dict[str, int]:
             free.append(g)
         else:
             out[g.id] = req.keep(g, r)
-    if not free:
-        return out
-    s = torch.cat([_normalized(req.scores[g.id], alloc.normalize) for g in free])
+    if free:
+        out.update(
+            global_keep(
+                {g.id: req.scores[g.id] for g in free},
+                alloc.ratio,
+                floor=alloc.floor,
+                round_to=alloc.round_to,
+                max_ratio=alloc.max_ratio,
+                normalize=alloc.normalize,
+                weights=alloc.weights,
+            )
+        )
+    return out
+
+
+def global_keep(
+    scores: Mapping[str, torch.Tensor],
+    ratio: float,
+    *,
+    floor: int = 1,
+    round_to: int | None = None,
+    max_ratio: float = 1.0,
+    normalize: str | None = "mean",
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, int]:
+    """Keep counts of one global ranking — the ``global`` allocator's rule, for any scored sets.
+
+    Units are removed lowest (normalised) score first until ``ratio`` of the total weight is
+    gone; every set keeps at least ``floor`` and loses at most ``max_ratio``; ``round_to``
+    rounds each kept count up. Used by the ``global`` allocator (sets = graph groups) and by
+    the recipe ``slim`` pruner (sets = BatchNorm weight tensors).
+
+    Args:
+        scores: set name → 1-D per-unit scores (its length is the set's size).
+        ratio: fraction of the total weight to remove.
+        floor: units each set keeps at least.
+        round_to: each set keeps a multiple of this many units (capped at its size).
+        max_ratio: no set loses more than this fraction.
+        normalize: ``"mean"``/``"max"``/``"sum"`` divides each set's scores by it; ``None``
+            ranks raw scores (BatchNorm |γ|).
+        weights: set name → per-unit weight towards ``ratio`` (default 1 per unit).
+
+    Returns:
+        set name → units kept.
+
+    Example:
+        >>> global_keep({"a": torch.tensor([1., 2.]), "b": torch.tensor([3., 4.])}, 0.5,
+        ...             normalize=None)
+        {'a': 1, 'b': 1}
+    """
+    names = list(scores)
+    sizes = [int(scores[n].numel()) for n in names]
+    s = torch.cat([_normalized(scores[n].flatten(), normalize) for n in names])
     w = torch.cat(
         [
-            (alloc.weights or {}).get(g.id, torch.ones(g.size)).double().reshape(g.size)
-            for g in free
+            (weights or {}).get(n, torch.ones(size)).double().reshape(size)
+            for n, size in zip(names, sizes)
         ]
     )
-    owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(free)])
+    owner = np.concatenate([np.full(size, i) for i, size in enumerate(sizes)])
     # Ties (an untrained network's equal BatchNorm scales) are broken by a unit's relative
-    # position in its group, so tied groups each lose about the same share, not the first ones
-    # everything; then by group order (np.lexsort: last key first).
-    frac = np.concatenate([np.arange(g.size) / g.size for g in free])
+    # position in its set, so tied sets each lose about the same share, not the first ones
+    # everything; then by set order (np.lexsort: last key first).
+    frac = np.concatenate([np.arange(size) / size for size in sizes])
     order = np.lexsort((owner, frac, s.numpy()))
-    budget = alloc.ratio * float(w.sum()) + 1e-9
+    budget = ratio * float(w.sum()) + 1e-9
     removable = [
-        min(g.size - min(alloc.floor, g.size), math.floor(alloc.max_ratio * g.size + 1e-9))
-        for g in free
+        min(size - min(floor, size), math.floor(max_ratio * size + 1e-9)) for size in sizes
     ]
-    removed = [0] * len(free)
+    removed = [0] * len(names)
     spent = 0.0
-    weights = w.tolist()
+    unit_weights = w.tolist()
     for i in order.tolist():
-        gi = int(owner[i])
-        if spent + weights[i] > budget:
+        si = int(owner[i])
+        if spent + unit_weights[i] > budget:
             break
-        if removed[gi] < removable[gi]:
-            removed[gi] += 1
-            spent += weights[i]
-    for g, n in zip(free, removed):
-        kept = g.size - n
-        if alloc.round_to:
-            kept = min(g.size, math.ceil(kept / alloc.round_to) * alloc.round_to)
-        out[g.id] = kept
+        if removed[si] < removable[si]:
+            removed[si] += 1
+            spent += unit_weights[i]
+    out = {}
+    for name, size, n in zip(names, sizes, removed):
+        kept = size - n
+        if round_to:
+            kept = min(size, math.ceil(kept / round_to) * round_to)
+        out[name] = kept
     return out
 
 

@@ -7,7 +7,9 @@ Two explicit steps:
 2. *Group aggregation*: positions are summed into their unit, and the per-slot unit scores are
    reduced over the group's slots (``mean`` by default, as Torch-Pruning's group importance).
 
-A new criterion is one short function registered in :data:`CRITERIA`.
+A new criterion is one short function registered with :func:`register_criterion` in
+:data:`CRITERIA` — per slot (reduced over the group by a :data:`REDUCTIONS` entry), or per
+group when it must see every slot at once (per-head, cross-layer scores).
 
 Example:
     >>> scores = score(model, graph, "l2")
@@ -48,10 +50,88 @@ class Context:
 
 
 SlotScore = Callable[[Slot, torch.Tensor, Context], "torch.Tensor | None"]
-#: criterion name -> function(slot, tensor, context) -> per-position score or None (skip slot).
-CRITERIA: Registry[SlotScore] = Registry("criterion")
-#: criteria that need calibration batches, and what they collect.
-NEEDS_DATA = {"taylor": "grads", "activation": "activations", "apoz": "apoz"}
+"""``fn(slot, tensor, context) -> per-position score`` (or ``None``: this slot does not vote)."""
+GroupScore = Callable[[Group, Context], "torch.Tensor | None"]
+"""``fn(group, context) -> per-unit score`` (or ``None``: the group is not scored)."""
+Reduction = Callable[[torch.Tensor], torch.Tensor]
+"""``fn(stacked) -> per-unit score``: combines the (slots × units) scores of one group."""
+
+
+@dataclass(frozen=True)
+class ImportanceCriterion:
+    """A registered criterion: per-slot scores reduced over the group, or a whole-group score.
+
+    Attributes:
+        slot: scores one slot (one dim of one tensor); :func:`score` sums positions into
+            units and combines the group's slots with the ``reduce`` entry of
+            :data:`REDUCTIONS`.
+        group: scores a whole group at once (it sees every slot and tensor: per-head or
+            cross-layer criteria); ``reduce`` does not apply.
+        needs: calibration data :func:`score` collects first: ``"grads"`` (Σ|w·∂L/∂w|),
+            ``"activations"`` (mean |output|) or ``"apoz"`` (share of positive outputs).
+    """
+
+    slot: SlotScore | None = None
+    group: GroupScore | None = None
+    needs: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.slot is None) == (self.group is None):
+            raise ConfigError("a criterion scores either slots (slot=) or groups (group=)")
+        if self.needs not in (None, "grads", "activations", "apoz"):
+            raise ConfigError(
+                f"needs must be None, 'grads', 'activations' or 'apoz', got {self.needs!r}"
+            )
+
+
+#: criterion name -> :class:`ImportanceCriterion`; add entries with :func:`register_criterion`.
+CRITERIA: Registry[ImportanceCriterion] = Registry("criterion")
+#: how a slot criterion's per-slot unit scores combine into one score per unit.
+REDUCTIONS: Registry[Reduction] = Registry("reduction")
+REDUCTIONS.add("mean", lambda s: s.mean(0))
+REDUCTIONS.add("sum", lambda s: s.sum(0))
+REDUCTIONS.add("max", lambda s: s.max(0).values)
+REDUCTIONS.add("first", lambda s: s[0])
+
+
+def register_criterion(
+    name: str, *, level: str = "slot", needs: str | None = None, overwrite: bool = False
+) -> Callable[[Any], Any]:
+    """Decorator registering a criterion function under ``name``.
+
+    Args:
+        name: the name the API, recipes and the CLI use.
+        level: ``"slot"`` (``fn(slot, tensor, ctx)``) or ``"group"`` (``fn(group, ctx)``).
+        needs: calibration data to collect first (see :class:`ImportanceCriterion`).
+        overwrite: replace an existing entry (otherwise a duplicate name is an error).
+
+    Returns:
+        The decorator (it returns the function unchanged).
+
+    Example:
+        >>> @register_criterion("first_slot_l1", level="group")
+        ... def first_slot_l1(group, ctx):
+        ...     s = group.slots[0]
+        ...     return ctx.tensors[s.tensor].abs().flatten(1).sum(1)[s.positions]
+    """
+    if level not in ("slot", "group"):
+        raise ConfigError(f"level must be 'slot' or 'group', got {level!r}")
+
+    def deco(fn: Any) -> Any:
+        entry = (
+            ImportanceCriterion(slot=fn, needs=needs)
+            if level == "slot"
+            else ImportanceCriterion(group=fn, needs=needs)
+        )
+        CRITERIA.add(name, entry, overwrite=overwrite)
+        return fn
+
+    return deco
+
+
+def needs_data(criterion: str) -> str | None:
+    """What calibration data ``criterion`` needs (``None``: none — it reads the weights)."""
+    return CRITERIA.get(criterion).needs
 
 
 def _dim_norms(t: torch.Tensor, p: float, ctx: Context) -> list[torch.Tensor]:
@@ -89,13 +169,13 @@ def _is_weight(name: str, ctx: Context) -> bool:
     return not name.endswith("bias") and name in ctx.params
 
 
-@CRITERIA.register("l1")
+@register_criterion("l1")
 def l1(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """Sum of absolute weights per position (Li et al., 2017, "Pruning Filters")."""
     return _per_position(slot, t, 1, ctx) if _is_weight(slot.tensor, ctx) else None
 
 
-@CRITERIA.register("l2")
+@register_criterion("l2")
 def l2(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """L2 norm of the weights per position."""
     return _per_position(slot, t, 2, ctx) if _is_weight(slot.tensor, ctx) else None
@@ -111,13 +191,13 @@ def _norm_layer(ctx: Context, name: str) -> bool:
     return isinstance(mod, norms) and name.endswith("weight")
 
 
-@CRITERIA.register("bn_scale")
+@register_criterion("bn_scale")
 def bn_scale(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """|γ| of normalisation layers (Network Slimming, Liu et al., ICCV 2017)."""
     return _per_position(slot, t, 1, ctx) if _norm_layer(ctx, slot.tensor) else None
 
 
-@CRITERIA.register("taylor")
+@register_criterion("taylor", needs="grads")
 def taylor(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """First-order Taylor expansion of the loss change, Σ |w·∂L/∂w| per position.
 
@@ -129,7 +209,7 @@ def taylor(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     return None if wg is None else _per_position(slot, wg, 1, ctx)
 
 
-@CRITERIA.register("activation")
+@register_criterion("activation", needs="activations")
 def activation(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """Mean |activation| of the layer output a producer slot feeds (Hu et al. 2016, APoZ family)."""
     act = ctx.activations.get(slot.tensor) if slot.dim == 0 else None
@@ -138,7 +218,7 @@ def activation(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None
     return act[torch.as_tensor(slot.positions, dtype=torch.long)]
 
 
-@CRITERIA.register("apoz")
+@register_criterion("apoz", needs="apoz")
 def apoz(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """1 − APoZ, the share of positive activations of each output channel (Hu et al. 2016,
     "Network Trimming", arXiv:1607.03250: channels whose ReLU output is mostly zero matter least).
@@ -152,19 +232,25 @@ def apoz(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     return act[torch.as_tensor(slot.positions, dtype=torch.long)]
 
 
-@CRITERIA.register("random")
+@register_criterion("random")
 def random(slot: Slot, t: torch.Tensor, ctx: Context) -> torch.Tensor | None:
     """Uniform random scores (a baseline)."""
     return torch.rand(len(slot.positions), generator=ctx.generator)
 
 
-def _group_score(g: Group, fn: SlotScore, ctx: Context, reduce: str) -> torch.Tensor | None:
+def _group_score(
+    g: Group, crit: ImportanceCriterion, ctx: Context, reduce: Reduction
+) -> torch.Tensor | None:
+    if crit.group is not None:
+        v = crit.group(g, ctx)
+        return None if v is None else v.double().cpu().reshape(g.size)
+    assert crit.slot is not None
     per_slot = []
     for s in g.slots:
         t = ctx.tensors.get(s.tensor)
         if t is None:
             continue
-        v = fn(s, t, ctx)
+        v = crit.slot(s, t, ctx)
         if v is None:
             continue
         unit = torch.zeros(g.size, dtype=torch.float64)
@@ -172,14 +258,7 @@ def _group_score(g: Group, fn: SlotScore, ctx: Context, reduce: str) -> torch.Te
         per_slot.append(unit)
     if not per_slot:
         return None
-    stacked = torch.stack(per_slot)
-    if reduce == "sum":
-        return stacked.sum(0)
-    if reduce == "max":
-        return stacked.max(0).values
-    if reduce == "first":
-        return stacked[0]
-    return stacked.mean(0)
+    return reduce(torch.stack(per_slot))
 
 
 def score(
@@ -201,7 +280,8 @@ def score(
         model: the model the graph was traced from.
         graph: its dependency graph.
         criterion: a name in :data:`CRITERIA` (``l1 l2 bn_scale taylor activation apoz random``).
-        reduce: how slot scores combine into a unit score: ``mean``, ``sum``, ``max``, ``first``.
+        reduce: how slot scores combine into a unit score: a :data:`REDUCTIONS` name
+            (``mean``, ``sum``, ``max``, ``first``); whole-group criteria ignore it.
         batches: calibration batches ``(inputs, targets)`` for ``taylor``/``activation``.
         loss_fn: loss for ``taylor`` (default cross-entropy).
         max_batches: how many batches to use.
@@ -215,15 +295,14 @@ def score(
         group id -> float64 tensor of unit scores; groups the criterion cannot score (e.g. no
         BatchNorm for ``bn_scale``) are absent and so stay unpruned.
     """
-    fn = CRITERIA.get(criterion)
-    if reduce not in ("mean", "sum", "max", "first"):
-        raise ConfigError(f"reduce must be mean, sum, max or first, got {reduce!r}")
+    crit = CRITERIA.get(criterion)
+    reduction = REDUCTIONS.get(reduce)
     values: dict[str, torch.Tensor] = dict(model.named_parameters())
     params = frozenset(values)
     values.update(model.named_buffers())
     values.update(tensors or {})
     ctx = Context(model, values, {}, {}, torch.Generator().manual_seed(seed), params)
-    _collect(ctx, criterion, batches, loss_fn, max_batches)
+    _collect(ctx, crit.needs, criterion, batches, loss_fn, max_batches)
     out = {}
     threads = torch.get_num_threads()
     try:
@@ -233,7 +312,7 @@ def score(
         for g in graph.groups:
             only = (slots or {}).get(g.id)
             voters = g if only is None else _only_slot(g, only)
-            s = _group_score(voters, fn, ctx, reduce)
+            s = _group_score(voters, crit, ctx, reduction)
             if s is not None:
                 out[g.id] = s
     finally:
@@ -243,13 +322,13 @@ def score(
 
 def _collect(
     ctx: Context,
+    need: str | None,
     criterion: str,
     batches: Iterable[Any] | None,
     loss_fn: Callable[..., torch.Tensor] | None,
     max_batches: int,
 ) -> None:
     """Fill ``ctx`` with what a data criterion needs from the calibration batches."""
-    need = NEEDS_DATA.get(criterion)
     if need is None:
         return
     if batches is None:

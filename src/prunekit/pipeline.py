@@ -20,7 +20,7 @@ from torch import nn
 from prunekit.config import Config
 from prunekit.errors import PruneWarning
 from prunekit.graph import DependencyGraph, trace
-from prunekit.importance import CRITERIA, score
+from prunekit.importance import CRITERIA, REDUCTIONS, score
 from prunekit.plan import Allocation, PruningPlan, estimate, make_plan
 from prunekit.surgery import apply_plan
 from prunekit.verify import check_plan
@@ -45,7 +45,8 @@ class PruneConfig(Config):
         ignored_layers: module paths whose output channels stay.
         overrides: glob (group id, tensor or module path) -> ratio.
         unknown_ops: ``"error"`` or ``"barrier"``.
-        reduce: how slot scores combine into unit scores.
+        reduce: how slot scores combine into unit scores (a
+            :data:`prunekit.importance.REDUCTIONS` name).
     """
 
     what: ClassVar[str] = "prune setting"
@@ -68,6 +69,12 @@ class PruneConfig(Config):
     def _known_criterion(cls, v: str | None) -> str | None:
         if v is not None and v not in CRITERIA:
             CRITERIA.get(v)  # the registry's error, with close matches
+        return v
+
+    @field_validator("reduce")
+    @classmethod
+    def _known_reduction(cls, v: str) -> str:
+        REDUCTIONS.get(v)  # unknown names: the registry's error, with the known ones
         return v
 
     @model_validator(mode="after")

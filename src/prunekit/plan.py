@@ -53,6 +53,38 @@ class PruningPlan:
             "shapes": self.shapes,
         }
 
+    def keep_masks(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Boolean keep-masks (``True`` = kept) of the named tensors this plan slices.
+
+        The one conversion from kept positions to dense masks: soft pruning, the structured
+        schedules and the recipe executor all zero through these masks
+        (:func:`prunekit.sparse.masks.zero_pruned`).
+
+        Args:
+            tensors: name → tensor (e.g. ``dict(model.named_parameters())``); plan tensors
+                missing here (buffers such as BN running stats) are left out.
+
+        Returns:
+            name → mask of the tensor's shape.
+
+        Example:
+            >>> zero_pruned(params, plan.keep_masks(params))
+        """
+        out: dict[str, torch.Tensor] = {}
+        for name, dims in self.tensors.items():
+            t = tensors.get(name)
+            if t is None:
+                continue
+            mask = torch.ones(t.shape, dtype=torch.bool, device=t.device)
+            for dim, kept in dims.items():
+                keep = torch.zeros(t.shape[dim], dtype=torch.bool, device=t.device)
+                keep[torch.as_tensor(kept, dtype=torch.long, device=t.device)] = True
+                shape = [1] * t.dim()
+                shape[dim] = -1
+                mask &= keep.view(shape)
+            out[name] = mask
+        return out
+
     def to_json(self) -> str:
         """Serialise to a JSON string."""
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
@@ -234,7 +266,7 @@ def estimate(graph: DependencyGraph, plan: PruningPlan | None = None) -> dict[st
         numel = float(np.prod([len(dims[d]) if d in dims else s for d, s in enumerate(shape)]))
         if name in graph.params:
             params += numel
-        macs += numel * graph.positions.get(name, 0.0)
+        macs += numel * graph.macs_per_weight.get(name, 0.0)
     return {"params": params, "macs": macs}
 
 

@@ -49,6 +49,7 @@ from prunekit.graph import DependencyGraph, Group
 from prunekit.importance import score
 from prunekit.plan import plan_from_keep, top_units
 from prunekit.sparse import compute_masks, default_param_names, stored_tensor
+from prunekit.sparse.masks import zero_pruned
 from prunekit.surgery import apply_plan
 
 Pruner = Callable[[nn.Module, Any, float], AbstractContextManager[Any]]
@@ -87,8 +88,7 @@ def unstructured_pruner(method: str = "magnitude", *, seed: int | None = 0) -> P
         tensor = stored_tensor(model, name)
         snapshot = tensor.detach().clone()
         try:
-            with torch.no_grad():
-                tensor.mul_(mask.to(tensor.dtype))
+            zero_pruned({name: tensor}, {name: mask})
             yield
         finally:
             with torch.no_grad():

@@ -39,6 +39,7 @@ from prunekit.graph import DependencyGraph, trace
 from prunekit.importance import CRITERIA, score
 from prunekit.plan import Allocation, PruningPlan, make_plan, plan_from_keep
 from prunekit.schedules import Schedule, schedule_from_config
+from prunekit.sparse.masks import zero_pruned
 from prunekit.surgery import apply_plan
 from prunekit.verify import check_plan
 
@@ -152,7 +153,7 @@ class StructuredPruner:
         self.level = 0.0
         self.history: list[PruneEvent] = []
         self._next_event = 0  # index of the first schedule event not yet handled
-        self._zero_index: list[tuple[str, int, torch.Tensor]] = []
+        self._keep: dict[str, torch.Tensor] = {}
         self._finalized = False
 
     # ------------------------------------------------------------------ schedule
@@ -211,7 +212,7 @@ class StructuredPruner:
         plan.meta.update({"criterion": self.criterion, "level": level, "step": step})
         apply_plan(self.model, plan, soft=True)
         self.plan, self.level = plan, level
-        self._zero_index = self._index(plan)
+        self._keep = self._masks(plan)
         self.history.append(PruneEvent(step, level, plan.removed_units()))
         return plan
 
@@ -238,30 +239,16 @@ class StructuredPruner:
         return plan_from_keep(self.graph, keep, plan.meta)
 
     # ------------------------------------------------------------------ masking
-    def _index(self, plan: PruningPlan) -> list[tuple[str, int, torch.Tensor]]:
-        """(parameter, dim, removed positions) for every parameter the plan shrinks."""
-        params = dict(self.model.named_parameters())
-        out = []
-        for name, dims in plan.tensors.items():
-            if name not in params:
-                continue  # buffers (BN running stats) are not zeroed, as in soft apply_plan
-            for dim, kept in dims.items():
-                removed = sorted(set(range(plan.shapes[name][dim])) - set(kept))
-                if removed:
-                    out.append((name, dim, torch.tensor(removed, dtype=torch.long)))
-        return out
+    def _masks(self, plan: PruningPlan) -> dict[str, torch.Tensor]:
+        """Keep-masks of the parameters the plan shrinks (BN running stats are not zeroed, as
+        in soft apply_plan)."""
+        return plan.keep_masks(dict(self.model.named_parameters()))
 
-    @torch.no_grad()
     def zero_pruned(self) -> None:
         """Zero the removed entries again (call after every optimizer step)."""
-        if not self._zero_index or self._finalized:
+        if not self._keep or self._finalized:
             return
-        params = dict(self.model.named_parameters())
-        for name, dim, idx in self._zero_index:
-            p = params[name]
-            if idx.device != p.device:
-                idx = idx.to(p.device)
-            p.index_fill_(dim, idx, 0.0)
+        zero_pruned(dict(self.model.named_parameters()), self._keep)
 
     # ------------------------------------------------------------------ Trainer hooks
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
@@ -295,7 +282,7 @@ class StructuredPruner:
         self._next_event = int(state["next_event"])
         self.history = [PruneEvent(**e) for e in state["history"]]
         self._finalized = bool(state["finalized"])
-        self._zero_index = [] if self.plan is None else self._index(self.plan)
+        self._keep = {} if self.plan is None else self._masks(self.plan)
 
     # ------------------------------------------------------------------ the end
     def finalize(self, *, verify: bool = True) -> nn.Module:

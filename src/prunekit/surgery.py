@@ -3,7 +3,8 @@
 Physical mode slices every planned tensor (parameters and buffers, BatchNorm running stats
 included) and updates module attributes through a registry of small handlers, one per layer
 kind. Soft mode zeros the removed parameter entries instead, keeping shapes: the reference the
-physically pruned model must match.
+physically pruned model must match (norm weights also remember their kept channels, so
+normalisation statistics leave the removed ones out: :mod:`prunekit.graph.norms`).
 """
 
 from __future__ import annotations
@@ -15,28 +16,33 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PlanError
+from prunekit.graph.norms import mark_kept
 from prunekit.plan import PruningPlan
+from prunekit.sparse.masks import zero_pruned
 
 # Handlers take Any: nn.Module attribute access is untyped (Tensor | Module) for mypy.
 ModuleFix = Callable[[Any, dict[str, Any]], None]
-#: module class -> handler updating its attributes after its tensors were sliced.
-MODULE_FIXES: dict[type[nn.Module], ModuleFix] = {}
+#: module class (or its ``"module.QualName"``, for optional dependencies that prunekit does not
+#: import) -> handler updating its attributes after its tensors were sliced.
+MODULE_FIXES: dict[type[nn.Module] | str, ModuleFix] = {}
 
 
 def register_module(
-    cls: type[nn.Module], *, override: bool = False
+    cls: type[nn.Module] | str, *, override: bool = False
 ) -> Callable[[ModuleFix], ModuleFix]:
     """Register how to update a module's attributes after slicing (subclasses inherit).
 
     The handler gets the module and a dict with its original attributes (``"before"``). A class
     that already has a handler is refused unless ``override=True`` (two handlers for one layer
-    kind would silently disagree).
+    kind would silently disagree). ``cls`` may be a ``"module.QualName"`` string, e.g.
+    ``"timm.layers.attention.Attention"``, so registering never imports the library.
     """
 
     def deco(fn: ModuleFix) -> ModuleFix:
         if cls in MODULE_FIXES and not override:
+            what = cls if isinstance(cls, str) else cls.__name__
             raise ConfigError(
-                f"{cls.__name__} already has a surgery handler; pass override=True to replace it"
+                f"{what} already has a surgery handler; pass override=True to replace it"
             )
         MODULE_FIXES[cls] = fn
         return fn
@@ -46,8 +52,9 @@ def register_module(
 
 def _fix_for(mod: nn.Module) -> ModuleFix | None:
     for cls in type(mod).__mro__:
-        if cls in MODULE_FIXES:
-            return MODULE_FIXES[cls]
+        fix = MODULE_FIXES.get(cls) or MODULE_FIXES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if fix is not None:
+            return fix
     return None
 
 
@@ -82,12 +89,14 @@ def _norm(mod: Any, before: dict[str, Any]) -> None:
 @register_module(nn.GroupNorm)
 def _group_norm(mod: Any, before: dict[str, Any]) -> None:
     if mod.weight is not None:
-        if before["num_groups"] == before["num_channels"]:
-            mod.num_groups = mod.weight.shape[0]
-        mod.num_channels = mod.weight.shape[0]
+        g0, c0, c = before["num_groups"], before["num_channels"], mod.weight.shape[0]
+        # one group stays one; otherwise whole groups were removed (prunekit.graph.norms)
+        mod.num_groups = 1 if g0 == 1 else c // (c0 // g0)
+        mod.num_channels = c
 
 
 @register_module(nn.LayerNorm)
+@register_module(nn.RMSNorm)
 def _layer_norm(mod: Any, before: dict[str, Any]) -> None:
     if mod.weight is not None:
         mod.normalized_shape = tuple(mod.weight.shape)
@@ -171,12 +180,23 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
     return model
 
 
+def _touched(model: nn.Module, plan: PruningPlan) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """Modules owning a planned tensor, and their ancestors that have a handler (an attention
+    block's head count lives in the block, its tensors in child layers), with their attributes
+    from before."""
+    owners = {name.rpartition(".")[0] for name in plan.tensors}
+    out = []
+    for path, mod in model.named_modules():
+        above = not path or any(o.startswith(f"{path}.") for o in owners)
+        if path in owners or (above and _fix_for(mod) is not None):
+            out.append((mod, {k: v for k, v in vars(mod).items() if not k.startswith("_")}))
+    return out
+
+
 def _slice_all(model: nn.Module, plan: PruningPlan) -> None:
-    touched: dict[int, tuple[nn.Module, dict[str, Any]]] = {}
+    touched = _touched(model, plan)
     for name, dims in plan.tensors.items():
         mod, attr = _owner(model, name)
-        if id(mod) not in touched:
-            touched[id(mod)] = (mod, {k: v for k, v in vars(mod).items() if not k.startswith("_")})
         if attr in mod._parameters:
             old: Any = mod._parameters[attr]
             assert old is not None
@@ -185,20 +205,17 @@ def _slice_all(model: nn.Module, plan: PruningPlan) -> None:
             buf = mod._buffers[attr]
             assert buf is not None
             mod._buffers[attr] = _slice(buf, dims)
-    for mod, before in touched.values():
+    for mod, before in touched:
         fix = _fix_for(mod)
         if fix is not None:
             fix(mod, before)
 
 
 def _zero(model: nn.Module, plan: PruningPlan) -> None:
-    with torch.no_grad():
-        for name, dims in plan.tensors.items():
-            mod, attr = _owner(model, name)
-            p: Any = mod._parameters.get(attr)
-            if p is None:
-                continue
-            for d, keep in dims.items():
-                gone = sorted(set(range(p.shape[d])) - set(keep))
-                if gone:
-                    p.index_fill_(d, torch.tensor(gone, dtype=torch.long, device=p.device), 0.0)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    zero_pruned(params, plan.keep_masks(params))
+    for name, dims in plan.tensors.items():
+        p = params.get(name)
+        if p is not None and p.dim() == 1 and p.is_floating_point():
+            # a norm weight then normalises the kept channels only, as after removal
+            mark_kept(p, dims[0])

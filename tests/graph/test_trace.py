@@ -196,10 +196,11 @@ class LN(nn.Module):
         return self.fc2(self.ln(self.fc1(x)))
 
 
-def test_layernorm_keeps_channels_whole_with_reason():
+def test_layernorm_prunes_with_its_producer():
+    # statistics are taken over the kept channels (prunekit.graph.norms; exactness in test_norms)
     g = trace(LN(), torch.randn(2, 4))
-    assert not g.groups
-    assert any("layer_norm" in r for r in g.frozen["fc1.weight:0"])
+    m = groups_by_tensor(g)
+    assert m["fc1.weight:0"] == m["ln.weight:0"] == m["ln.bias:0"] == m["fc2.weight:1"]
 
 
 class Unknown(nn.Module):

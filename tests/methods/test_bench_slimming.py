@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import io
 import json
 import sys
-import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -103,34 +102,12 @@ def test_rows_merge_by_key_and_render(bench: ModuleType) -> None:
         bench.selected(["resnet50"])
 
 
-def _tiny_cifar(archive: Path, out: Path, per_class: int) -> Path:
-    """A tar with the first ``per_class`` JPEGs per class of each split of the real archive
-    (decoding all 60,000 images takes tens of seconds on 2 busy cores; this needs a few)."""
-    counts: dict[str, int] = {}
-    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
-        for m in src:
-            parts = m.name.split("/")
-            if not m.isfile() or len(parts) < 3 or parts[-3] not in ("train", "test"):
-                continue
-            key = "/".join(parts[-3:-1])
-            if counts.get(key, 0) < per_class:
-                counts[key] = counts.get(key, 0) + 1
-                data = src.extractfile(m)
-                assert data is not None
-                blob = data.read()
-                info = tarfile.TarInfo("/".join(parts[-3:]))
-                info.size = len(blob)
-                dst.addfile(info, io.BytesIO(blob))
-    assert len(counts) == 20  # 10 classes × 2 splits
-    return out
-
-
 @pytest.mark.data
 def test_quick_run_on_real_cifar_rows_resume_and_budget(
-    bench: ModuleType, shared_data: Path, tmp_path: Path
+    bench: ModuleType, tiny_cifar: Callable[[int], Path], tmp_path: Path
 ) -> None:
     pytest.importorskip("torch_pruning")
-    data = _tiny_cifar(shared_data / "cifar10-jpeg.tar.gz", tmp_path / "tiny.tar", 2)
+    data = tiny_cifar(2)
     out = tmp_path / "r.json"
     args = [
         "--quick",

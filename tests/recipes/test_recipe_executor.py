@@ -413,3 +413,17 @@ def test_resume_refuses_another_recipes_checkpoint(digits: tuple, tmp_path: Path
         _executor(digits, tmp_path / "run").run(resume=True)
     with pytest.raises(ConfigError, match="--out"):
         Executor(Recipe.model_validate(_RESUMABLE)).run(resume=True)
+
+
+def test_every_pruner_kind_has_a_mask_rule() -> None:
+    """The executor dispatches pruner kinds through one table, not an isinstance chain: every
+    kind a recipe can name has its rule."""
+    import typing
+
+    from prunekit.recipes import executor, native
+
+    union = typing.get_args(native.PrunerConfig)[0]
+    kinds = typing.get_args(union)
+    assert len(kinds) >= 7
+    for kind in kinds:
+        assert any(c in executor._MASK_RULES for c in kind.__mro__), kind.__name__

@@ -1,5 +1,5 @@
-"""Network Slimming channel selection of the recipe executor: one global threshold, a per-layer
-floor and ``round_to``."""
+"""Network Slimming channel selection of the recipe executor: the global allocator's ranking
+(one global order of |γ|), a per-layer floor and ``round_to``."""
 
 from __future__ import annotations
 
@@ -29,3 +29,11 @@ def test_pruned_channels_stay_pruned() -> None:
     current = {"g2": torch.tensor([False, True, True, True])}  # γ[0] pruned before
     keep = slim_masks({"g1": G1, "g2": G2}, percent=0.25, current=current)
     assert not bool(keep["g2"][0])
+
+
+def test_floor_moves_the_cut_instead_of_removing_less() -> None:
+    # The global allocator's rule: exactly percent of the channels go; a layer held by its
+    # floor passes the rest of the budget on to the next-lowest channels elsewhere.
+    keep = slim_masks({"g1": G1, "g2": G2}, percent=0.5, floor=2)
+    assert sum(int((~m).sum()) for m in keep.values()) == 4
+    assert keep["g2"].tolist() == [True, False, True, False]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from prunekit.cli._args import input_shape, json_object
+from prunekit.cli._args import add_versatile, input_shape, json_object, versatile_config
 from prunekit.errors import ConfigError
 
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model", help="model spec, e.g. torchvision:resnet50 or zoo:vgg19")
     src.add_argument("--from", dest="from_dir", help="a saved prunekit model folder")
     p.add_argument("--kwargs", type=json_object, default={}, help="model constructor kwargs (JSON)")
+    add_versatile(p)
     p.add_argument("--input-shape", type=input_shape, required=True, help="e.g. 1,3,224,224")
     p.add_argument("--method", choices=["structured", "slim"], default="structured")
     p.add_argument("--ratio", type=float, default=None, help="fraction of channels removed")
@@ -99,18 +100,20 @@ def _config(args: argparse.Namespace) -> Any:
 
 def run_prune(args: argparse.Namespace) -> int:
     from prunekit import io
-    from prunekit.models import build_model
     from prunekit.pipeline import prune
     from prunekit.record import ModelRecord
     from prunekit.report import compare, layer_channels
+    from prunekit.versatile import summary_line, versatile_record, versatile_summary
 
-    cfg = _config(args)
+    cfg, versatile = _config(args), versatile_config(args)
     if args.from_dir:
+        if versatile is not None:
+            raise ConfigError("--versatile builds --model; a --from folder loads as it was saved")
         model = io.load(args.from_dir)
         record = io.load_record(args.from_dir)
     else:
-        model = build_model(args.model, **args.kwargs).eval()
-        record = ModelRecord(args.model, args.kwargs)
+        record = versatile_record(ModelRecord(args.model, args.kwargs), versatile)
+        model = record.build().eval()
     x = torch.randn(*args.input_shape)
     before = copy.deepcopy(model)
     layers = layer_channels(model)
@@ -124,6 +127,9 @@ def run_prune(args: argparse.Namespace) -> int:
         report = compare(before, model, x, latency=not args.no_latency, before_layers=layers)
     if result.max_rel_diff is not None:
         report.extra["max_rel_diff"] = f"{result.max_rel_diff:.2e}"
+    costs = versatile_summary(model, x)
+    if costs is not None:
+        report.extra["versatile"] = summary_line(costs)
     out = io.save(model, args.out, record.then(result.plan))
     from prunekit._fileio import atomic_write_text
 
@@ -186,6 +192,7 @@ def run_info(args: argparse.Namespace) -> int:
     from prunekit import io
     from prunekit.plan import PruningPlan
     from prunekit.report import count_macs, count_params
+    from prunekit.versatile import versatile_summary
 
     record = io.load_record(args.dir)
     plans = [s for s in record.steps if isinstance(s, PruningPlan)]
@@ -199,8 +206,12 @@ def run_info(args: argparse.Namespace) -> int:
         "params": count_params(model),
         "plan_meta": [p.meta for p in plans],
     }
-    if args.input_shape:
-        info["macs"] = count_macs(model, torch.randn(*args.input_shape))
+    x = torch.randn(*args.input_shape) if args.input_shape else None
+    if x is not None:
+        info["macs"] = count_macs(model, x)
+    versatile = versatile_summary(model, x)
+    if versatile is not None:  # stored vs dense params/MB, MACs executed vs paper-counted
+        info["versatile"] = versatile
     if args.json:
         print(json.dumps(info, indent=1))
     else:

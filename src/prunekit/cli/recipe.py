@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from prunekit.cli._args import input_shape
+from prunekit.cli._args import add_versatile, input_shape, versatile_config
 from prunekit.errors import ConfigError
 
 
@@ -65,6 +65,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-kwargs", default=None, help="JSON keyword arguments, e.g. '{\"num_classes\": 10}'"
     )
+    add_versatile(p)
     p.add_argument(
         "--format",
         choices=("auto", "native", "distiller"),
@@ -92,12 +93,15 @@ def _load(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--model-kwargs is not valid JSON: {exc.msg}") from None
         if not isinstance(kwargs, dict):
             raise ConfigError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
-    if args.model is not None or kwargs is not None:
+    versatile = versatile_config(args)
+    if args.model is not None or kwargs is not None or versatile is not None:
         base = recipe.model.model_dump() if recipe.model is not None else {}
         if args.model is not None:
             base["spec"] = args.model
         if kwargs is not None:
             base["kwargs"] = kwargs
+        if versatile is not None:
+            base["versatile"] = versatile.to_dict()
         if "spec" not in base:
             raise ConfigError("--model-kwargs given but no model: pass --model SPEC")
         recipe.model = ModelSection.model_validate(base)
@@ -111,20 +115,18 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _print_plan_warnings(recipe: Any, args: argparse.Namespace) -> None:
     """The resolved plan's warnings (e.g. a final sparsity the schedule never reaches)."""
-    from prunekit.models import build_model
     from prunekit.recipes import resolve
 
-    model = build_model(recipe.model.spec, **recipe.model.kwargs)
+    model = recipe.model.record().build()
     for warning in resolve(recipe, model, epochs=args.epochs_override).warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
 
 def _check(args: argparse.Namespace) -> int:
-    from prunekit.models import build_model
     from prunekit.recipes import resolve
 
     recipe = _load(args)
-    model = build_model(recipe.model.spec, **recipe.model.kwargs)
+    model = recipe.model.record().build()
     resolved = resolve(recipe, model, epochs=args.epochs)
     print(resolved.to_json() if args.json else resolved.to_table())
     return 0

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prunekit.cli._args import input_shape, json_object
+from prunekit.cli._args import add_versatile, input_shape, json_object, versatile_config
 from prunekit.errors import ConfigError
 
 
@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model", help="model spec, e.g. zoo:vgg19 (untrained unless loaded)")
     src.add_argument("--from", dest="from_dir", help="a saved prunekit model folder")
     p.add_argument("--kwargs", type=json_object, default={}, help="model constructor kwargs (JSON)")
+    add_versatile(p)
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or mnist:PATH")
     p.add_argument("--split", default="test", help="split to measure on (default test)")
     p.add_argument(
@@ -80,12 +81,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _model(args: argparse.Namespace, classes: int, channels: int) -> Any:
     from prunekit import io
-    from prunekit.models import build_model, kwargs_for_data
+    from prunekit.models import kwargs_for_data
+    from prunekit.record import ModelRecord
+    from prunekit.versatile import versatile_record
 
+    versatile = versatile_config(args)
     if args.from_dir:
+        if versatile is not None:
+            raise ConfigError("--versatile builds --model; a --from folder loads as it was saved")
         return io.load(args.from_dir)
     kwargs = kwargs_for_data(args.model, args.kwargs, num_classes=classes, in_channels=channels)
-    return build_model(args.model, **kwargs)
+    return versatile_record(ModelRecord(args.model, kwargs), versatile).build()
 
 
 class _FirstBatches:

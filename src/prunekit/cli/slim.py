@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prunekit.cli._args import json_object
+from prunekit.cli._args import add_versatile, json_object, versatile_config
 from prunekit.errors import ConfigError
 
 
@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
     p.add_argument("--model-kwargs", type=json_object, default=None, help="JSON kwargs")
+    add_versatile(p)
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or cifar10:PATH")
     p.add_argument("--percent", type=float, default=None, help="fraction of channels removed")
     p.add_argument(
@@ -81,6 +82,7 @@ def _config(args: argparse.Namespace) -> Any:
         {
             "model": args.model,
             "model_kwargs": args.model_kwargs,
+            "versatile": versatile_config(args),
             "data": args.data,
             "percent": args.percent,
             "sparsity": args.sparsity,

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from prunekit.cli._args import add_versatile, versatile_config
 from prunekit.errors import ConfigError
 
 
@@ -68,6 +69,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="train a model (optionally with BN-L1 sparsity)")
     p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
     p.add_argument("--model-kwargs", default=None, help="extra JSON kwargs, e.g. '{\"depth\": 19}'")
+    add_versatile(p)
     _add_common(p)
     p.set_defaults(func=run_train)
     f = subparsers.add_parser("finetune", help="fine-tune a saved (pruned) model")
@@ -179,7 +181,8 @@ def _model_kwargs(text: str | None) -> dict[str, Any]:
 
 def run_train(args: argparse.Namespace) -> int:
     """``prunekit train``: build ``--model`` for the dataset's classes, train, save."""
-    from prunekit.models import build_model, kwargs_for_data
+    from prunekit.models import kwargs_for_data
+    from prunekit.versatile import versatile_record
 
     train, test = _datasets(args)
     kwargs = kwargs_for_data(
@@ -193,8 +196,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     # Seed before building: the initial weights come from the RNG (same --seed, same run).
     seed_everything(_config(args).seed)
-    model = build_model(args.model, **kwargs)
-    return _train_and_save(args, model, ModelRecord(args.model, kwargs), (train, test))
+    record = versatile_record(ModelRecord(args.model, kwargs), versatile_config(args))
+    return _train_and_save(args, record.build(), record, (train, test))
 
 
 def run_finetune(args: argparse.Namespace) -> int:

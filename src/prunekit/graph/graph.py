@@ -22,6 +22,7 @@ from torch import nn
 
 from prunekit._gc import with_gc_paused
 from prunekit.errors import ConfigError, PrunekitError, TraceError
+from prunekit.graph import norms as _norms  # noqa: F401
 from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
 from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
 from prunekit.graph.labels import FROZEN
@@ -73,14 +74,15 @@ class DependencyGraph:
     Attributes:
         groups: prunable groups, in forward order of their anchor.
         frozen: tensor dims that hold channels which must stay, mapped to the reasons.
-        positions: for each conv/linear weight, output positions per weight element
-            (so MACs = sum over weights of numel × positions).
+        macs_per_weight: for each conv/linear weight, the multiply-adds each of its elements
+            does per forward pass — the output positions it is applied at (so MACs = sum over
+            weights of numel × macs_per_weight). Not :attr:`Slot.positions` (channel indices).
         tensor_shapes: shape of every state tensor at trace time.
     """
 
     groups: list[Group]
     frozen: dict[str, list[str]] = field(default_factory=dict)
-    positions: dict[str, float] = field(default_factory=dict)
+    macs_per_weight: dict[str, float] = field(default_factory=dict)
     tensor_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     params: set[str] = field(default_factory=set)
 
@@ -348,11 +350,16 @@ def _components(tr: Tracer, extra: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _resolve(tr: Tracer) -> np.ndarray:
-    """Components after applying count ties and direct-parameter consistency (fixpoint)."""
+    """Components after applying count ties and direct-parameter consistency (fixpoint).
+
+    Every round that finds a violation freezes at least one label not frozen before, so the
+    loop ends after at most one round per label; it runs to the fixpoint (a round cap would
+    return an inconsistent grouping without a word).
+    """
     static = _static_pairs(tr)
     extra: list[np.ndarray] = []
     refs: list[np.ndarray] = []
-    for _ in range(8):
+    for _ in range(tr.next_id + 2):
         comp = _components(tr, static + refs + extra)
         frozen = comp[FROZEN]
         added = _tie_violations(tr, comp, frozen) + _direct_violations(tr, comp, frozen)
@@ -361,7 +368,7 @@ def _resolve(tr: Tracer) -> np.ndarray:
             return comp
         extra.extend(added)
         refs = new_refs
-    return comp
+    raise TraceError("the channel grouping did not reach a fixpoint; please report this model")
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -481,7 +488,7 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
     return DependencyGraph(
         groups=[g for g in groups if g.size > 0],
         frozen=_frozen_reasons(tr, slots, frozen),
-        positions=dict(tr.positions),
+        macs_per_weight=dict(tr.macs_per_weight),
         tensor_shapes=shapes,
         params={n for n, _ in model.named_parameters()},
     )

@@ -6,8 +6,9 @@ Rules of thumb (each one keeps "zeroing a unit" and "removing a unit" the same c
   operand is broadcast (a ``[B,1,H,W]`` gate does not tie the channels it multiplies).
 * Rearranging ops (view, permute, cat, split, indexing...) run on the label tensor itself, so
   any channel shuffle or flatten is followed exactly.
-* Ops that mix channels without parameters (norm statistics, softmax or reductions over
-  channels, attention) freeze those channels: removing them would change the result.
+* Ops that mix channels without parameters (softmax or reductions over channels, attention
+  products) freeze those channels: removing them would change the result. Norm statistics are
+  handled in :mod:`prunekit.graph.norms` (exact in soft mode).
 * Shapes written as literals over a labelled dim freeze it (the code would not follow the new
   count); shapes computed from ``x.shape`` follow it (see :class:`~prunekit.graph.labels.TrackedInt`).
 """
@@ -229,7 +230,7 @@ def _grouped_layer(
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape(shape))
     owner = tr.weight_name(w)
     if owner is not None:
-        tr.positions[owner] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+        tr.macs_per_weight[owner] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
 
 
 def _groups_follow(tr: Tracer, wname: str | None, groups: Any) -> bool:
@@ -324,7 +325,7 @@ def _linear(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape((1,) * (out.dim() - 1) + (-1,)))
     owner = tr.weight_name(w)
     if owner is not None:
-        tr.positions[owner] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+        tr.macs_per_weight[owner] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
 
 
 def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: Any) -> None:
@@ -371,31 +372,6 @@ def _instance_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> N
         for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
     ]
     _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
-
-
-@register_op("group_norm")
-def _group_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    x, groups = args[0], int(_arg(args, kwargs, 1, "num_groups"))
-    if groups != x.shape[1]:
-        tr.freeze_varying(x, [1], "GroupNorm statistics span several channels")
-    ts = [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")]
-    _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
-
-
-@register_op("layer_norm", "rms_norm")
-def _layer_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape")
-    n = len(shape) if isinstance(shape, (list, tuple, torch.Size)) else 1
-    dims = list(range(x.dim() - n, x.dim()))
-    tr.freeze_varying(x, dims, f"{func.__name__} statistics span the channels")
-    ts = [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")]
-    ts = [t for t in ts if isinstance(t, torch.Tensor)]
-    if n == 1:
-        _per_channel(tr, x, x.dim() - 1, ts, out)
-    else:
-        for t in ts:
-            tr.freeze_tensor(t, "multi-dim LayerNorm")
-        tr.set_labels(out, tr.labels(x))
 
 
 @register_op("prelu")

@@ -75,6 +75,51 @@ def register_op(*names: str, override: bool = False) -> Callable[[Handler], Hand
     return deco
 
 
+class ModuleOp:
+    """How the tracer treats calls of one module kind (see :func:`register_module_op`).
+
+    Attributes:
+        enter: ``enter(tracer, module, args, kwargs)`` before the module's forward.
+        exit: ``exit(tracer, module, args, kwargs, output)`` after it (also when it raised).
+        opaque: if True, ops inside the forward are not traced; ``exit`` must label the output
+            and record the couplings of the module's tensors itself.
+    """
+
+    def __init__(
+        self, enter: Callable[..., None] | None, exit: Callable[..., None] | None, opaque: bool
+    ) -> None:
+        self.enter, self.exit, self.opaque = enter, exit, opaque
+
+
+#: module class, or its ``"module.QualName"`` (optional dependencies stay unimported) -> ModuleOp
+MODULE_OPS: dict[type[nn.Module] | str, ModuleOp] = {}
+
+
+def register_module_op(
+    cls: type[nn.Module] | str,
+    *,
+    enter: Callable[..., None] | None = None,
+    exit: Callable[..., None] | None = None,
+    opaque: bool = False,
+) -> None:
+    """Trace calls of a module kind with ``enter``/``exit`` hooks (subclasses inherit).
+
+    Used for modules whose forward cannot be followed op by op but whose meaning is known
+    (attention blocks: :mod:`prunekit.graph.attention`) and for size attributes that surgery
+    updates (:func:`prunekit.graph.module_ops.track_sizes`).
+    """
+    MODULE_OPS[cls] = ModuleOp(enter, exit, opaque)
+
+
+def module_op_for(mod: nn.Module) -> ModuleOp | None:
+    """The :class:`ModuleOp` of ``mod``'s class or nearest registered base class."""
+    for c in type(mod).__mro__:
+        op = MODULE_OPS.get(c) or MODULE_OPS.get(f"{c.__module__}.{c.__qualname__}")
+        if op is not None:
+            return op
+    return None
+
+
 def op_name(func: Any) -> str:
     """A stable name for a torch function (``conv2d``, ``add``, ``shape.__get__``...)."""
     name = getattr(func, "__name__", None) or repr(func)
@@ -137,7 +182,7 @@ class Tracer(TorchFunctionMode):
         self.direct: dict[str, tuple[int, tuple[int, ...]]] = {}
         self.ties: list[tuple[list[np.ndarray], np.ndarray]] = []
         self.freeze_events: list[tuple[np.ndarray, str]] = []
-        self.positions: dict[str, float] = {}
+        self.macs_per_weight: dict[str, float] = {}
         self.stack: list[str] = []
         self.called: set[str] = set()
         self.opaque_depth = 0
@@ -472,7 +517,37 @@ class Tracer(TorchFunctionMode):
             barrier = path in self.barrier_modules or type(mod).__name__ in self.barrier_modules
             handles.append(mod.register_forward_pre_hook(self._pre(path, barrier)))
             handles.append(mod.register_forward_hook(self._post(barrier)))
+            op = None if barrier else module_op_for(mod)
+            if op is not None:
+                pre, post = self._op_hooks(path, op)
+                handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+                handles.append(
+                    mod.register_forward_hook(post, with_kwargs=True, always_call=True, prepend=True)
+                )
         return handles
+
+    def _op_hooks(self, path: str, op: ModuleOp) -> tuple[Callable[..., None], Callable[..., None]]:
+        active: list[bool] = []  # per call: whether enter ran (not inside an opaque module)
+
+        def pre(mod: nn.Module, args: Any, kwargs: Any) -> None:
+            active.append(not self.opaque_depth)
+            if not active[-1]:
+                return
+            if op.opaque:
+                self.called.update(".".join(filter(None, (path, p))) for p, _ in mod.named_modules())
+                self.opaque_depth += 1
+            if op.enter is not None:
+                op.enter(self, mod, args, kwargs)
+
+        def post(mod: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            if not active.pop():
+                return
+            if op.opaque:
+                self.opaque_depth -= 1
+            if op.exit is not None:
+                op.exit(self, mod, args, kwargs, output)
+
+        return pre, post
 
     def _pre(self, path: str, barrier: bool) -> Callable[..., None]:
         def hook(mod: nn.Module, inputs: Any) -> None:
@@ -510,4 +585,15 @@ class Tracer(TorchFunctionMode):
         return out
 
 
-__all__ = ["FROZEN", "NOLABEL", "OP_HANDLERS", "Tracer", "op_name", "register_op", "varying_dims"]
+__all__ = [
+    "FROZEN",
+    "MODULE_OPS",
+    "NOLABEL",
+    "OP_HANDLERS",
+    "ModuleOp",
+    "Tracer",
+    "op_name",
+    "register_module_op",
+    "register_op",
+    "varying_dims",
+]

@@ -48,6 +48,7 @@ from prunekit.report import count_macs, count_params
 from prunekit.surgery import apply_plan
 from prunekit.train import TrainConfig, Trainer, evaluate, seed_everything
 from prunekit.verify import check_plan
+from prunekit.versatile.convert import VersatileConfig, versatile_record
 
 LOG = logging.getLogger(__name__)
 STAGE_FILE = "stage.json"
@@ -72,6 +73,8 @@ class WorkbenchConfig(Config):
         eval_batch_size: evaluation batch size.
         augment: ``"auto"`` (random crop + flip for 3-channel images, none otherwise) or a
             :class:`prunekit.data.TensorLoader` preset (``cifar``, ``flip``, ``none``).
+        versatile: build the model with Versatile Filters
+            (:class:`prunekit.versatile.VersatileConfig`); None: as the spec builds it.
     """
 
     what: ClassVar[str] = "method setting"
@@ -82,6 +85,7 @@ class WorkbenchConfig(Config):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(1000, ge=1)
     augment: str = "auto"
+    versatile: VersatileConfig | None = None
 
 
 @dataclass
@@ -191,7 +195,7 @@ class Workbench:
             num_classes=data.num_classes,
             in_channels=data.image_shape[0],
         )
-        return ModelRecord(self.config.model, kwargs)
+        return versatile_record(ModelRecord(self.config.model, kwargs), self.config.versatile)
 
     def build_model(self) -> nn.Module:
         """A fresh dense model, initialised from the run's seed (the same on every call)."""

@@ -32,6 +32,7 @@ from prunekit.recipes.native import (
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe
 from prunekit.sparse import masks_for, std_of
 from prunekit.sparse.groups import group_masks
+from prunekit.sparse.masks import zero_pruned
 
 _DEFAULT = PolicyMasking()
 
@@ -118,11 +119,10 @@ class PolicyMasks:
             return
         for i in live:
             double = self.masking[i].double_copies
-            for name, mask in self.masks[i].items():
-                p = self._params[name]
-                if double and name not in self.saved:
-                    self.saved[name] = p.detach().clone()
-                p.mul_(mask.to(p.dtype))
+            if double:
+                for name in self.masks[i]:
+                    self.saved.setdefault(name, self._params[name].detach().clone())
+            zero_pruned(self._params, self.masks[i])
         self.masked = True
 
     @torch.no_grad()

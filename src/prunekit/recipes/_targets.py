@@ -8,7 +8,7 @@ nothing is an error naming the recipe line and the closest real names.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -127,34 +127,39 @@ def _select_names(
     kind: str,
     *,
     keyed: bool = False,
+    by_module: bool = False,
 ) -> list[str]:
-    """Names in ``pool`` matched by ``patterns`` (list items, or mapping keys if ``keyed``)."""
-    found: list[str] = []
-    for i, pattern in enumerate(patterns or []):
-        hits = match(pattern, pool)
-        if not hits:
-            where = (*loc, pattern if keyed else i)
-            raise _no_match(recipe, where, pattern, kind, pool, universe.params)
-        found += [h for h in hits if h not in found]
-    return found
+    """Names in ``pool`` matched by ``patterns`` (list items, or mapping keys if ``keyed``);
+    with ``by_module`` the patterns name modules and select those modules' ``pool`` entries."""
+    if not by_module:
+        return _gather(
+            recipe, loc, patterns, lambda p: match(p, pool), (kind, pool, universe.params), keyed
+        )
+    owners = {p.rsplit(".", 1)[0]: p for p in pool}
+
+    def hits(pattern: str) -> list[str]:
+        return [owners[m] for m in match(pattern, universe.modules) if m in owners]
+
+    return _gather(
+        recipe, loc, patterns, hits, (f"{kind} layer", list(owners), universe.modules), keyed
+    )
 
 
-def _select_modules(
+def _gather(
     recipe: Recipe,
     loc: tuple[Any, ...],
     patterns: list[str] | None,
-    pool: tuple[str, ...],
-    universe: Universe,
-    kind: str,
+    hits_of: Callable[[str], list[str]],
+    miss: tuple[str, Iterable[str], Iterable[str]],
+    keyed: bool,
 ) -> list[str]:
+    """The hits of every pattern, in order, without repeats; a pattern with none is an error
+    at its own line (``miss``: what it should have named, the pool, everything there is)."""
     found: list[str] = []
-    by_module = {p.rsplit(".", 1)[0]: p for p in pool}
     for i, pattern in enumerate(patterns or []):
-        hits = [by_module[m] for m in match(pattern, universe.modules) if m in by_module]
+        hits = hits_of(pattern)
         if not hits:
-            raise _no_match(
-                recipe, (*loc, i), pattern, f"{kind} layer", list(by_module), universe.modules
-            )
+            raise _no_match(recipe, (*loc, pattern if keyed else i), pattern, *miss)
         found += [h for h in hits if h not in found]
     return found
 
@@ -198,7 +203,9 @@ def pruner_targets(
     names = _select_names(recipe, (*base, "params"), pruner.params, pool, universe, kind)
     names += [
         n
-        for n in _select_modules(recipe, (*base, "modules"), pruner.modules, pool, universe, kind)
+        for n in _select_names(
+            recipe, (*base, "modules"), pruner.modules, pool, universe, kind, by_module=True
+        )
         if n not in names
     ]
     explicit = pruner.params is not None or pruner.modules is not None
@@ -242,8 +249,14 @@ def regularizer_strengths(
         names = (
             list(universe.bn)
             if reg.modules is None
-            else _select_modules(
-                recipe, (*base, "modules"), reg.modules, universe.bn, universe, "BatchNorm"
+            else _select_names(
+                recipe,
+                (*base, "modules"),
+                reg.modules,
+                universe.bn,
+                universe,
+                "BatchNorm",
+                by_module=True,
             )
         )
         return dict.fromkeys(names, reg.strength)

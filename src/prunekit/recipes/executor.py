@@ -30,7 +30,7 @@ import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from prunekit._fileio import atomic_write_text
+from prunekit.allocators import global_keep
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.plan import PruningPlan, plan_from_keep
@@ -59,9 +60,9 @@ from prunekit.recipes.native import (
     StructuredPrunerConfig,
 )
 from prunekit.recipes.resolve import PruneAction, ResolvedRecipe, resolve
-from prunekit.record import ModelRecord
 from prunekit.sparse import masks_for
 from prunekit.sparse.groups import group_masks
+from prunekit.sparse.masks import zero_pruned
 from prunekit.structured import StructuredPruner
 from prunekit.surgery import apply_plan
 from prunekit.train import TrainConfig, Trainer
@@ -108,8 +109,7 @@ class _State:
     @torch.no_grad()
     def apply(self, params: dict[str, nn.Parameter]) -> None:
         """Re-zero pruned weights (after each optimizer step, so they stay pruned)."""
-        for name, mask in self.masks.items():
-            params[name].mul_(mask.to(params[name].dtype))
+        zero_pruned(params, self.masks)
 
     def merge(self, new: dict[str, Tensor]) -> None:
         """AND new keep-masks into the current ones (pruned entries never come back)."""
@@ -233,7 +233,7 @@ class _RecipeHooks:
         self.state.apply(params)
         new = self._new_masks(cfg, action, params)
         self.state.merge(new)
-        if isinstance(cfg, (StructuredPrunerConfig, SlimPrunerConfig)) and cfg.surgery:
+        if getattr(cfg, "surgery", False):  # structured and slim kinds may end in surgery
             self.state.surgery_tensors.update(new)
         self.state.apply(params)
 
@@ -243,64 +243,19 @@ class _RecipeHooks:
         action: PruneAction,
         params: dict[str, nn.Parameter],
     ) -> dict[str, Tensor]:
-        """Keep-masks of one event's pruner (structured: of every tensor its plan slices)."""
+        """Keep-masks of one event's pruner, by the rule its kind registers in
+        :data:`_MASK_RULES` (structured: of every tensor its plan slices)."""
         names = self.resolved.targets[action.pruner]
-        if isinstance(cfg, StructuredPrunerConfig):
-            return plan_masks(self._structured_event(cfg, action), params)
-        tensors: dict[str, Tensor] = {n: params[n] for n in names}
-        current = {n: self.state.masks[n] for n in names if n in self.state.masks}
-        extra = self._stateful_masks(cfg, action, tensors, current)
-        if extra is not None:
-            return extra
-        if isinstance(cfg, SlimPrunerConfig):
-            new = slim_masks(
-                tensors, float(action.sparsity or 0.0), cfg.floor, cfg.round_to, current
-            )
-            for n in names:  # γ and β together: the channel's BN output becomes exactly 0
-                bias = n.rsplit(".", 1)[0] + ".bias"
-                if bias in params:
-                    new[bias] = new[n].clone()
-            return new
-        if isinstance(cfg, StdThresholdPrunerConfig):
-            return masks_for(tensors, action.per_param, criterion="std_threshold", current=current)
-        assert isinstance(cfg, MagnitudePrunerConfig)
-        if cfg.thresholds is not None:  # a magnitude pruner with absolute cut-offs
-            return masks_for(tensors, action.per_param, criterion="threshold", current=current)
-        amounts = {n: action.per_param.get(n, action.sparsity) for n in names}
-        missing = sorted(n for n, a in amounts.items() if a is None)
-        if missing:
-            raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
-        if cfg.fold_bn:  # rank |w·γ/σ|; the mask is the same shape
-            tensors = _runtime.fold_tensors(self._model, list(tensors), self.norms)
-        return masks_for(
-            tensors,
-            {n: float(a) for n, a in amounts.items() if a is not None},
-            scope="global" if cfg.global_ranking else "layer",
-            current=current,
-            rounding=cfg.rounding,
+        event = _Event(
+            self,
+            cfg,
+            action,
+            params,
+            {n: params[n] for n in names},
+            {n: self.state.masks[n] for n in names if n in self.state.masks},
         )
-
-    def _stateful_masks(
-        self,
-        cfg: PrunerConfig,
-        action: PruneAction,
-        tensors: dict[str, Tensor],
-        current: dict[str, Tensor],
-    ) -> dict[str, Tensor] | None:
-        """Masks of the pruner kinds that need more than a criterion (None: not one of them)."""
-        stats = self.stats.setdefault(action.pruner, {})
-        if isinstance(cfg, GroupPrunerConfig):
-            seed = self.executor.recipe.training.seed
-            gen = _runtime.event_generator(seed, action.pruner, self.epoch, self.step)
-            return _runtime.group_event(cfg, action, tensors, current, gen)
-        if isinstance(cfg, SplicingPrunerConfig):
-            previous = self.runtime.current(action) if self.runtime.transient(action) else current
-            return _runtime.splice_event(cfg, action, tensors, previous, stats)
-        if isinstance(cfg, RampThresholdPrunerConfig):
-            return masks_for(tensors, action.per_param, criterion="threshold", current=current)
-        if isinstance(cfg, StdThresholdPrunerConfig) and cfg.std == "first":
-            return _runtime.std_first_event(cfg, action, tensors, current, stats)
-        return None
+        rule = next(_MASK_RULES[c] for c in type(cfg).__mro__ if c in _MASK_RULES)
+        return rule(event)
 
     def _structured_event(self, cfg: StructuredPrunerConfig, action: PruneAction) -> Any:
         """One structured event: with ``own`` ranking (or after a thinning) every group's count
@@ -483,8 +438,8 @@ class _PolicyRegularizers:
                     )
             else:
                 masks = masks_for(tensors, strengths, criterion="threshold")
+            zero_pruned(params, masks)
             for n, m in masks.items():
-                params[n].mul_(m.to(params[n].dtype))
                 self.masks[f"{name}\0{n}"] = m
 
     def keep_ending(self, epoch: int) -> dict[str, Tensor]:
@@ -680,9 +635,7 @@ class Executor:
             from prunekit import io  # core engine (lead)
 
             return io.load(section.checkpoint)
-        from prunekit.models import build_model
-
-        return build_model(section.spec, **section.kwargs)
+        return section.record().build()
 
     def _data(self) -> tuple[Batches, Batches | None]:
         if self.train_data is not None:
@@ -765,7 +718,7 @@ class Executor:
         if section.checkpoint is not None:
             record = io.load_record(section.checkpoint)
         else:
-            record = ModelRecord(section.spec, section.kwargs)
+            record = section.record()
         io.save(model, self.out_dir / "model", record.then(*([] if plan is None else [plan])))
         atomic_write_text(self.out_dir / "history.json", json.dumps(history, indent=2))
         resolved.save_json(self.out_dir / "resolved.json")
@@ -812,6 +765,92 @@ def _run_folder(out_dir: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+@dataclass
+class _Event:
+    """One pruning event as a mask rule sees it."""
+
+    run: _RecipeHooks
+    cfg: Any
+    action: PruneAction
+    params: dict[str, nn.Parameter]
+    tensors: dict[str, Tensor]  # the pruner's target weights
+    current: dict[str, Tensor]  # their keep-masks in force
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Per-pruner state kept across events (first stds, splicing statistics)."""
+        return self.run.stats.setdefault(self.action.pruner, {})
+
+
+def _structured_rule(e: _Event) -> dict[str, Tensor]:
+    return e.run._structured_event(e.cfg, e.action).keep_masks(e.params)
+
+
+def _slim_rule(e: _Event) -> dict[str, Tensor]:
+    cfg = e.cfg
+    level = float(e.action.sparsity or 0.0)
+    new = slim_masks(e.tensors, level, cfg.floor, cfg.round_to, e.current)
+    for n in e.tensors:  # γ and β together: the channel's BN output becomes exactly 0
+        bias = n.rsplit(".", 1)[0] + ".bias"
+        if bias in e.params:
+            new[bias] = new[n].clone()
+    return new
+
+
+def _std_threshold_rule(e: _Event) -> dict[str, Tensor]:
+    if e.cfg.std == "first":
+        return _runtime.std_first_event(e.cfg, e.action, e.tensors, e.current, e.stats)
+    return masks_for(e.tensors, e.action.per_param, criterion="std_threshold", current=e.current)
+
+
+def _threshold_rule(e: _Event) -> dict[str, Tensor]:
+    return masks_for(e.tensors, e.action.per_param, criterion="threshold", current=e.current)
+
+
+def _group_rule(e: _Event) -> dict[str, Tensor]:
+    seed = e.run.executor.recipe.training.seed
+    gen = _runtime.event_generator(seed, e.action.pruner, e.run.epoch, e.run.step)
+    return _runtime.group_event(e.cfg, e.action, e.tensors, e.current, gen)
+
+
+def _splicing_rule(e: _Event) -> dict[str, Tensor]:
+    transient = e.run.runtime.transient(e.action)
+    previous = e.run.runtime.current(e.action) if transient else e.current
+    return _runtime.splice_event(e.cfg, e.action, e.tensors, previous, e.stats)
+
+
+def _magnitude_rule(e: _Event) -> dict[str, Tensor]:
+    cfg, action = e.cfg, e.action
+    if cfg.thresholds is not None:  # a magnitude pruner with absolute cut-offs
+        return _threshold_rule(e)
+    amounts = {n: action.per_param.get(n, action.sparsity) for n in e.tensors}
+    missing = sorted(n for n, a in amounts.items() if a is None)
+    if missing:
+        raise ConfigError(f"pruner {action.pruner!r}: no sparsity for {missing}")
+    tensors = e.tensors
+    if cfg.fold_bn:  # rank |w·γ/σ|; the mask is the same shape
+        tensors = _runtime.fold_tensors(e.run._model, list(tensors), e.run.norms)
+    return masks_for(
+        tensors,
+        {n: float(a) for n, a in amounts.items() if a is not None},
+        scope="global" if cfg.global_ranking else "layer",
+        current=e.current,
+        rounding=cfg.rounding,
+    )
+
+
+#: pruner config class → how one of its events computes keep-masks (one entry per kind).
+_MASK_RULES: dict[type, Callable[[_Event], dict[str, Tensor]]] = {
+    StructuredPrunerConfig: _structured_rule,
+    SlimPrunerConfig: _slim_rule,
+    StdThresholdPrunerConfig: _std_threshold_rule,
+    RampThresholdPrunerConfig: _threshold_rule,
+    GroupPrunerConfig: _group_rule,
+    SplicingPrunerConfig: _splicing_rule,
+    MagnitudePrunerConfig: _magnitude_rule,
+}
+
+
 def slim_masks(
     bn_weights: Mapping[str, Tensor],
     percent: float,
@@ -821,9 +860,10 @@ def slim_masks(
 ) -> dict[str, Tensor]:
     """Network Slimming channel selection (Liu et al. 2017, arXiv:1708.06519).
 
-    One global threshold over all |γ| prunes ``percent`` of the channels; then each layer gets
-    back its largest pruned channels until it keeps at least ``floor`` (no layer vanishes) and,
-    with ``round_to``, a multiple of it (capped at the layer's width).
+    One global ranking of raw |γ| — the ``global`` allocator's rule
+    (:func:`prunekit.allocators.global_keep`) — removes ``percent`` of all channels, lowest
+    first, while each layer keeps at least ``floor`` (no layer vanishes) and, with ``round_to``,
+    a multiple of it (capped at the layer's width).
 
     Args:
         bn_weights: BN weight name → γ.
@@ -835,18 +875,20 @@ def slim_masks(
     Returns:
         BN weight name → per-channel keep mask (1-D).
     """
-    keep = masks_for(
-        bn_weights, dict.fromkeys(bn_weights, percent), scope="global", current=current
-    )
+    # The global allocator's ranking (prunekit.allocators.global_keep) on raw |γ|; channels
+    # pruned earlier score -1, so they stay pruned and count towards ``percent``.
+    scores = {}
     for name, g in bn_weights.items():
-        n, kept = g.numel(), int(keep[name].sum())
-        need = max(kept, min(floor, n))
-        if round_to:
-            need = min(n, -(-need // round_to) * round_to)
-        if need > kept:
-            top = torch.topk(g.detach().abs().flatten(), need).indices
-            keep[name] = keep[name].clone()
-            keep[name][top] = True
+        s = g.detach().abs().flatten().double()
+        if current is not None and name in current:
+            s = torch.where(current[name].flatten().to(s.device) != 0, s, -1.0)
+        scores[name] = s.cpu()
+    counts = global_keep(scores, percent, floor=floor, round_to=round_to, normalize=None)
+    keep = {}
+    for name, g in bn_weights.items():
+        mask = torch.zeros(g.numel(), dtype=torch.bool)
+        mask[torch.topk(scores[name], counts[name]).indices] = True
+        keep[name] = mask.view(g.shape).to(g.device)
     return keep
 
 
@@ -867,25 +909,6 @@ def load_data(
         ),
         TensorLoader(test, eval_bs, shuffle=False, device=device),
     )
-
-
-def plan_masks(pruning_plan: Any, params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
-    """Keep masks of the parameters a core-engine plan slices (``plan.tensors``: kept positions
-    per dim). Buffers (BN running stats) are left out: they are not trained."""
-    masks: dict[str, Tensor] = {}
-    for name, dims in pruning_plan.tensors.items():
-        if name not in params:
-            continue
-        p = params[name]
-        mask = torch.ones(p.shape, dtype=torch.bool, device=p.device)
-        for dim, kept in dims.items():
-            drop = torch.ones(p.shape[dim], dtype=torch.bool, device=p.device)
-            drop[torch.as_tensor(kept, dtype=torch.long, device=p.device)] = False
-            shape = [1] * p.dim()
-            shape[dim] = -1
-            mask &= ~drop.view(shape)
-        masks[name] = mask
-    return masks
 
 
 def _leaders(graph: DependencyGraph, names: list[str], dim: int) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from prunekit.recipes.native import Recipe
-from prunekit.train.schedule import LRSchedule
+from prunekit.train.lr_schedule import LRSchedule
 
 if TYPE_CHECKING:  # resolve imports this module
     from prunekit.recipes.resolve import ResolvedRecipe

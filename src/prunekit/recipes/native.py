@@ -38,8 +38,10 @@ from prunekit.recipes._source import (
     raise_problems,
     read_yaml,
 )
+from prunekit.record import ModelRecord
 from prunekit.schedules import SCHEDULES
 from prunekit.train.config import TrainConfig
+from prunekit.versatile.convert import VersatileConfig, versatile_record
 
 # ---------------------------------------------------------------------------------------------
 # constrained scalars (messages read "'<field>' in <where> must be …, got …")
@@ -121,13 +123,19 @@ class StrictModel(BaseModel):
 class ModelSection(StrictModel):
     """Which network to build (``prunekit.models.build_model(spec, **kwargs)``).
 
-    ``model: zoo:vgg19`` is shorthand for ``model: {spec: zoo:vgg19}``.
+    ``model: zoo:vgg19`` is shorthand for ``model: {spec: zoo:vgg19}``. ``versatile:`` builds it
+    with Versatile Filters (``{mode: spatial}``; :class:`prunekit.versatile.VersatileConfig`).
     """
 
     spec: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     input_shape: list[PositiveInt] | None = None  # None: (1, 3, 224, 224); used for tracing
     checkpoint: str | None = None  # a prunekit.io.save directory with dense weights to start from
+    versatile: VersatileConfig | None = None  # None: the spec's own layers
+
+    def record(self) -> ModelRecord:
+        """How this section's model is made: the spec, plus the versatile conversion if any."""
+        return versatile_record(ModelRecord(self.spec, self.kwargs), self.versatile)
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +149,12 @@ class ModelSection(StrictModel):
                 f"model spec {self.spec!r} needs a namespace, e.g. 'torchvision:{self.spec}' "
                 f"or 'zoo:{self.spec}'",
                 ("spec",),
+            )
+        if self.versatile is not None and self.checkpoint is not None:
+            raise RecipeValueError(
+                "'versatile' builds a fresh model; a 'checkpoint' is loaded as it was saved "
+                "(save a versatile model to use it as a checkpoint)",
+                ("versatile",),
             )
         return self
 

@@ -326,3 +326,26 @@ def merge_masked_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         mask = state.get(f"{'.'.join(parts[: i + 2])}.0.mask")
         out[base] = value if mask is None else torch.where(mask.bool(), value, value.new_zeros(()))
     return out
+
+
+@torch.no_grad()
+def zero_pruned(tensors: Mapping[str, Tensor], masks: Mapping[str, Tensor]) -> None:
+    """Zero, in place, every entry a keep-mask marks as pruned — the one in-place masking step.
+
+    Structured soft masks (:func:`prunekit.surgery.apply_plan` with ``soft=True``), the
+    structured pruning schedules, the recipe executor and sensitivity analysis all zero weights
+    through this function; :func:`apply_masks` is the other half of the one mechanism: it
+    *attaches* a mask so every forward pass re-applies it (forward-only masking).
+
+    Args:
+        tensors: name → tensor (parameters or stored originals) to modify.
+        masks: name → keep-mask broadcastable to the tensor (``True``/1 keeps); names missing
+            from ``tensors`` are ignored (e.g. buffers a plan also slices).
+
+    Example:
+        >>> zero_pruned(dict(model.named_parameters()), plan.keep_masks(model))
+    """
+    for name, mask in masks.items():
+        t = tensors.get(name)
+        if t is not None:  # masked_fill, not mul: a pruned inf/NaN becomes exactly 0 too
+            t.masked_fill_(mask.to(t.device) == 0, 0.0)

@@ -14,6 +14,7 @@ from prunekit.train.config import TrainConfig
 from prunekit.train.distill import DistillationLoss
 from prunekit.train.distributed import DistInfo, cleanup_distributed, setup_distributed
 from prunekit.train.evaluate import evaluate
+from prunekit.train.lr_schedule import LRSchedule
 from prunekit.train.regularizers import (
     BNL1Regularizer,
     GroupLassoRegularizer,
@@ -21,7 +22,6 @@ from prunekit.train.regularizers import (
     L1Regularizer,
     Regularizer,
 )
-from prunekit.train.schedule import LRSchedule
 from prunekit.train.seed import seed_everything
 from prunekit.train.trainer import Trainer, TrainResult
 

@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from prunekit.config import Config
-from prunekit.train.schedule import BASE_SCHEDULES
+from prunekit.train.lr_schedule import BASE_SCHEDULES
 
 CompileMode = Literal["none", "cuda-graphs", "reduce-overhead"]
 OptimizerName = Literal["sgd", "adamw"]
@@ -25,7 +25,7 @@ OptimizerName = Literal["sgd", "adamw"]
 DEFAULT_EPOCHS = 160
 DEFAULT_SCHEDULE = "step"
 # Fields that only change how a run is displayed, so a resumed run may change them freely.
-COSMETIC_FIELDS = frozenset({"progress", "log_every", "eval_every"})
+COSMETIC_FIELDS = frozenset({"progress", "log_every", "eval_every", "tensorboard"})
 
 
 class TrainConfig(Config):
@@ -39,7 +39,7 @@ class TrainConfig(Config):
         momentum: SGD momentum (AdamW: beta1).
         nesterov: Nesterov momentum for SGD.
         weight_decay: L2 penalty (decoupled for AdamW).
-        schedule: a name in :data:`prunekit.train.schedule.BASE_SCHEDULES`: ``"step"`` (×gamma
+        schedule: a name in :data:`prunekit.train.lr_schedule.BASE_SCHEDULES`: ``"step"`` (×gamma
             at ``milestones``; by default at 50% and 75% of the epochs, the Network Slimming
             reference), ``"onecycle"``, ``"cosine"`` or ``"constant"``; evaluated per iteration.
             ``None`` → ``"step"`` (``"constant"`` in a recipe whose LR policies drive the LR).
@@ -58,6 +58,8 @@ class TrainConfig(Config):
         eval_every: evaluate every this many epochs (the last epoch is always evaluated).
         log_every: refresh the progress-bar loss every this many iterations.
         progress: show tqdm progress bars (also off when stderr is not a TTY).
+        tensorboard: also log each epoch's metrics to ``<run>/tensorboard``; ``None`` → when the
+            ``tensorboard`` package is installed (``prunekit[tensorboard]``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; ``None`` → CUDA when available.
     """
 
@@ -83,6 +85,7 @@ class TrainConfig(Config):
     eval_every: int = Field(1, ge=1)
     log_every: int = Field(50, ge=1)
     progress: bool = True
+    tensorboard: bool | None = None
     device: str | None = None
 
     @field_validator("schedule")

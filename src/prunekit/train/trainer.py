@@ -39,9 +39,10 @@ from prunekit.train.distributed import (
     shard,
 )
 from prunekit.train.evaluate import evaluate
+from prunekit.train.lr_schedule import LRSchedule
 from prunekit.train.regularizers import Regularizer
-from prunekit.train.schedule import LRSchedule
 from prunekit.train.seed import get_rng_state, seed_everything, set_rng_state
+from prunekit.train.tensorboard import open_tensorboard
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
 LOG = logging.getLogger(__name__)
@@ -320,6 +321,13 @@ class Trainer:
             "img_per_s": count / max(seconds, 1e-9),
         }
 
+    def _epoch(self, epoch: int, sched: LRFunction, step_fn: StepFn) -> dict[str, Any]:
+        """One epoch with its callbacks around it."""
+        _call(self.callbacks, "on_epoch_start", self, epoch)
+        row = self._run_epoch(epoch, sched, step_fn)
+        _call(self.callbacks, "on_epoch_end", self, epoch, row)
+        return row
+
     def _run_epoch(self, epoch: int, sched: LRFunction, step_fn: StepFn) -> dict[str, Any]:
         start = time.perf_counter()
         row = self._train_epoch(epoch, sched, step_fn)
@@ -427,17 +435,22 @@ class Trainer:
             # Rewrite from the checkpoint's history: drops rows of epochs that were lost.
             atomic_write_text(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
         step_fn = self._build_step()
-        for epoch in range(start, self.config.num_epochs):
-            _call(self.callbacks, "on_epoch_start", self, epoch)
-            row = self._run_epoch(epoch, sched, step_fn)
-            history.append(row)
-            _call(self.callbacks, "on_epoch_end", self, epoch, row)
-            if self.dist.is_main:
-                with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                    fh.flush()
-                save_checkpoint(ckpt_dir, epoch + 1, self._state(epoch + 1, history))
-                LOG.info(_format_row(row, self.config.num_epochs))
+        tb = open_tensorboard(self.config.tensorboard, out, start) if self.dist.is_main else None
+        try:
+            for epoch in range(start, self.config.num_epochs):
+                row = self._epoch(epoch, sched, step_fn)
+                history.append(row)
+                if self.dist.is_main:
+                    with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                        fh.flush()
+                    if tb is not None:
+                        tb.write(row)
+                    save_checkpoint(ckpt_dir, epoch + 1, self._state(epoch + 1, history))
+                    LOG.info(_format_row(row, self.config.num_epochs))
+        finally:
+            if tb is not None:
+                tb.close()
         result = TrainResult(self.model, history, out, start)
         _call(self.callbacks, "on_train_end", self, result)
         return result
