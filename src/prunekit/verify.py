@@ -171,8 +171,9 @@ def check_plan(
     work = copy.deepcopy(model).eval()
     redraw_degenerate(work)
     inputs = _on_device(inputs, work)
-    soft = _run(apply_plan(work, plan, soft=True), inputs, "soft-masked")
-    pruned = _run(apply_plan(work, plan), inputs, "pruned")
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
+        soft = _run(apply_plan(work, plan, soft=True), inputs, "soft-masked")
+        pruned = _run(apply_plan(work, plan), inputs, "pruned")
     if [t.shape for t in soft] != [t.shape for t in pruned]:
         raise VerificationError(
             f"pruning changed the output shapes {[tuple(t.shape) for t in soft]} -> "

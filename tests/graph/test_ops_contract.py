@@ -180,7 +180,8 @@ def _check(model: nn.Module, producers: list[str], numeric: bool) -> None:
     model.eval()
     dense = copy.deepcopy(model)
     x = torch.randn(2, 3, 6, 6)
-    result = prune(model, x, PruneConfig(ratio=0.5, criterion="l2", ignored_layers=["conv2"]))
+    cfg = PruneConfig(ratio=0.5, criterion="l2", ignored_layers=["conv2"])
+    result = prune(model, x, cfg, verify=numeric)  # random ops cannot match their soft mask
     group = next(g for g in result.graph.groups if g.id == f"{producers[0]}.weight:0")
     tensors = {s.tensor for s in group.slots}
     # the op kept the channels it reads coupled: every producer and the consumer share the group
@@ -242,6 +243,7 @@ SPATIAL_REDUCE: dict[str, Unary] = {
     "kthvalue": _vals(lambda x: x.kthvalue(2, -1, keepdim=True)),
     "mode": _vals(lambda x: x.mode(-1, keepdim=True)),
     "aminmax": lambda x: torch.aminmax(x, dim=-1, keepdim=True).min,
+    "linalg_vector_norm": lambda x: torch.linalg.vector_norm(x, dim=-1, keepdim=True),
     # normalises across neighbouring channels: mixes them (checked in the test below)
     "local_response_norm": lambda x: F.local_response_norm(x, 2),
 }
@@ -250,10 +252,26 @@ CHANNEL_MIXING: dict[str, Unary] = {
     "softmax": lambda x: x.softmax(1),
     "log_softmax": lambda x: x.log_softmax(1),
     "cumsum": lambda x: x.cumsum(1),
-    "normalize": lambda x: F.normalize(x, dim=1),
+    "normalize": lambda x: F.normalize(torch.sigmoid(x), dim=1),  # sigmoid(0) != 0
     "sort": _vals(lambda x: x.sort(1)),
     "local_response_norm": lambda x: F.local_response_norm(x, 2),
+    "mean": lambda x: x * x.mean(1, keepdim=True),
+    "sum (of a tensor not 0 at pruned channels)": lambda x: x / x.exp().sum(1, keepdim=True),
 }
+#: reductions over the channels that zeros do not change, of a tensor that is 0 at pruned
+#: channels (a conv output through ReLU and products): the producer prunes, exactly
+ZERO_INVARIANT: dict[str, Unary] = {
+    "x.pow(2).sum(dim=1)": lambda x: x / (x.pow(2).sum(dim=1, keepdim=True) + 1e-6).sqrt(),
+    "norm": lambda x: x / (torch.relu(x).norm(dim=1, keepdim=True) + 1e-6),
+    "linalg_vector_norm": lambda x: x * torch.linalg.vector_norm(x * x, dim=1, keepdim=True),
+    "normalize": lambda x: F.normalize(torch.relu(x), dim=1),
+    "sum": lambda x: x + x.abs().sum(1, keepdim=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_INVARIANT))
+def test_zero_invariant_channel_reduction_prunes_exactly(name: str) -> None:
+    _check(UnaryNet(ZERO_INVARIANT[name]), ["conv1"], numeric=True)
 
 
 def test_every_reduce_entry_has_a_case() -> None:

@@ -25,6 +25,7 @@ from prunekit.errors import ConfigError, PrunekitError, TraceError
 from prunekit.graph import norms as _norms  # noqa: F401
 from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
 from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
+from prunekit.graph import zeros as _zeros  # noqa: F401
 from prunekit.graph.labels import FROZEN
 from prunekit.graph.tracer import Tracer, iter_tensors
 

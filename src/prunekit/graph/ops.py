@@ -416,7 +416,6 @@ def _embedding(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     "inner",
     "kron",
     "cross",
-    "linalg_vector_norm",
 )
 def _mixing(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     # Products over feature dims (attention scores, einsum) tie channel counts to scales,
@@ -430,6 +429,7 @@ REDUCE = _names(
     sum mean amax amin max min prod std var std_mean var_mean norm logsumexp argmax argmin
     median nanmean nansum all any count_nonzero softmax log_softmax _softmax cumsum cumprod
     normalize topk sort argsort kthvalue mode aminmax nanmedian local_response_norm
+    linalg_vector_norm
     """
 )
 
@@ -440,11 +440,12 @@ def _reduce(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     if func.__name__ in ("max", "min") and (len(args) > 1 and isinstance(args[1], torch.Tensor)):
         return _elementwise(tr, func, args, kwargs, out)
     dims = _reduced_dims(func.__name__, x, args, kwargs)
-    lab = tr.labels(x)
-    if any(lab.shape[d] > 1 for d in dims):
-        tr.freeze(lab, f"{func.__name__} over a channel dim")
+    lab = _reduced_labels(tr, func.__name__, x, dims, args, kwargs)
     outs = [o for o in iter_tensors(out)]
     for o in outs:
+        if tuple(o.shape) == tuple(x.shape) and o.dtype == x.dtype:
+            tr.set_labels(o, lab)  # softmax, cumsum, normalize: each position keeps its label
+            continue
         red = lab
         for d in dims:
             red = red.narrow(d, 0, 1)
@@ -456,9 +457,49 @@ def _reduce(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     return None
 
 
+def _reduced_labels(
+    tr: Tracer, name: str, x: torch.Tensor, dims: list[int], args: Any, kwargs: Any
+) -> torch.Tensor:
+    """Labels of ``x`` as the reduction over ``dims`` sees them (couplings recorded).
+
+    * Labels varying along the reduced dims *and* along others: side-by-side producers of the
+      same channels (``torch.stack(paths, 1).sum(1)``, a softmax over paths): everything
+      reduced together at one position is one unit, so they are coupled across those dims.
+    * Varying along the reduced dims only, a reduction that zeros leave unchanged (a sum, a
+      norm) of a tensor that is 0 at pruned channels (``x.pow(2).sum(1)``): removing channels
+      does not change it, so no coupling; the result belongs to no channel.
+    * Otherwise the reduction mixes channels: they are kept whole.
+    """
+    lab = tr.labels(x)
+    red = [d for d in dims if lab.shape[d] > 1]
+    if not red:
+        return lab
+    if any(lab.shape[d] > 1 for d in range(lab.dim()) if d not in dims):
+        first = _narrow_all(lab, set(red))
+        tr.merge(lab.numpy(), first.expand_as(lab).numpy())
+        return first.expand_as(lab)
+    if _zero_invariant(name, args, kwargs) and tr.zero_when_pruned(x):
+        if name == "normalize":  # x / ||x||: each channel keeps its own label
+            return lab
+        return torch.full((1,) * lab.dim(), FROZEN, dtype=torch.int64)
+    tr.freeze(lab, f"{name} over a channel dim")
+    return lab
+
+
+def _zero_invariant(name: str, args: Any, kwargs: Any) -> bool:
+    """Whether zeros among the reduced values never change the result."""
+    if name in ("sum", "nansum", "count_nonzero"):
+        return True
+    if name in ("norm", "linalg_vector_norm", "normalize"):
+        p = _arg(args, kwargs, 1, "ord" if name == "linalg_vector_norm" else "p", 2)
+        return p is None or isinstance(p, str) or float(p) >= 0
+    return False
+
+
 def _reduced_dims(name: str, x: torch.Tensor, args: Any, kwargs: Any) -> list[int]:
     default = 1 if name == "normalize" else None
-    pos = 2 if name in ("normalize", "norm", "topk", "kthvalue", "local_response_norm") else 1
+    second = ("normalize", "norm", "topk", "kthvalue", "local_response_norm", "linalg_vector_norm")
+    pos = 2 if name in second else 1
     d = kwargs.get(
         "dim", args[pos] if len(args) > pos and not isinstance(args[pos], bool) else default
     )

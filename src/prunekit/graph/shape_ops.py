@@ -267,6 +267,10 @@ def _split(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
             _uniform(tr, labs, dim)
         elif name == "narrow" and provenance(args[2:4]):
             pass  # bounds computed from the shape follow the new count
+        elif name == "narrow" and int(_arg(args, kwargs, 2, "start")) >= 0:
+            start = int(_arg(args, kwargs, 2, "start"))
+            window = (start, start + int(_arg(args, kwargs, 3, "length")))
+            _keep_prefix(tr, lab, dim, window, "narrow of a channel dim")
         else:
             tr.freeze(lab, f"{name} of a channel dim at literal positions")
     _assign(tr, out, labs)
@@ -343,8 +347,41 @@ def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
         if d >= x.dim():
             break
         if lab.shape[d] > 1 and not _follows(it):
-            tr.freeze(lab, f"indexing a channel dim with {it!r}")
+            window = _literal_bounds(it, x.shape[d])
+            if window is None:
+                tr.freeze(lab, f"indexing a channel dim with {it!r}")
+            else:
+                _keep_prefix(tr, lab, d, window, f"slice {it!r} of a channel dim")
         d += 1
+
+
+def _literal_bounds(it: Any, size: int) -> tuple[int, int] | None:
+    """``(start, stop)`` of a step-1 slice with literal non-negative bounds, else None."""
+    if not isinstance(it, slice) or it.step not in (None, 1):
+        return None
+    start, stop = it.start or 0, size if it.stop is None else it.stop
+    if isinstance(start, TrackedInt) or isinstance(stop, TrackedInt):
+        return None
+    if not (isinstance(start, int) and isinstance(stop, int)) or start < 0 or stop < 0:
+        return None
+    return start, min(stop, size)
+
+
+def _keep_prefix(
+    tr: Tracer, lab: torch.Tensor, dim: int, window: tuple[int, int], what: str
+) -> None:
+    """A literal window ``[start:stop)`` of a channel dim (GhostNet's ``out[:, :out_chs]``).
+
+    After pruning the same numbers address the same channels if every position before the
+    window's end stays: those are kept whole, the rest prune freely (a window reaching the end
+    leaves only the positions before its start). ``[:n]`` with ``n >= size`` is the identity,
+    before and after pruning.
+    """
+    start, stop = window
+    size = lab.shape[dim]
+    end = stop if stop < size else start
+    if end > 0:
+        tr.freeze(lab.narrow(dim, 0, end), f"{what} at literal positions (kept: the first {end})")
 
 
 def _follows(it: Any) -> bool:

@@ -28,6 +28,11 @@ Handler = Callable[["Tracer", Any, tuple[Any, ...], dict[str, Any], Any], Any]
 OP_HANDLERS: dict[str, Handler] = {}
 
 
+#: op name -> ``rule(tracer, args, kwargs, out) -> bool``: whether the op's output is exactly 0
+#: at every pruned channel of the soft-masked model (see :meth:`Tracer.zero_when_pruned`).
+ZERO_RULES: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any], Any], bool]] = {}
+
+
 def _conv_layout(mod: nn.Module, attr: str) -> tuple[int, int] | None:
     if attr != "weight" or getattr(mod, "groups", 1) != 1:
         return None
@@ -196,6 +201,7 @@ class Tracer(TorchFunctionMode):
         #: named tensors consumed whole by an op that mixes them -> why (all slots frozen).
         self.whole: dict[str, str] = {}
         self.slot_owner: dict[int, str] = {}  # first label of a slot -> its tensor
+        self._zeros: dict[int, weakref.ref[torch.Tensor]] = {}
 
     def concrete(self, obj: Any) -> Any:
         """``obj`` with meta tensors replaced by the real buffers they stand for.
@@ -232,6 +238,27 @@ class Tracer(TorchFunctionMode):
         if name is not None:
             return self._param_labels(t, name)
         return torch.full((1,) * t.dim(), FROZEN, dtype=torch.int64)
+
+    def zero_when_pruned(self, t: Any) -> bool:
+        """Whether ``t`` is exactly 0 at its pruned channels in the soft-masked model.
+
+        True for a conv/linear/norm output whose weight (and bias) are zeroed there, and what
+        zero-preserving ops make of it (ReLU, products, sums of such, views). A reduction of
+        such a tensor that zeros do not change (``x.pow(2).sum(1)``) then gives the same
+        result with the channels removed: it needs no coupling.
+        """
+        ref = self._zeros.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return ref is not None and ref() is t
+
+    def mark_zero(self, out: Any) -> None:
+        """Record that the tensors in ``out`` are 0 at pruned channels (see above)."""
+        zeros = self._zeros
+        for t in iter_tensors(out):
+
+            def _drop(_: Any, key: int = id(t)) -> None:
+                zeros.pop(key, None)
+
+            zeros[id(t)] = weakref.ref(t, _drop)
 
     def stored(self, t: Any) -> bool:
         """Whether ``t`` already carries labels (a tensor seen in this trace)."""
@@ -464,6 +491,9 @@ class Tracer(TorchFunctionMode):
             raise
         except Exception as exc:  # a handler bug must not read as "the model does not run"
             return self._failed(name, args, kwargs, out, exc)
+        rule = ZERO_RULES.get(name)
+        if rule is not None and rule(self, args, kwargs, out):
+            self.mark_zero(out)
         return out if result is None else result
 
     def _failed(self, name: str, args: Any, kwargs: Any, out: Any, exc: Exception) -> Any:
