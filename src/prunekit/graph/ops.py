@@ -325,7 +325,9 @@ def _linear(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape((1,) * (out.dim() - 1) + (-1,)))
     owner = tr.weight_name(w)
     if owner is not None:
-        tr.macs_per_weight[owner] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+        tr.macs_per_weight[owner] = (
+            out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+        )
 
 
 def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: Any) -> None:

@@ -123,13 +123,15 @@ def _register(names: list[str], rule: Rule) -> None:
 
 _register(ZERO_PRESERVING + ZERO_REDUCE + SPLITS + POOL, _first)
 _register([n for n in SELF_ONLY + RESHAPE if n not in LIST_FIRST], _first)
-_register(LIST_FIRST + ["max", "min"], _all)  # max(a, b): both
+_register([*LIST_FIRST, "max", "min"], _all)  # max(a, b): both
 _register(_names("add add_ __add__ __radd__ __iadd__ sub sub_ __sub__ __rsub__ __isub__"), _sum)
 _register(_names("mul mul_ __mul__ __rmul__ __imul__"), _product)
 _register(_names("div div_ __truediv__ __itruediv__ true_divide __div__"), _quotient)
 _register(_names("pow pow_ __pow__"), _power)
 _register(["pad"], _pad)
-_register(_names("conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d"), _layer(1, 2))
+_register(
+    _names("conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d"), _layer(1, 2)
+)
 _register(["linear"], _layer(1, 2))
 _register(_names("batch_norm instance_norm"), _layer(3, 4))
 _register(_names("layer_norm group_norm"), _layer(2, 3))
