@@ -304,7 +304,10 @@ def _bias(tr: Tracer, b: Any, out_ids: np.ndarray) -> None:
     elif isinstance(b, torch.Tensor) and b.numel() == out_ids.size:
         ids = tr.full(b).reshape(-1).numpy()
         if (ids == FROZEN).any():
-            tr.freeze(out_ids[ids == FROZEN], "bias of constants computed in forward")
+            tr.freeze(
+                out_ids[ids == FROZEN],
+                "bias computed in forward from constants or channels kept whole",
+            )
         tr.merge(ids, out_ids)
     elif isinstance(b, torch.Tensor):
         tr.freeze(out_ids, "bias computed in forward")
@@ -349,7 +352,10 @@ def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: 
             ids = tr.full(t).reshape(-1).numpy()
             const = ids == FROZEN
             if const.any():
-                tr.freeze(rows[torch.from_numpy(const)], "per-channel tensor of constants")
+                tr.freeze(
+                    rows[torch.from_numpy(const)],
+                    "per-channel tensor computed from constants or channels kept whole",
+                )
             tr.merge_rows(rows, ids)
         else:
             tr.freeze(rows, "per-channel tensor computed in forward")
