@@ -4,7 +4,8 @@ For each model (torchvision resnet50, vgg16_bn, mobilenet_v2, efficientnet_b0, d
 convnext_tiny, vit_b_16 at 224×224; the CIFAR zoo vgg19, preresnet164, densenet40 at 32×32),
 ``weights=None``, pruned by L2 norm, local ranking, at ratios 0.3/0.5/0.7:
 
-* prunekit with ``round_to`` = none and 8 (the hardware-width question), Torch-Pruning
+* prunekit with its default widths (``round_to=None``: the device's multiple,
+  ``prunekit.latency.widths``) and with exact counts (``round_to=1``), Torch-Pruning
   (``MetaPruner``, ``MagnitudeImportance(p=2)``, final classifier ignored);
 * MACs ratio = dense MACs / pruned MACs; speed-up = dense latency / pruned latency, measured
   **interleaved in one run** (dense and every pruned copy of the model alternate) in eager
@@ -45,7 +46,7 @@ TV = ["resnet50", "vgg16_bn", "mobilenet_v2", "efficientnet_b0", "densenet121", 
       "vit_b_16"]  # fmt: skip
 ZOO = ["zoo:vgg19", "zoo:preresnet164", "zoo:densenet40"]
 RATIOS = (0.3, 0.5, 0.7)
-VARIANTS = ("prunekit", "prunekit-r8", "torch-pruning")
+VARIANTS = ("prunekit", "prunekit-exact", "torch-pruning")
 TARGETS = (0.7, 0.5)
 
 
@@ -85,7 +86,7 @@ def prune_copy(variant: str, dense: Any, x: Any, ratio: float) -> Any:
 
     names = [n for n, m in model.named_modules() if m in last_linear(model)]
     cfg = PruneConfig(ratio=ratio, criterion="l2", ignored_layers=names,
-                      round_to=8 if variant == "prunekit-r8" else None)  # fmt: skip
+                      round_to=1 if variant == "prunekit-exact" else None)  # fmt: skip
     prune(model, x, cfg)
     return model
 

@@ -51,6 +51,8 @@ class Allocation:
             target allocators search with).
         floor: units every group keeps at least.
         round_to: each group keeps a multiple of this many units (capped at its size).
+        round_min: ``round_to`` applies to groups of at least this many units; narrower ones
+            keep exact counts (0: every group is rounded).
         overrides: glob (group id, tensor or module path) → ratio for matching groups.
         max_ratio: no group loses more than this fraction.
         normalize: how ``global`` makes scores of different groups comparable: ``"mean"``,
@@ -66,6 +68,7 @@ class Allocation:
     global_ranking: bool = False
     floor: int = 1
     round_to: int | None = None
+    round_min: int = 0
     overrides: Mapping[str, float] | None = None
     max_ratio: float = 1.0
     normalize: str | None = "mean"
@@ -97,6 +100,10 @@ class Allocation:
         if spec.takes_target and spec.check_target is not None:
             spec.check_target(float(self.target or 0.0))
 
+    def rounding(self, size: int) -> int | None:
+        """The multiple a group of ``size`` units keeps (``None``: exact)."""
+        return self.round_to if size >= self.round_min else None
+
     @property
     def name(self) -> str:
         """The allocator this allocation uses."""
@@ -113,6 +120,8 @@ class Allocation:
             "floor": self.floor,
             "round_to": self.round_to,
         }
+        if self.round_min:
+            out["round_min"] = self.round_min
         if self.target is not None:
             out["target"] = self.target
         return out
@@ -159,7 +168,7 @@ class AllocationRequest:
             group.size,
             min(ratio, self.alloc.max_ratio),
             floor=self.alloc.floor,
-            round_to=self.alloc.round_to,
+            round_to=self.alloc.rounding(group.size),
         )
 
     def with_ratio(self, ratio: float, allocator: str | None = None) -> dict[str, int]:
@@ -170,6 +179,7 @@ class AllocationRequest:
             global_ranking=self.alloc.global_ranking,
             floor=self.alloc.floor,
             round_to=self.alloc.round_to,
+            round_min=self.alloc.round_min,
             overrides=self.alloc.overrides,
             max_ratio=self.alloc.max_ratio,
             normalize=self.alloc.normalize,
@@ -277,6 +287,7 @@ def _global(req: AllocationRequest) -> dict[str, int]:
                 alloc.ratio,
                 floor=alloc.floor,
                 round_to=alloc.round_to,
+                round_min=alloc.round_min,
                 max_ratio=alloc.max_ratio,
                 normalize=alloc.normalize,
                 weights=alloc.weights,
@@ -291,6 +302,7 @@ def global_keep(
     *,
     floor: int = 1,
     round_to: int | None = None,
+    round_min: int = 0,
     max_ratio: float = 1.0,
     normalize: str | None = "mean",
     weights: Mapping[str, torch.Tensor] | None = None,
@@ -307,6 +319,7 @@ def global_keep(
         ratio: fraction of the total weight to remove.
         floor: units each set keeps at least.
         round_to: each set keeps a multiple of this many units (capped at its size).
+        round_min: ``round_to`` applies to sets of at least this many units.
         max_ratio: no set loses more than this fraction.
         normalize: ``"mean"``/``"max"``/``"sum"`` divides each set's scores by it; ``None``
             ranks raw scores (BatchNorm |γ|).
@@ -352,7 +365,7 @@ def global_keep(
     out = {}
     for name, size, n in zip(names, sizes, removed):
         kept = size - n
-        if round_to:
+        if round_to and size >= round_min:
             kept = min(size, math.ceil(kept / round_to) * round_to)
         out[name] = kept
     return out

@@ -21,6 +21,7 @@ from prunekit.config import Config
 from prunekit.errors import PruneWarning
 from prunekit.graph import DependencyGraph, trace
 from prunekit.importance import CRITERIA, REDUCTIONS, score
+from prunekit.latency.widths import NARROW, hardware_multiple
 from prunekit.plan import Allocation, PruningPlan, estimate, make_plan
 from prunekit.surgery import apply_plan
 from prunekit.verify import check_plan
@@ -36,7 +37,10 @@ class PruneConfig(Config):
         criterion: importance criterion name (see :data:`prunekit.importance.CRITERIA`).
         global_ranking: rank all groups together (with a per-group ``floor``).
         floor: units every group keeps at least.
-        round_to: keep a multiple of this many units per group.
+        round_to: keep a multiple of this many units per group. ``None`` → the width the
+            model's device runs fastest (:func:`prunekit.latency.widths.hardware_multiple`: 16 on
+            AVX-512 CPUs, 8 on AVX2 CPUs and CUDA), for groups at least four multiples wide
+            (narrower layers keep exact counts); ``1`` → exact counts everywhere.
         allocator: a name in :data:`prunekit.allocators.ALLOCATORS` (default: ``global`` with
             ``global_ranking``, else ``local``).
         target: ``{allocator: goal}`` for one target allocator: ``{"macs": 0.4}`` (remove 40%
@@ -56,7 +60,7 @@ class PruneConfig(Config):
     criterion: str | None = None
     global_ranking: bool | None = None
     floor: int = 1
-    round_to: int | None = None
+    round_to: int | None = Field(None, ge=1)
     allocator: str | None = None
     target: dict[str, float] | None = None
     ignored_layers: list[str] = Field(default_factory=list)
@@ -84,15 +88,20 @@ class PruneConfig(Config):
         self.allocation()  # validates ratio, floor, round_to, overrides, allocator before work
         return self
 
-    def allocation(self) -> Allocation:
-        """The allocation part of this config."""
+    def allocation(self, device: torch.device | str | None = None) -> Allocation:
+        """The allocation part of this config, for a model on ``device`` (default: CPU)."""
         slim = self.method == "slim"
         name, goal = next(iter(self.target.items())) if self.target else (self.allocator, None)
+        round_to, round_min = self.round_to, 0
+        if round_to is None:  # hardware-aware default widths
+            round_to = hardware_multiple(device)
+            round_min = NARROW * round_to
         return Allocation(
             ratio=self.ratio,
             global_ranking=self.global_ranking if self.global_ranking is not None else slim,
             floor=self.floor,
-            round_to=self.round_to,
+            round_to=None if round_to == 1 else round_to,
+            round_min=round_min,
             overrides=self.overrides,
             normalize=None if slim else "mean",
             allocator=name,
@@ -162,7 +171,8 @@ def prune(
     criterion = cfg.criterion or ("bn_scale" if cfg.method == "slim" else "l2")
     scores = score(model, graph, criterion, reduce=cfg.reduce, batches=batches, loss_fn=loss_fn)
     context = {"model": model, "example_inputs": example_inputs}
-    plan = make_plan(graph, scores, cfg.allocation(), context=context)
+    device = next((p.device for p in model.parameters()), None)
+    plan = make_plan(graph, scores, cfg.allocation(device), context=context)
     plan.meta.update({"criterion": criterion, "method": cfg.method})
     diff = check_plan(model, plan, example_inputs) if verify else None
     apply_plan(model, plan, soft=soft)

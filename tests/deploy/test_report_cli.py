@@ -16,7 +16,7 @@ from .chromium import chromium, render
 def test_prune_report_renders_with_every_plot(tmp_path):
     out = tmp_path / "r18"
     assert main(["prune", "--model", "torchvision:resnet18", "--input-shape", "1,3,32,32",
-                 "--ratio", "0.5", "--out", str(out), "--no-latency"]) == 0  # fmt: skip
+                 "--ratio", "0.5", "--out", str(out)]) == 0  # fmt: skip
     page = (out / "report.html").read_text()
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing loaded from outside
     n_plots = page.count('<img class="plot"')
@@ -36,7 +36,7 @@ def test_export_verifies_and_makes_int8(tmp_path, capsys):
                  "0.5", "--out", str(out), "--no-latency"]) == 0  # fmt: skip
     onnx_path = tmp_path / "d.onnx"
     assert main(["export", str(out), "--onnx", str(onnx_path), "--input-shape", "1,1,8,8",
-                 "--fold-bn", "--int8", "--calib", "digits", "--threads", "1"]) == 0  # fmt: skip
+                 "--fold-bn", "--int8", "--calib", "digits", "--threads", "1", "--latency"]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert "max rel diff" in text and "speed-up pruned vs dense" in text
     res = json.loads((tmp_path / "d.export.json").read_text())

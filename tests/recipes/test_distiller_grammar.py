@@ -405,3 +405,22 @@ def test_every_pruner_class_converts_and_resolves(
         assert kinds == {SplicingPrunerConfig}
     elif cls in ("AutomatedGradualPruner", "SparsityLevelParameterPruner"):
         assert kinds == {MagnitudePrunerConfig}
+
+
+def test_every_distiller_pruner_and_lr_class_converts() -> None:
+    """The converter dispatches through one table per section: every pruner and LR scheduler
+    class the schema accepts has an entry (a new schema class without one fails here)."""
+    import inspect
+
+    from prunekit.recipes import _distiller_schema as ds
+    from prunekit.recipes import distiller
+
+    def covered(cls: type, table: dict) -> bool:
+        return any(c in table for c in cls.__mro__)
+
+    lr = [c for _, c in inspect.getmembers(ds, inspect.isclass) if c.__name__.endswith("LR")]
+    assert len(lr) >= 6 and all(covered(c, distiller._LR) for c in lr)
+    # DRankedRegims / DStructurePruner expand to several native pruners before this table.
+    multi = (ds.DRankedRegims, ds.DStructurePruner)
+    pruners = [c for c in ds._PRUNER_MODELS if c not in multi]
+    assert len(pruners) >= 12 and all(covered(c, distiller._PRUNERS) for c in pruners)

@@ -184,3 +184,37 @@ def test_masks_follow_the_model_to_cuda() -> None:
     assert out.is_cuda
     assert get_masks(model)["fc1.weight"].is_cuda
     assert torch.count_nonzero(model.fc1.weight[~masks["fc1.weight"].cuda()]) == 0
+
+
+def _masked_linear() -> nn.Linear:
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 4)
+    apply_masks(layer, {"weight": layer.weight.abs() > 0.2})
+    return layer
+
+
+def test_bake_on_a_deepcopy_leaves_the_original_masked() -> None:
+    # parametrize gives a deepcopy the original's generated class; baking the copy deleted the
+    # 'weight' property from that shared class and broke the original
+    original = _masked_linear()
+    expected = original.weight.detach().clone()
+    copied = copy.deepcopy(original)
+    assert bake(copied) == ["weight"]
+    assert type(copied) is nn.Linear and torch.equal(copied.weight, expected)
+    assert masked_param_names(original) == ["weight"]
+    assert torch.equal(original.weight, expected)  # still readable, still masked
+    x = torch.randn(3, 6)
+    assert torch.equal(original(x), copied(x))
+    assert bake(original) == ["weight"] and type(original) is nn.Linear
+
+
+def test_masking_or_unmasking_a_copy_does_not_touch_the_original() -> None:
+    original = _masked_linear()
+    copied = copy.deepcopy(original)
+    apply_masks(copied, {"bias": torch.tensor([True, False, True, False])})
+    assert masked_param_names(original) == ["weight"]
+    assert masked_param_names(copied) == ["weight", "bias"]
+    assert original.bias[1] != 0 and copied.bias[1] == 0
+    remove_masks(copied)
+    assert type(copied) is nn.Linear and masked_param_names(original) == ["weight"]
+    assert torch.equal(original.weight, _masked_linear().weight)

@@ -75,7 +75,8 @@ def test_train_saves_model_spec_metrics_and_histogram(
     rc = main(["train", "--model", "trainclitest:cnn", *_args(out, "--sparsity", "1e-4")])
     assert rc == 0
     (call,) = io.saved
-    assert call["out_dir"] == out / "model"
+    # written into a temp sibling, then renamed to run/model
+    assert call["out_dir"].parent == out and (out / "model").is_dir()
     assert call["spec"] == ModelRecord("trainclitest:cnn", {"num_classes": 10})
     assert call["steps"] is None
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -106,7 +107,7 @@ def test_one_line_errors(
     assert "is not a prunekit model folder" in capsys.readouterr().err
     bad = ["train", "--model", "trainclitest:cnn", "--model-kwargs", "{oops", *_args(tmp_path)]
     assert main(bad) == 2
-    assert "--model-kwargs is not valid JSON" in capsys.readouterr().err
+    assert "--model-kwargs/--kwargs: expected a JSON object" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "prunekit.data", None)  # as if the module were missing
     assert main(["train", "--model", "trainclitest:cnn", *_args(tmp_path)]) == 2
     err = capsys.readouterr().err

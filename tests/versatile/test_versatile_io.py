@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 import prunekit
@@ -37,3 +38,14 @@ def test_save_load_after_to_dense(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), loaded(x))
+
+
+def test_to_dense_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from prunekit.export import to_onnx
+
+    model = build_model("zoo:vgg11", num_classes=10)
+    versatilize(model, VersatileConfig(mode="spatial+channel", delta=16))
+    to_dense(model.eval())
+    check = to_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "m.onnx", verify=True)
+    assert check.max_rel_diff <= 1e-4

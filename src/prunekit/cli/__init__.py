@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from prunekit.errors import PrunekitError
+
+#: set to 1 to see the Python traceback of an error (for bug reports)
+TRACEBACK_ENV = "PRUNEKIT_TRACEBACK"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the problem and where to read about the fix."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand module registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prunekit",
         description="Prune PyTorch models and measure accuracy, size and speed.",
     )
@@ -35,17 +47,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``prunekit`` console script."""
+    """Entry point of the ``prunekit`` console script; returns the exit code.
+
+    Every mistake a user can make is one line on stderr (``prunekit: error: ...``, exit 2; a
+    file-system failure exits 1), never a traceback (set ``PRUNEKIT_TRACEBACK=1`` to see one).
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help: an exit code, also when called in-process
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except PrunekitError as exc:
-        print(f"prunekit: error: {exc}", file=sys.stderr)
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"prunekit: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the disk, not the input: full, read-only, vanished...
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"prunekit: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("prunekit: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,19 @@ from typing import Any
 
 import torch
 
-from prunekit.cli._args import add_versatile, input_shape, json_object, versatile_config
+from prunekit.cli import _run
+from prunekit.cli._args import (
+    add_latency,
+    add_limits,
+    add_model_kwargs,
+    add_output,
+    add_seed,
+    add_versatile,
+    fraction,
+    input_shape,
+    positive_int,
+    versatile_config,
+)
 from prunekit.errors import ConfigError
 
 
@@ -22,59 +34,66 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="structured pruning of a model (trace, score, plan, surgery)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model spec, e.g. torchvision:resnet50 or zoo:vgg19")
-    src.add_argument("--from", dest="from_dir", help="a saved prunekit model folder")
-    p.add_argument("--kwargs", type=json_object, default={}, help="model constructor kwargs (JSON)")
+    src.add_argument("--from", dest="from_dir", metavar="DIR",
+                     help="a saved prunekit model folder (its plans are kept and extended)")  # fmt: skip
+    add_model_kwargs(p)
     add_versatile(p)
-    p.add_argument("--input-shape", type=input_shape, required=True, help="e.g. 1,3,224,224")
-    p.add_argument("--method", choices=["structured", "slim"], default="structured")
-    p.add_argument("--ratio", type=float, default=None, help="fraction of channels removed")
-    p.add_argument("--percent", type=float, default=None, help="alias of --ratio (slimming)")
-    p.add_argument("--criterion", default=None, help="l1 l2 bn_scale taylor activation random")
-    p.add_argument("--global", dest="global_ranking", action="store_true", default=None)
-    p.add_argument("--floor", type=int, default=1, help="channels every layer keeps (>=1)")
-    p.add_argument("--round-to", type=int, default=None)
-    p.add_argument(
-        "--allocator",
-        default=None,
-        help="how many channels each layer keeps: a registered allocator (local, global, ...)",
-    )
-    p.add_argument("--target-macs", type=float, default=None, help="fraction of MACs to remove")
-    p.add_argument("--target-params", type=float, default=None, help="fraction of params to remove")
-    p.add_argument("--ignore", action="append", default=[], help="module path to keep whole")
-    p.add_argument("--unknown-ops", choices=["error", "barrier"], default="error")
-    p.add_argument("--data", default=None, help="dataset spec for taylor/activation criteria")
-    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (with --data)")
-    p.add_argument("--batch-size", type=int, default=64, help="calibration batch size")
-    p.add_argument("--no-verify", action="store_true", help="skip the soft-vs-pruned check (faster)")
-    p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--input-shape", type=input_shape, required=True, metavar="N,C,H,W",
+                   help="shape of the example input used to trace the model, e.g. 1,3,224,224")  # fmt: skip
+    p.add_argument("--method", choices=["structured", "slim"], default="structured",
+                   help="structured: any criterion (default); slim: Network Slimming's one "
+                   "global |γ| ranking of BatchNorm scales")  # fmt: skip
+    p.add_argument("--ratio", "--percent", dest="ratio", type=fraction, default=None,
+                   help="fraction of channels removed, in [0, 1) (default 0.5)")  # fmt: skip
+    p.add_argument("--criterion", default=None,
+                   help="importance: l1, l2 (default), bn_scale, random; taylor, activation and "
+                   "apoz need --data")  # fmt: skip
+    p.add_argument("--global", dest="global_ranking", action="store_true", default=None,
+                   help="rank all layers' channels together (one threshold) instead of removing "
+                   "--ratio of every layer")  # fmt: skip
+    p.add_argument("--floor", type=positive_int, default=1,
+                   help="channels every layer keeps at least (default 1)")  # fmt: skip
+    p.add_argument("--round-to", type=positive_int, default=None, metavar="N",
+                   help="keep multiples of N channels per layer (default: the device's fast "
+                   "width, e.g. 16 on AVX-512 CPUs, for layers >= 4 multiples wide; 1 = exact "
+                   "counts)")  # fmt: skip
+    p.add_argument("--allocator", default=None,
+                   help="how many channels each layer keeps: a registered allocator "
+                   "(local, global, macs, params, latency, ...)")  # fmt: skip
+    p.add_argument("--target-macs", type=fraction, default=None, metavar="F",
+                   help="remove this fraction of the MACs (instead of a channel ratio)")  # fmt: skip
+    p.add_argument("--target-params", type=fraction, default=None, metavar="F",
+                   help="remove this fraction of the parameters")  # fmt: skip
+    p.add_argument("--ignore", action="append", default=[], metavar="MODULE",
+                   help="module path whose output channels stay whole (repeatable)")  # fmt: skip
+    p.add_argument("--unknown-ops", choices=["error", "barrier"], default="error",
+                   help="an op the tracer does not know: error (default) or keep its channels "
+                   "whole (barrier)")  # fmt: skip
+    p.add_argument("--data", default=None,
+                   help="dataset spec for data criteria (taylor, activation, apoz), e.g. digits")  # fmt: skip
+    add_limits(p, test=False)
+    p.add_argument("--calib-batches", type=positive_int, default=8,
+                   help="calibration batches read from --data (default 8)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="calibration batch size (default 64)")  # fmt: skip
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip checking the pruned model against its soft-masked twin")  # fmt: skip
+    add_latency(p)
+    add_seed(p, default=0)
+    add_output(p)
     p.set_defaults(func=run_prune)
 
     i = sub.add_parser("info", help="describe a saved prunekit model folder")
-    i.add_argument("dir")
-    i.add_argument("--input-shape", type=input_shape, default=None)
-    i.add_argument("--json", action="store_true")
+    i.add_argument("dir", metavar="DIR", help="a folder written by prunekit prune/train/save")
+    i.add_argument("--input-shape", type=input_shape, default=None, metavar="N,C,H,W",
+                   help="also count MACs on an input of this shape, e.g. 1,3,224,224")  # fmt: skip
+    i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.set_defaults(func=run_info)
-
-    e = sub.add_parser("export", help="export a saved prunekit model to ONNX")
-    e.add_argument("dir")
-    e.add_argument("--onnx", required=True, help="output .onnx file")
-    e.add_argument("--input-shape", type=input_shape, required=True)
-    e.add_argument("--opset", type=int, default=17)
-    e.add_argument("--fold-bn", action="store_true", help="fold conv/linear + BatchNorm first")
-    e.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
-    e.add_argument("--no-latency", action="store_true", help="skip ORT latency dense vs pruned")
-    e.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
-    e.add_argument("--int8", action="store_true", help="also write a static int8 model")
-    e.add_argument("--calib", default=None, help="dataset spec calibrating int8 (e.g. mnist:PATH)")
-    e.add_argument("--calib-batches", type=int, default=16, help="calibration batches of 32")
-    e.set_defaults(func=run_export)
 
 
 def _config(args: argparse.Namespace) -> Any:
     from prunekit.pipeline import PruneConfig
 
-    ratio = args.ratio if args.ratio is not None else args.percent
     if args.target_macs is not None and args.target_params is not None:
         raise ConfigError("give at most one of --target-macs and --target-params")
     target = (
@@ -86,7 +105,7 @@ def _config(args: argparse.Namespace) -> Any:
     )
     return PruneConfig(
         method=args.method,
-        ratio=0.5 if ratio is None else ratio,
+        ratio=0.5 if args.ratio is None else args.ratio,
         criterion=args.criterion,
         global_ranking=args.global_ranking,
         allocator=args.allocator,
@@ -98,22 +117,33 @@ def _config(args: argparse.Namespace) -> Any:
     )
 
 
-def run_prune(args: argparse.Namespace) -> int:
+def _source(args: argparse.Namespace, versatile: Any) -> tuple[Any, Any]:
+    """(model in eval mode, its record) from ``--model`` or ``--from``."""
     from prunekit import io
-    from prunekit.pipeline import prune
     from prunekit.record import ModelRecord
-    from prunekit.report import compare, layer_channels
-    from prunekit.versatile import summary_line, versatile_record, versatile_summary
+    from prunekit.versatile import versatile_record
 
-    cfg, versatile = _config(args), versatile_config(args)
     if args.from_dir:
+        if args.model_kwargs:
+            raise ConfigError("--model-kwargs applies to --model; a --from folder has its own")
         if versatile is not None:
             raise ConfigError("--versatile builds --model; a --from folder loads as it was saved")
-        model = io.load(args.from_dir)
-        record = io.load_record(args.from_dir)
-    else:
-        record = versatile_record(ModelRecord(args.model, args.kwargs), versatile)
-        model = record.build().eval()
+        return io.load(args.from_dir), io.load_record(args.from_dir)
+    kwargs = args.model_kwargs or {}
+    record = versatile_record(ModelRecord(args.model, kwargs), versatile)
+    return record.build().eval(), record
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from prunekit.pipeline import prune
+    from prunekit.report import compare, layer_channels
+    from prunekit.versatile import summary_line, versatile_summary
+
+    cfg, versatile = _config(args), versatile_config(args)
+    _run.needs_data(cfg.criterion, args.data)
+    out = _run.check_out(args)
+    _run.seed(args.seed)
+    model, record = _source(args, versatile)
     x = torch.randn(*args.input_shape)
     before = copy.deepcopy(model)
     layers = layer_channels(model)
@@ -123,23 +153,41 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"  {len(result.graph.groups)} groups, {result.plan.removed_units()} channels removed")
     for note in result.warnings:
         print(f"warning: {note}")
-    with _stage("measuring params, MACs" + ("" if args.no_latency else ", latency")):
-        report = compare(before, model, x, latency=not args.no_latency, before_layers=layers)
-    if result.max_rel_diff is not None:
-        report.extra["max_rel_diff"] = f"{result.max_rel_diff:.2e}"
+    with _stage("measuring params, MACs" + (", latency (interleaved)" if args.latency else "")):
+        report = compare(before, model, x, latency=args.latency, before_layers=layers)
     costs = versatile_summary(model, x)
     if costs is not None:
         report.extra["versatile"] = summary_line(costs)
-    out = io.save(model, args.out, record.then(result.plan))
-    from prunekit._fileio import atomic_write_text
-
-    atomic_write_text(Path(out) / "report.json", json.dumps(report.to_dict(), indent=1))
-    title = f"{record.model} pruned with prunekit"
-    report.plot(Path(out) / "report.png", title=title)
-    _html(report, result, Path(out) / "report.html", title, args)
+    if result.max_rel_diff is not None:  # checked before surgery (VerificationError otherwise)
+        report.extra["max_rel_diff"] = f"{result.max_rel_diff:.2e}"
+    _save(args, out, model, record.then(result.plan), report, result)
     print(report.to_table())
     print(f"saved to {out} (report.json, report.png, report.html)")
     return 0
+
+
+@contextlib.contextmanager
+def _quiet_plan_warnings() -> Iterator[None]:
+    """The CLI prints the plan's warnings itself (``result.warnings``), once."""
+    from prunekit.errors import PruneWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PruneWarning)
+        yield
+
+
+def _save(args: argparse.Namespace, out: Path, model: Any, record: Any, report: Any,
+          result: Any) -> None:  # fmt: skip
+    """Model + reports into a temp folder, renamed to ``out`` once all of it is written."""
+    from prunekit import io
+    from prunekit._fileio import atomic_dir, atomic_write_text
+
+    title = f"{record.model} pruned with prunekit"
+    with atomic_dir(out, replace=args.overwrite) as tmp:
+        io.save(model, tmp, record)
+        atomic_write_text(tmp / "report.json", json.dumps(report.to_dict(), indent=1))
+        report.plot(tmp / "report.png", title=title)
+        _html(report, result, tmp / "report.html", title, args)
 
 
 def _html(report: Any, result: Any, path: Path, title: str, args: argparse.Namespace) -> None:
@@ -151,16 +199,6 @@ def _html(report: Any, result: Any, path: Path, title: str, args: argparse.Names
     html.add(Section("Plan", table=[[k, str(v)] for k, v in result.plan.meta.items()],
                      header=["setting", "value"]))  # fmt: skip
     html.write(path)
-
-
-@contextlib.contextmanager
-def _quiet_plan_warnings() -> Iterator[None]:
-    """The CLI prints the plan's warnings itself (``result.warnings``), once."""
-    from prunekit.errors import PruneWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PruneWarning)
-        yield
 
 
 @contextlib.contextmanager
@@ -178,7 +216,7 @@ def _calibration(args: argparse.Namespace) -> Any:
         return None
     from prunekit.data import TensorLoader, load_dataset
 
-    train = load_dataset(args.data, "train")
+    train = _run.limit(load_dataset(args.data, "train"), args.limit_train, "--limit-train")
     loader = TensorLoader(train, args.batch_size, shuffle=True, seed=0)
     batches = []
     for i, batch in enumerate(loader):
@@ -190,6 +228,7 @@ def _calibration(args: argparse.Namespace) -> Any:
 
 def run_info(args: argparse.Namespace) -> int:
     from prunekit import io
+    from prunekit.models import check_inputs
     from prunekit.plan import PruningPlan
     from prunekit.report import count_macs, count_params
     from prunekit.versatile import versatile_summary
@@ -208,6 +247,7 @@ def run_info(args: argparse.Namespace) -> int:
     }
     x = torch.randn(*args.input_shape) if args.input_shape else None
     if x is not None:
+        check_inputs(model, x, hint="pass a matching --input-shape")
         info["macs"] = count_macs(model, x)
     versatile = versatile_summary(model, x)
     if versatile is not None:  # stored vs dense params/MB, MACs executed vs paper-counted
@@ -217,25 +257,4 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         for k, v in info.items():
             print(f"{k:<18} {v}")
-    return 0
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from prunekit import io
-    from prunekit.deploy import ExportConfig, export_model
-
-    if args.int8 and args.calib is None:
-        raise ConfigError("--int8 needs --calib DATA (e.g. mnist:../shared/data/mnist-png.tar.gz)")
-    cfg = ExportConfig(opset=args.opset, fold_bn=args.fold_bn, verify=not args.no_verify,
-                       latency=not args.no_latency, threads=args.threads, int8=args.int8,
-                       calib=args.calib, calib_batches=args.calib_batches)  # fmt: skip
-    record = io.load_record(args.dir)
-    dense = None
-    if record.steps and not args.no_latency:
-        from prunekit.record import ModelRecord
-
-        dense = ModelRecord(record.model, record.kwargs).build().eval()
-    result = export_model(io.load(args.dir), torch.randn(*args.input_shape), args.onnx, cfg,
-                          dense=dense)  # fmt: skip
-    print(result.summary())
     return 0

@@ -13,7 +13,16 @@ import json
 import sys
 from typing import Any
 
-from prunekit.cli._args import add_versatile, input_shape, versatile_config
+from prunekit.cli._args import (
+    add_output,
+    add_versatile,
+    input_shape,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    versatile_config,
+)
+from prunekit.cli._run import check_out
 from prunekit.errors import ConfigError
 
 
@@ -27,25 +36,27 @@ def register(subparsers: Any) -> None:
     )
     check.add_argument("recipe", help="recipe YAML (native or Distiller schedule)")
     _common(check)
-    check.add_argument("--epochs", type=int, default=None, help="run length to lay out")
+    check.add_argument("--epochs", type=int, default=None,
+                       help="run length to lay out (default: the recipe's)")  # fmt: skip
     check.add_argument("--json", action="store_true", help="print the plan as JSON")
     check.set_defaults(func=_check)
 
     run = subparsers.add_parser("run", help="execute a recipe (train, prune, save)")
     run.add_argument("recipe", help="recipe YAML (native or Distiller schedule)")
     _common(run)
-    run.add_argument("--out", default=None, help="output folder (model, history.json, checkpoint/)")
-    run.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    run.add_argument("--epochs-override", type=int, default=None, help="run length")
+    add_output(run, required=False, resume=True)
+    run.add_argument("--epochs", "--epochs-override", dest="epochs_override", type=int,
+                     default=None, help="run length in epochs (default: the recipe's)")  # fmt: skip
     run.add_argument("--data", default=None, help="dataset spec (overrides the recipe's)")
     run.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     # The training knobs of Distiller's compress_classifier.py; each overrides the recipe's.
-    run.add_argument("--lr", type=float, default=None, help="base learning rate (training.lr)")
-    run.add_argument(
-        "--wd", type=float, default=None, help="weight decay (training.weight_decay)"
-    )
-    run.add_argument("--batch-size", type=int, default=None, help="batch size (data.batch_size)")
+    run.add_argument("--lr", type=positive_float, default=None,
+                     help="base learning rate (training.lr)")  # fmt: skip
+    run.add_argument("--weight-decay", "--wd", dest="wd", type=nonnegative_float, default=None,
+                     help="weight decay (training.weight_decay)")  # fmt: skip
+    run.add_argument("--batch-size", type=positive_int, default=None,
+                     help="batch size (data.batch_size)")  # fmt: skip
     run.add_argument(
         "--input-shape",
         type=input_shape,
@@ -133,8 +144,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from prunekit._fileio import run_dir
     from prunekit.recipes import Executor
 
+    if args.out is None and (args.resume or args.overwrite):
+        raise ConfigError("--resume/--overwrite need --out DIR (the run folder)")
+    if args.out is not None:
+        check_out(args, resume=True)
     recipe = _load(args)
     model = {"input_shape": list(args.input_shape) if args.input_shape else None,
              "checkpoint": args.checkpoint}  # fmt: skip
@@ -151,14 +167,19 @@ def _run(args: argparse.Namespace) -> int:
     for note in recipe.notes:  # e.g. skipped quantizers
         print(f"warning: {note}", file=sys.stderr)
     _print_plan_warnings(recipe, args)
-    result = Executor(
+    executor = Executor(
         recipe,
         epochs=args.epochs_override,
         data_spec=args.data,
         out_dir=args.out,
         device=args.device,
         progress=False if args.no_progress else None,
-    ).run(resume=args.resume)
+    )
+    if args.out is None:
+        result = executor.run()
+    else:
+        with run_dir(args.out, replace=args.overwrite):  # a failed start leaves no folder
+            result = executor.run(resume=args.resume)
     last = result.history[-1] if result.history else {}
     summary = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "epoch")
     print(f"done: {len(result.history)} epochs; last epoch: {summary}")

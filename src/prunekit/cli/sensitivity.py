@@ -23,7 +23,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prunekit.cli._args import add_versatile, input_shape, json_object, versatile_config
+from prunekit.cli import _run
+from prunekit.cli._args import (
+    add_limits,
+    add_model_kwargs,
+    add_output,
+    add_seed,
+    add_versatile,
+    input_shape,
+    nonnegative_float,
+    positive_int,
+    versatile_config,
+)
+from prunekit.device import resolve_device
 from prunekit.errors import ConfigError
 
 
@@ -47,15 +59,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model spec, e.g. zoo:vgg19 (untrained unless loaded)")
-    src.add_argument("--from", dest="from_dir", help="a saved prunekit model folder")
-    p.add_argument("--kwargs", type=json_object, default={}, help="model constructor kwargs (JSON)")
+    src.add_argument("--from", dest="from_dir", metavar="DIR",
+                     help="a saved prunekit model folder")  # fmt: skip
+    add_model_kwargs(p)
     add_versatile(p)
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or mnist:PATH")
-    p.add_argument("--split", default="test", help="split to measure on (default test)")
-    p.add_argument(
-        "--input-shape", type=input_shape, default=None, help="trace shape (default: 1 data sample)"
-    )
-    p.add_argument("--levels", type=_levels, default=None, help="default 0.1,0.2,...,0.9")
+    p.add_argument("--split", choices=["train", "test"], default="test",
+                   help="split to measure on (default test)")  # fmt: skip
+    add_limits(p)
+    p.add_argument("--input-shape", type=input_shape, default=None, metavar="N,C,H,W",
+                   help="trace shape (default: one data sample)")  # fmt: skip
+    p.add_argument("--levels", type=_levels, default=None,
+                   help="comma-separated pruning levels in [0, 1] (default 0.1,0.2,...,0.9)")  # fmt: skip
     kind = p.add_mutually_exclusive_group()
     kind.add_argument(
         "--structured",
@@ -67,15 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     kind.add_argument(
         "--unstructured", dest="structured", action="store_false", help="prune single weights"
     )
-    p.add_argument(
-        "--criterion", default=None, help="structured: l1 (default) l2 bn_scale random ..."
-    )
-    p.add_argument("--max-batches", type=int, default=None, help="evaluate on this many batches")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--max-drop", type=float, default=0.01, help="accuracy budget for ratios.json")
+    p.add_argument("--criterion", default=None,
+                   help="structured: l1 (default) l2 bn_scale random ...; unstructured: "
+                   "magnitude (default)")  # fmt: skip
+    p.add_argument("--max-batches", type=positive_int, default=None,
+                   help="evaluate on this many batches (default: the whole split)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=256,
+                   help="evaluation batch size (default 256)")  # fmt: skip
+    p.add_argument("--max-drop", type=nonnegative_float, default=0.01,
+                   help="accuracy budget for ratios.json (default 0.01 = one point)")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    add_seed(p, default=0)
+    add_output(p)
     p.set_defaults(func=run_sensitivity)
 
 
@@ -87,10 +106,14 @@ def _model(args: argparse.Namespace, classes: int, channels: int) -> Any:
 
     versatile = versatile_config(args)
     if args.from_dir:
+        if args.model_kwargs:
+            raise ConfigError("--model-kwargs applies to --model; a --from folder has its own")
         if versatile is not None:
             raise ConfigError("--versatile builds --model; a --from folder loads as it was saved")
         return io.load(args.from_dir)
-    kwargs = kwargs_for_data(args.model, args.kwargs, num_classes=classes, in_channels=channels)
+    kwargs = kwargs_for_data(
+        args.model, args.model_kwargs, num_classes=classes, in_channels=channels
+    )
     return versatile_record(ModelRecord(args.model, kwargs), versatile).build()
 
 
@@ -123,15 +146,14 @@ def _targets(args: argparse.Namespace, model: Any, sample: Any) -> list[Any]:
     return list(groups)
 
 
-def _write(args: argparse.Namespace, result: Any, spec: str) -> dict[str, Any]:
+def _write(args: argparse.Namespace, folder: Path, result: Any, spec: str) -> dict[str, Any]:
     from prunekit._fileio import atomic_write_text
     from prunekit.sensitivity import ratios_from_budget
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    result.to_csv(args.out / "sensitivity.csv")
+    result.to_csv(folder / "sensitivity.csv")
     mode = "structured" if args.structured else "unstructured"
     result.plot(
-        args.out / "sensitivity.png",
+        folder / "sensitivity.png",
         metric_name=f"top-1 accuracy ({args.split})",
         title=f"{mode} sensitivity of {spec}",
     )
@@ -144,7 +166,7 @@ def _write(args: argparse.Namespace, result: Any, spec: str) -> dict[str, Any]:
         "max_drop": args.max_drop,
         "ratios": ratios_from_budget(result, max_drop=args.max_drop),
     }
-    atomic_write_text(args.out / "ratios.json", json.dumps(info, indent=1) + "\n")
+    atomic_write_text(folder / "ratios.json", json.dumps(info, indent=1) + "\n")
     return info
 
 
@@ -152,18 +174,18 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     """``prunekit sensitivity``: measure, then write CSV, plot and ratios.json."""
     import sys
 
-    import torch
-
+    from prunekit._fileio import atomic_dir
     from prunekit.data import TensorLoader, load_dataset
     from prunekit.sensitivity import DEFAULT_LEVELS, sensitivity_analysis
     from prunekit.train import evaluate
 
-    if args.max_batches is not None and args.max_batches < 1:
-        raise ConfigError(f"--max-batches must be >= 1, got {args.max_batches}")
-    if args.max_drop < 0:
-        raise ConfigError(f"--max-drop must be >= 0, got {args.max_drop}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    data = load_dataset(args.data, split=args.split)
+    out = _run.check_out(args)
+    _run.seed(args.seed)
+    device = resolve_device(args.device)
+    flag = f"--limit-{args.split}"
+    data = _run.limit(
+        load_dataset(args.data, split=args.split), getattr(args, f"limit_{args.split}"), flag
+    )
     model = _model(args, len(data.classes), int(data.images.shape[1])).to(device).eval()
     loader = _FirstBatches(TensorLoader(data, args.batch_size, device=device), args.max_batches)
     targets = _targets(args, model, data.images[:1])
@@ -178,9 +200,10 @@ def run_sensitivity(args: argparse.Namespace) -> int:
         method=method,
         progress=False if args.no_progress else None,
     )
-    info = _write(args, result, spec)
+    with atomic_dir(out, replace=args.overwrite) as tmp:  # all three files or none
+        info = _write(args, tmp, result, spec)
     print(f"baseline top-1 {result.baseline:.4f}; within {args.max_drop} of it:", file=sys.stdout)
     for target, level in info["ratios"].items():
         print(f"  {target:<40} {level:.2f}")
-    print(f"wrote {args.out}/sensitivity.csv, sensitivity.png, ratios.json")
+    print(f"wrote {out}/sensitivity.csv, sensitivity.png, ratios.json")
     return 0

@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
-from prunekit.cli._args import add_versatile, json_object, versatile_config
-from prunekit.errors import ConfigError
+from prunekit.cli import _run
+from prunekit.cli._args import (
+    add_limits,
+    add_model_kwargs,
+    add_output,
+    add_seed,
+    add_versatile,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    versatile_config,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -27,17 +38,14 @@ def register(subparsers: Any) -> None:
         "slim", help="Network Slimming: sparse-train, prune by |γ|, fine-tune (one command)"
     )
     p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
-    p.add_argument("--model-kwargs", type=json_object, default=None, help="JSON kwargs")
+    add_model_kwargs(p)
     add_versatile(p)
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or cifar10:PATH")
-    p.add_argument("--percent", type=float, default=None, help="fraction of channels removed")
-    p.add_argument(
-        "--sparsity",
-        type=float,
-        default=None,
-        metavar="S",
-        help="BN-L1 strength s (1e-4 VGG, 1e-5 ResNet/DenseNet)",
-    )
+    add_limits(p)
+    p.add_argument("--percent", "--ratio", dest="percent", type=fraction, default=None,
+                   help="fraction of channels removed by the global |γ| threshold (default 0.7)")  # fmt: skip
+    p.add_argument("--sparsity", type=nonnegative_float, default=None, metavar="S",
+                   help="BN-L1 strength s (default 1e-4 VGG; 1e-5 ResNet/DenseNet)")  # fmt: skip
     p.add_argument(
         "--threshold",
         choices=["prunekit", "reference"],
@@ -45,32 +53,36 @@ def register(subparsers: Any) -> None:
         help="prunekit: global ranking with a per-layer floor (default); "
         "reference: the paper code's threshold (reports layers it would empty)",
     )
-    p.add_argument("--floor", type=int, default=None, help="channels every layer keeps (>=1)")
+    p.add_argument("--floor", type=positive_int, default=None,
+                   help="channels every layer keeps (default 1)")  # fmt: skip
     p.add_argument(
         "--count",
         choices=["bn", "units"],
         default=None,
         help="what --percent counts: bn = BatchNorm channels (paper, default) or units",
     )
-    p.add_argument("--round-to", type=int, default=None, help="keep multiples of N channels")
-    p.add_argument("--epochs", type=int, default=None, help="sparse-training epochs (160)")
-    p.add_argument("--finetune-epochs", type=int, default=None, help="fine-tune epochs (160)")
-    p.add_argument("--dense-epochs", type=int, default=None, help="baseline epochs (0 = skip)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (0.1)")
-    p.add_argument("--finetune-lr", type=float, default=None, help="default: --lr")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (64)")
-    p.add_argument("--schedule", choices=["step", "onecycle", "cosine", "constant"], default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--round-to", type=positive_int, default=None, metavar="N",
+                   help="keep multiples of N channels")  # fmt: skip
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="sparse-training epochs (default 160)")  # fmt: skip
+    p.add_argument("--finetune-epochs", type=nonnegative_int, default=None,
+                   help="fine-tune epochs (default 160; 0 = stop after pruning)")  # fmt: skip
+    p.add_argument("--dense-epochs", type=nonnegative_int, default=None,
+                   help="epochs of a no-penalty baseline (default 0 = skip)")  # fmt: skip
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 0.1)")
+    p.add_argument("--finetune-lr", type=positive_float, default=None,
+                   help="fine-tuning learning rate (default: --lr)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default 64)")
+    p.add_argument("--schedule", choices=["step", "onecycle", "cosine", "constant"], default=None,
+                   help="learning-rate schedule of every stage (default step)")  # fmt: skip
+    p.add_argument("--weight-decay", "--wd", dest="weight_decay", type=nonnegative_float,
+                   default=None, help="weight decay (default 1e-4)")  # fmt: skip
     p.add_argument("--augment", default=None, help="auto (default), cifar, flip or none")
-    p.add_argument("--compile", choices=["none", "cuda-graphs", "reduce-overhead"], default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--compile", choices=["none", "cuda-graphs", "reduce-overhead"], default=None,
+                   help="torch.compile the training step (GPU; default none)")  # fmt: skip
+    add_seed(p, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue in --out: skip finished stages, resume an interrupted one",
-    )
+    add_output(p, resume=True)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_slim)
 
@@ -119,18 +131,19 @@ def _print_stage(name: str, summary: dict[str, Any], skipped: bool) -> None:
 
 def run_slim(args: argparse.Namespace) -> int:
     """``prunekit slim``: run (or resume) every stage, print one line per stage."""
-    from prunekit.methods.slimming import STAGE_FILE, STAGES, NetworkSlimming
+    from prunekit._fileio import run_dir
+    from prunekit.methods.slimming import NetworkSlimming
 
     cfg = _config(args)
-    started = [s for s in STAGES if (args.out / s / STAGE_FILE).exists()]
-    if started and not args.resume:
-        raise ConfigError(
-            f"{args.out} already holds stages {started}; pass --resume to continue "
-            "there, or choose another --out"
-        )
+    out = _run.check_out(args, resume=True)
+    _run.seed(cfg.seed)
+    data = {}
+    if args.limit_train is not None or args.limit_test is not None:
+        data = dict(zip(("train_data", "test_data"), _run.datasets(args.data, args)))
     if not logging.getLogger().handlers:  # one line per epoch on stderr
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = NetworkSlimming(cfg).run(args.out, resume=args.resume)
+    with run_dir(out, replace=args.overwrite):  # a failed start leaves no folder behind
+        result = NetworkSlimming(cfg, **data).run(out, resume=args.resume)
     for name, stage in result.stages.items():
         _print_stage(name, stage.summary, stage.skipped)
     report = result.stages["pruned"].summary["report"]
@@ -140,5 +153,5 @@ def run_slim(args: argparse.Namespace) -> int:
         line += " (the reference code would crash)" if report["method"] == "reference" else ""
         line += " -- kept by the floor" if report["method"] == "prunekit" else ""
     print(line)
-    print(f"saved to {args.out}")
+    print(f"saved to {out}")
     return 0

@@ -17,7 +17,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prunekit.cli._args import add_versatile, versatile_config
+from prunekit.cli import _run
+from prunekit.cli._args import (
+    add_limits,
+    add_model_kwargs,
+    add_output,
+    add_seed,
+    add_versatile,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    versatile_config,
+)
 from prunekit.errors import ConfigError
 
 
@@ -31,35 +42,30 @@ def _lazy(module: str, what: str) -> Any:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset spec for prunekit.data.load_dataset")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 160)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1)")
-    p.add_argument("--weight-decay", type=float, default=None, help="default 1e-4")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None)
-    p.add_argument("--schedule", choices=["step", "onecycle", "cosine", "constant"], default=None)
-    p.add_argument("--warmup", type=float, default=None, help="warm-up epochs")
-    p.add_argument(
-        "--sparsity",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="BN-L1 strength s (Network Slimming; 1e-4 VGG, 1e-5 ResNet); 0 = off",
-    )
-    p.add_argument(
-        "--augment",
-        default=None,
-        help="TensorLoader augmentation preset, e.g. cifar (crop+flip), flip, none (default)",
-    )
-    p.add_argument("--compile", choices=["none", "cuda-graphs", "reduce-overhead"], default=None)
-    p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument(
-        "--resume",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="continue from the last checkpoint in --out",
-    )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--data", required=True,
+                   help="dataset spec, e.g. digits, mnist:PATH, cifar10:PATH (see prunekit.data)")  # fmt: skip
+    add_limits(p)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs (default 160)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="peak learning rate (default 0.1)")  # fmt: skip
+    p.add_argument("--weight-decay", "--wd", dest="weight_decay", type=nonnegative_float,
+                   default=None, help="weight decay (default 1e-4)")  # fmt: skip
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None,
+                   help="sgd with momentum 0.9 (default) or adamw")  # fmt: skip
+    p.add_argument("--schedule", choices=["step", "onecycle", "cosine", "constant"], default=None,
+                   help="learning-rate schedule (default step: x0.1 at 50%% and 75%% of the epochs)")  # fmt: skip
+    p.add_argument("--warmup", type=nonnegative_float, default=None,
+                   help="linear warm-up epochs (default 0)")  # fmt: skip
+    p.add_argument("--sparsity", type=nonnegative_float, default=0.0, metavar="S",
+                   help="BN-L1 strength s (Network Slimming; 1e-4 VGG, 1e-5 ResNet); 0 = off")  # fmt: skip
+    p.add_argument("--augment", default=None,
+                   help="TensorLoader augmentation preset: cifar (crop+flip), flip, none (default)")  # fmt: skip
+    p.add_argument("--compile", choices=["none", "cuda-graphs", "reduce-overhead"], default=None,
+                   help="torch.compile the training step (GPU; default none)")  # fmt: skip
+    add_output(p, resume=True)
+    add_seed(p, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -68,7 +74,7 @@ def register(subparsers: Any) -> None:
     """Add the ``train`` and ``finetune`` subcommands."""
     p = subparsers.add_parser("train", help="train a model (optionally with BN-L1 sparsity)")
     p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
-    p.add_argument("--model-kwargs", default=None, help="extra JSON kwargs, e.g. '{\"depth\": 19}'")
+    add_model_kwargs(p)
     add_versatile(p)
     _add_common(p)
     p.set_defaults(func=run_train)
@@ -96,17 +102,18 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _datasets(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(train, test) splits of ``--data`` as ``prunekit.data`` image tensors."""
-    data = _lazy("prunekit.data", "--data")
-    return data.load_dataset(args.data, split="train"), data.load_dataset(args.data, split="test")
+    """(train, test) splits of ``--data`` (sliced by ``--limit-train/--limit-test``)."""
+    _lazy("prunekit.data", "--data")
+    return _run.datasets(args.data, args)
 
 
 def _loaders(args: argparse.Namespace, config: Any, train: Any, test: Any) -> tuple[Any, Any]:
     """(train loader, test loader) on the training device."""
-    from prunekit.train.distributed import resolve_device, setup_distributed
+    from prunekit.device import resolve_device
+    from prunekit.train.distributed import setup_distributed
 
     data = _lazy("prunekit.data", "--data")
-    device = resolve_device(config.device, setup_distributed())
+    device = resolve_device(config.device, local_rank=setup_distributed().rank_device())
     train_loader = data.TensorLoader(
         train,
         args.batch_size,
@@ -149,59 +156,64 @@ def _train_and_save(
 
     if not logging.getLogger().handlers:  # one line per epoch on stderr
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from prunekit._fileio import atomic_dir, run_dir
+
     config = _config(args)
     train_loader, test_loader = _loaders(args, config, *splits)
     _preflight(model, test_loader, args.data)
     regs = [BNL1Regularizer(args.sparsity)] if args.sparsity > 0 else []
     before = bn_scales(model)
     trainer = Trainer(model, train_loader, test_loader, config, regularizers=regs)
-    result = trainer.fit(args.out, resume=args.resume)
-    if not trainer.dist.is_main:
-        return 0
-    if before:
-        plot_bn_histogram(before, bn_scales(result.model), args.out / "bn_gamma_hist.png")
-    io = _lazy("prunekit.io", "saving the model")
-    # The record (base spec + the plans/conversions that shaped the model) travels with it, so a
-    # fine-tuned pruned model is saved together with its plans.
-    io.save(result.model, args.out / "model", record)
+    out = Path(args.out)
+    # A failed start leaves no run folder behind; --overwrite drops the old run only once the
+    # new one has a checkpoint of its own.
+    with run_dir(out, replace=args.overwrite and trainer.dist.is_main):
+        result = trainer.fit(out, resume=args.resume)
+        if not trainer.dist.is_main:
+            return 0
+        if before:
+            plot_bn_histogram(before, bn_scales(result.model), out / "bn_gamma_hist.png")
+        io = _lazy("prunekit.io", "saving the model")
+        # The record (base spec + the plans/conversions that shaped the model) travels with it,
+        # so a fine-tuned pruned model is saved together with its plans.
+        with atomic_dir(out / "model", replace=True) as tmp:
+            io.save(result.model, tmp, record)
     keys = ("epoch", "train_loss", "train_acc", "val_acc", "val_top5")
-    print(json.dumps({"out": str(args.out), **{k: result.final.get(k) for k in keys}}))
+    print(json.dumps({"out": str(out), **{k: result.final.get(k) for k in keys}}))
     return 0
-
-
-def _model_kwargs(text: str | None) -> dict[str, Any]:
-    try:
-        kwargs = json.loads(text) if text else {}
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--model-kwargs is not valid JSON ({exc}): {text!r}") from None
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"--model-kwargs must be a JSON object, got {text!r}")
-    return kwargs
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``prunekit train``: build ``--model`` for the dataset's classes, train, save."""
-    from prunekit.models import kwargs_for_data
+    from prunekit.models import kwargs_for_data, parse_spec
+    from prunekit.record import ModelRecord
     from prunekit.versatile import versatile_record
 
+    parse_spec(args.model)
+    config = _config(args)  # settings checked before any data is read
+    versatile = versatile_config(args)
+    _run.check_out(args, resume=True)
     train, test = _datasets(args)
     kwargs = kwargs_for_data(
         args.model,
-        _model_kwargs(args.model_kwargs),
+        args.model_kwargs,
         num_classes=len(train.classes),
         in_channels=int(train.images.shape[1]),
     )
-    from prunekit.record import ModelRecord
-    from prunekit.train import seed_everything
-
     # Seed before building: the initial weights come from the RNG (same --seed, same run).
-    seed_everything(_config(args).seed)
-    record = versatile_record(ModelRecord(args.model, kwargs), versatile_config(args))
+    _run.seed(config.seed)
+    record = versatile_record(ModelRecord(args.model, kwargs), versatile)
     return _train_and_save(args, record.build(), record, (train, test))
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     """``prunekit finetune SRC_DIR``: load a saved (pruned) model, train it, save it."""
     io = _lazy("prunekit.io", "finetune")
+    config = _config(args)
+    if Path(args.src).resolve() == Path(args.out).resolve():
+        raise ConfigError(f"--out {args.out} is the model being fine-tuned; choose another --out")
+    _run.check_out(args, resume=True)
+    record = io.load_record(args.src)
     model = io.load(args.src)
-    return _train_and_save(args, model, io.load_record(args.src), _datasets(args))
+    _run.seed(config.seed)
+    return _train_and_save(args, model, record, _datasets(args))

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,72 +193,98 @@ def _convert_pruner(p: Any, removes: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def _convert_single(p: Any, removes: set[str]) -> dict[str, Any]:
-    if isinstance(p, ds.DAGPPruner):
-        return {
-            "method": "magnitude",
-            "schedule": "agp",
-            "rounding": "floor",
-            "initial_sparsity": p.initial_sparsity,
-            "final_sparsity": p.final_sparsity,
-            "params": p.weights,
-        }
-    if isinstance(p, (ds.DRankedAGP, ds.DRanked)):
-        table = ds.RANKED_AGP if isinstance(p, ds.DRankedAGP) else ds.RANKED_ONE_SHOT
-        return _ranked(p, table[p.class_], removes)
-    if isinstance(p, (ds.DFilterAGP, ds.DFilterRanked)):
-        table = ds.FILTER_AGP if isinstance(p, ds.DFilterAGP) else ds.FILTER_ONE_SHOT
-        return _ranked(p, table[p.class_], removes)
-    if isinstance(p, ds.DRandomLevel):
-        group = "blocks" if p.group_type == "Blocks" else _RANKED[p.group_type]
-        out = {
-            "method": "group",
-            "group": group,
-            "criterion": "l1",
-            "params": p.weights,
-            "level_range": p.sparsity_range,
-        }
-        if group == "blocks":
-            out["block_shape"] = (p.kwargs or {})["block_shape"]
-        return out
-    return _convert_threshold_kind(p)
+    """One Distiller pruner → one native pruner dict, by its class's entry in
+    :data:`_PRUNERS` (every schema class a file can name has one)."""
+    convert = next(_PRUNERS[c] for c in type(p).__mro__ if c in _PRUNERS)
+    return convert(p, removes)
 
 
-def _convert_threshold_kind(p: Any) -> dict[str, Any]:
-    if isinstance(p, ds.DSensitivityPruner):
-        # Distiller computes std(W) once and reuses the threshold at every active epoch.
-        return {
-            "method": "std_threshold",
-            "schedule": "iterative",
-            "std": "first",
-            "sensitivities": p.sensitivities,
-        }
-    if isinstance(p, ds.DSplicingPruner):
-        return {
-            "method": "splicing",
-            "sensitivities": p.sensitivities,
-            "low": p.low_thresh_mult,
-            "high": p.hi_thresh_mult,
-            "growth": p.sensitivity_multiplier,
-        }
-    if isinstance(p, ds.DMagnitudePruner):
-        return {"method": "magnitude", "schedule": "iterative", "thresholds": p.thresholds}
-    if isinstance(p, ds.DLevelPruner):
-        return {
-            "method": "magnitude",
-            "schedule": "one_shot",
-            "rounding": "floor",
-            "levels": p.levels,
-        }
-    if isinstance(p, ds.DBaiduRNNPruner):
-        return {
-            "method": "ramp_threshold",
-            "q": p.q,
-            "ramp_epoch": p.ramp_epoch,
-            "ramp_slope_mult": p.ramp_slope_mult,
-            "params": p.weights,
-        }
-    assert isinstance(p, ds.DSlimmingPruner)
+def _agp(p: Any, removes: set[str]) -> dict[str, Any]:
+    return {
+        "method": "magnitude",
+        "schedule": "agp",
+        "rounding": "floor",
+        "initial_sparsity": p.initial_sparsity,
+        "final_sparsity": p.final_sparsity,
+        "params": p.weights,
+    }
+
+
+def _ranked_with(table: Mapping[str, Any]) -> Callable[[Any, set[str]], dict[str, Any]]:
+    return lambda p, removes: _ranked(p, table[p.class_], removes)
+
+
+def _random_level(p: Any, removes: set[str]) -> dict[str, Any]:
+    group = "blocks" if p.group_type == "Blocks" else _RANKED[p.group_type]
+    out = {
+        "method": "group",
+        "group": group,
+        "criterion": "l1",
+        "params": p.weights,
+        "level_range": p.sparsity_range,
+    }
+    if group == "blocks":
+        out["block_shape"] = (p.kwargs or {})["block_shape"]
+    return out
+
+
+def _sensitivity(p: Any, removes: set[str]) -> dict[str, Any]:
+    # Distiller computes std(W) once and reuses the threshold at every active epoch.
+    return {
+        "method": "std_threshold",
+        "schedule": "iterative",
+        "std": "first",
+        "sensitivities": p.sensitivities,
+    }
+
+
+def _splicing(p: Any, removes: set[str]) -> dict[str, Any]:
+    return {
+        "method": "splicing",
+        "sensitivities": p.sensitivities,
+        "low": p.low_thresh_mult,
+        "high": p.hi_thresh_mult,
+        "growth": p.sensitivity_multiplier,
+    }
+
+
+def _magnitude(p: Any, removes: set[str]) -> dict[str, Any]:
+    return {"method": "magnitude", "schedule": "iterative", "thresholds": p.thresholds}
+
+
+def _level(p: Any, removes: set[str]) -> dict[str, Any]:
+    return {"method": "magnitude", "schedule": "one_shot", "rounding": "floor", "levels": p.levels}
+
+
+def _baidu_rnn(p: Any, removes: set[str]) -> dict[str, Any]:
+    return {
+        "method": "ramp_threshold",
+        "q": p.q,
+        "ramp_epoch": p.ramp_epoch,
+        "ramp_slope_mult": p.ramp_slope_mult,
+        "params": p.weights,
+    }
+
+
+def _slimming(p: Any, removes: set[str]) -> dict[str, Any]:
     return {"method": "slim", "percent": p.desired_sparsity, "params": p.weights}
+
+
+#: Distiller pruner schema class → its native pruner dict.
+_PRUNERS: dict[type, Callable[[Any, set[str]], dict[str, Any]]] = {
+    ds.DAGPPruner: _agp,
+    ds.DRankedAGP: _ranked_with(ds.RANKED_AGP),
+    ds.DRanked: _ranked_with(ds.RANKED_ONE_SHOT),
+    ds.DFilterAGP: _ranked_with(ds.FILTER_AGP),
+    ds.DFilterRanked: _ranked_with(ds.FILTER_ONE_SHOT),
+    ds.DRandomLevel: _random_level,
+    ds.DSensitivityPruner: _sensitivity,
+    ds.DSplicingPruner: _splicing,
+    ds.DMagnitudePruner: _magnitude,
+    ds.DLevelPruner: _level,
+    ds.DBaiduRNNPruner: _baidu_rnn,
+    ds.DSlimmingPruner: _slimming,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,18 +325,22 @@ def _convert_lr(s: Any) -> dict[str, Any]:
 
 
 def _lr_kind(s: Any) -> dict[str, Any]:
-    if isinstance(s, ds.DStepLR):
-        return {"kind": "step", "step_size": s.step_size, "gamma": s.gamma}
-    if isinstance(s, ds.DMultiStepLR):
-        return {"kind": "multistep", "milestones": s.milestones, "gamma": s.gamma}
-    if isinstance(s, ds.DMultiStepMultiGammaLR):
-        return {"kind": "multistep_gammas", "milestones": s.milestones, "gammas": s.gammas}
-    if isinstance(s, ds.DExponentialLR):
-        return {"kind": "exponential", "gamma": s.gamma}
-    if isinstance(s, ds.DCosineLR):
-        return {"kind": "cosine", "t_max": s.T_max, "eta_min": s.eta_min}
-    assert isinstance(s, ds.DPolynomialLR)
-    return {"kind": "polynomial", "total_iters": s.T_max, "power": s.power}
+    return next(_LR[c] for c in type(s).__mro__ if c in _LR)(s)
+
+
+#: Distiller LR scheduler schema class → the native LR policy fields.
+_LR: dict[type, Callable[[Any], dict[str, Any]]] = {
+    ds.DStepLR: lambda s: {"kind": "step", "step_size": s.step_size, "gamma": s.gamma},
+    ds.DMultiStepLR: lambda s: {"kind": "multistep", "milestones": s.milestones, "gamma": s.gamma},
+    ds.DMultiStepMultiGammaLR: lambda s: {
+        "kind": "multistep_gammas",
+        "milestones": s.milestones,
+        "gammas": s.gammas,
+    },
+    ds.DExponentialLR: lambda s: {"kind": "exponential", "gamma": s.gamma},
+    ds.DCosineLR: lambda s: {"kind": "cosine", "t_max": s.T_max, "eta_min": s.eta_min},
+    ds.DPolynomialLR: lambda s: {"kind": "polynomial", "total_iters": s.T_max, "power": s.power},
+}
 
 
 # ---------------------------------------------------------------------------------------------

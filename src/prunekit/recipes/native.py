@@ -203,6 +203,23 @@ class _PrunerBase(StrictModel):
         """(field name, glob → value table, default value) of the per-tensor values."""
         return None, None, None
 
+    @property
+    def quantity(self) -> str:
+        """What an event's per-tensor values are: ``sparsity``, ``threshold`` (absolute
+        |w|), ``sensitivity`` (× std) or ``random_level`` (drawn from ``level_range``)."""
+        return "sparsity"
+
+    def event_values(
+        self, epoch: int, span: tuple[int, int, int], values: dict[str, float]
+    ) -> dict[str, float]:
+        """Per-tensor values of the event at ``epoch`` of a policy ``span`` = (start, exclusive
+        end, frequency); the kinds whose value changes with the epoch override this."""
+        return values
+
+    def level_bounds(self) -> tuple[float, float] | None:
+        """``[low, high]`` of a ``random_level`` pruner's per-event draw (None: not one)."""
+        return None
+
     def pool(self, universe: Any) -> tuple[tuple[str, ...], str]:
         """The tensors this kind may select (from a ``_targets.Universe``), and their name."""
         if set(universe.elements) == set(universe.weights):
@@ -289,6 +306,10 @@ class MagnitudePrunerConfig(_SparsityTarget):
             return "thresholds", self.thresholds, None
         return "levels", self.levels, self.final_sparsity
 
+    @property
+    def quantity(self) -> str:
+        return "threshold" if self.thresholds is not None else "sparsity"
+
 
 class StdThresholdPrunerConfig(_PrunerBase):
     """Unstructured: zero |w| < s·std(W) per tensor (Han et al. 2015; Distiller's
@@ -314,6 +335,10 @@ class StdThresholdPrunerConfig(_PrunerBase):
 
     def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
         return "sensitivities", self.sensitivities, self.sensitivity
+
+    @property
+    def quantity(self) -> str:
+        return "sensitivity"
 
 
 class StructuredPrunerConfig(_SparsityTarget):
@@ -470,6 +495,16 @@ class GroupPrunerConfig(_SparsityTarget):
             return "thresholds", self.thresholds, None
         return "levels", self.levels, self.final_sparsity
 
+    @property
+    def quantity(self) -> str:
+        if self.thresholds is not None:
+            return "threshold"
+        return "random_level" if self.level_range is not None else "sparsity"
+
+    def level_bounds(self) -> tuple[float, float] | None:
+        lr = self.level_range
+        return None if lr is None else (lr[0], lr[1])
+
     def pool(self, universe: Any) -> tuple[tuple[str, ...], str]:
         return universe.weights, "conv/linear weight"
 
@@ -509,6 +544,16 @@ class SplicingPrunerConfig(_PrunerBase):
     def value_table(self) -> tuple[str | None, dict[str, float] | None, float | None]:
         return "sensitivities", self.sensitivities, self.sensitivity
 
+    @property
+    def quantity(self) -> str:
+        return "sensitivity"
+
+    def event_values(
+        self, epoch: int, span: tuple[int, int, int], values: dict[str, float]
+    ) -> dict[str, float]:
+        grow = 1.0 + self.growth * (epoch - span[0])  # Distiller's sensitivity_multiplier
+        return {p: v * grow for p, v in values.items()}
+
 
 class RampThresholdPrunerConfig(_PrunerBase):
     """Narang et al. 2017, "Exploring Sparsity in Recurrent Neural Networks" (arXiv:1704.05119,
@@ -523,6 +568,31 @@ class RampThresholdPrunerConfig(_PrunerBase):
 
     def describe(self) -> str:
         return f"ramp_threshold q={self.q:g}, ramp at epoch {self.ramp_epoch}"
+
+    @property
+    def quantity(self) -> str:
+        return "threshold"
+
+    def event_values(
+        self, epoch: int, span: tuple[int, int, int], values: dict[str, float]
+    ) -> dict[str, float]:
+        return dict.fromkeys(values, self.threshold_at(epoch, *span))
+
+    def threshold_at(self, epoch: int, start: int, end: int, freq: int) -> float:
+        """The threshold ε at ``epoch`` of a policy ``[start, end)`` every ``freq`` epochs
+        (Narang et al. 2017 eq. 1 with Distiller's epoch counting)."""
+        ramp = self.ramp_epoch
+        denom = 2 * (ramp - start) + 3 * (end - ramp)
+        if denom <= 0:
+            raise ConfigError(
+                f"ramp_threshold: 2·(ramp_epoch − start) + 3·(end − ramp_epoch) = {denom} for "
+                f"start={start}, end={end}, ramp_epoch={ramp}; put ramp_epoch inside the policy"
+            )
+        slope = 2 * self.q * freq / denom
+        if epoch < ramp:
+            return slope * (epoch - start + 1) / freq
+        ramp_slope = slope * self.ramp_slope_mult
+        return (slope * (ramp - start + 1) + ramp_slope * (epoch - ramp + 1)) / freq
 
 
 PrunerConfig = Annotated[

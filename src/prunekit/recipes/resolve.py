@@ -25,14 +25,9 @@ from prunekit.errors import ConfigError
 from prunekit.recipes import _targets
 from prunekit.recipes.lr import recipe_lr
 from prunekit.recipes.native import (
-    GroupPrunerConfig,
-    MagnitudePrunerConfig,
     Policy,
     PrunerConfig,
-    RampThresholdPrunerConfig,
     Recipe,
-    SplicingPrunerConfig,
-    StdThresholdPrunerConfig,
 )
 from prunekit.schedules import SCHEDULES
 
@@ -279,7 +274,7 @@ def _schedule_pruner(
             f"policy #{policy_index + 1}: pruner {name!r} uses schedule {schedule!r}, which needs "
             f"at least {need} pruning epochs (got {full}); widen the epoch range or use one_shot",
         )
-    quantity = _quantity(pruner)
+    quantity = pruner.quantity
     rng = pruner.sparsity_range()
     policy = recipe.policies[policy_index]
     span = _span(policy, full, len(plans))
@@ -291,10 +286,8 @@ def _schedule_pruner(
         if quantity == "sparsity" and params:
             lo = rng[0] if rng is not None else 0.0
             params = {p: _level(schedule, k, full, min(lo, v), v) for p, v in params.items()}
-        params = _event_values(pruner, epoch, span, params)
-        level_range = None
-        if isinstance(pruner, GroupPrunerConfig) and pruner.level_range is not None:
-            level_range = (pruner.level_range[0], pruner.level_range[1])
+        params = pruner.event_values(epoch, span, params)
+        level_range = pruner.level_bounds()
         plans[epoch].prune.append(
             PruneAction(
                 name,
@@ -317,52 +310,6 @@ def _span(policy: Policy, full: list[int], num_epochs: int) -> tuple[int, int, i
         return full[0], full[-1] + 1, 1
     end = policy.ending_epoch if policy.ending_epoch is not None else num_epochs
     return policy.starting_epoch or 0, end, policy.frequency or 1
-
-
-def _event_values(
-    pruner: PrunerConfig, epoch: int, span: tuple[int, int, int], params: dict[str, float]
-) -> dict[str, float]:
-    """Per-tensor values of one event of the pruners whose value changes with the epoch."""
-    start, end, freq = span
-    if isinstance(pruner, SplicingPrunerConfig) and pruner.growth:
-        grow = 1.0 + pruner.growth * (epoch - start)  # Distiller's sensitivity_multiplier
-        return {p: v * grow for p, v in params.items()}
-    if isinstance(pruner, RampThresholdPrunerConfig):
-        return dict.fromkeys(params, ramp_threshold(pruner, epoch, start, end, freq))
-    return params
-
-
-def ramp_threshold(
-    pruner: RampThresholdPrunerConfig, epoch: int, start: int, end: int, freq: int
-) -> float:
-    """Narang et al. 2017's threshold ε at ``epoch`` of a policy ``[start, end)`` every ``freq``
-    epochs (eq. 1, with q the weight of the 90th percentile and Distiller's epoch counting):
-    slope θ = 2qf / (2(ramp − start) + 3(end − ramp)) before ``ramp_epoch``, ``ramp_slope_mult``·θ
-    after it."""
-    ramp = pruner.ramp_epoch
-    denom = 2 * (ramp - start) + 3 * (end - ramp)
-    if denom <= 0:
-        raise ConfigError(
-            f"ramp_threshold: 2·(ramp_epoch − start) + 3·(end − ramp_epoch) = {denom} for "
-            f"start={start}, end={end}, ramp_epoch={ramp}; put ramp_epoch inside the policy"
-        )
-    slope = 2 * pruner.q * freq / denom
-    if epoch < ramp:
-        return slope * (epoch - start + 1) / freq
-    ramp_slope = slope * pruner.ramp_slope_mult
-    return (slope * (ramp - start + 1) + ramp_slope * (epoch - ramp + 1)) / freq
-
-
-def _quantity(pruner: PrunerConfig) -> str:
-    if isinstance(pruner, (StdThresholdPrunerConfig, SplicingPrunerConfig)):
-        return "sensitivity"
-    if isinstance(pruner, RampThresholdPrunerConfig):
-        return "threshold"
-    if isinstance(pruner, (MagnitudePrunerConfig, GroupPrunerConfig)) and pruner.thresholds is not None:
-        return "threshold"
-    if isinstance(pruner, GroupPrunerConfig) and pruner.level_range is not None:
-        return "random_level"
-    return "sparsity"
 
 
 def _warn_horizon(

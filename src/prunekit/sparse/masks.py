@@ -159,6 +159,23 @@ def stored_tensor(model: nn.Module, name: str) -> Tensor:
     return getattr(module, attr)
 
 
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized ``module`` a class of its own before its parametrizations change.
+
+    ``torch.nn.utils.parametrize`` keeps each parametrized tensor as a property on a generated
+    ``Parametrized<Layer>`` class, and ``copy.deepcopy`` gives the copy that *same* class, so
+    adding or removing a parametrization on one copy (``delattr(cls, "weight")``) would change
+    the other too (``bake`` on a copy broke the original: no attribute 'weight'). A private
+    class with the same bases and properties decouples them; the base is unchanged, so
+    ``remove_parametrizations`` still restores the plain layer class.
+    """
+    cls = type(module)
+    if not parametrize.is_parametrized(module):
+        return
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
+
+
 def _mask_module(module: nn.Module, attr: str) -> WeightMask | None:
     """The WeightMask on ``module.<attr>``, or None when that tensor is not masked."""
     if not parametrize.is_parametrized(module, attr):
@@ -216,6 +233,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> nn.Module:
         if existing is not None:
             existing.mask.copy_(mask)
         else:
+            _own_class(module)  # the new property must not appear on a deepcopy's shared class
             parametrize.register_parametrization(module, attr, WeightMask(mask))
     return model
 
@@ -248,6 +266,7 @@ def _remove(model: nn.Module, params: Sequence[str] | None, *, keep_zeros: bool)
             continue
         if len(_plist(module, attr)) != 1:
             raise ConfigError(f"{name!r} carries other parametrizations besides its mask")
+        _own_class(module)  # removing deletes a class property: keep it off shared classes
         parametrize.remove_parametrizations(module, attr, leave_parametrized=keep_zeros)
         done.append(name)
     return done

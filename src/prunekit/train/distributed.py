@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -35,6 +36,10 @@ class DistInfo:
     def is_main(self) -> bool:
         """True on rank 0, the only rank that writes files and logs."""
         return self.rank == 0
+
+    def rank_device(self) -> int | None:
+        """The local rank whose GPU this process uses (``None``: not distributed)."""
+        return self.local_rank if self.enabled else None
 
 
 def env_world_size() -> int:
@@ -70,24 +75,23 @@ def setup_distributed(prefer_cuda: bool | None = None) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
 
 
-def resolve_device(name: str | None, info: DistInfo) -> torch.device:
-    """The device to train on: ``name`` (``None`` → CUDA when available); under torchrun each
-    rank gets ``cuda:LOCAL_RANK``."""
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available; use 'cpu'")
-        if info.enabled or dev.index is None:
-            dev = torch.device("cuda", info.local_rank if info.enabled else 0)
-    return dev
-
-
 def cleanup_distributed() -> None:
-    """Leave the process group if one is active."""
+    """Leave the process group if one is active.
+
+    All ranks meet at a barrier first: a rank that tears down its gloo connections while a
+    peer is still finishing (rank 0 writes checkpoints and logs after the last collective) can
+    make the peer abort ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if dist.get_backend() == "gloo":  # bounded: a crashed peer must not hang us
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer is gone: leave anyway
+        finally:
+            dist.destroy_process_group()
 
 
 def shard(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
