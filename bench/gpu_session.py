@@ -95,14 +95,21 @@ def smoke_fit(
             epochs=epochs, lr=0.05, compile=mode, bf16=cuda, device=device, progress=False
         )
         regs = [] if sparsity is None else [BNL1Regularizer(sparsity)]
+        trainer = Trainer(model, loader, None, cfg, regularizers=regs)
+        t_fit = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            hist = Trainer(model, loader, None, cfg, regularizers=regs).fit(tmp).history
+            hist = trainer.fit(tmp).history
+        fit = time.perf_counter() - t_fit
         loss = hist[-1].get("train_loss")
         ok = loss is not None and loss == loss  # NaN loss is a broken path too
+        # What an epoch costs besides its steps: the per-epoch checkpoint (weights + momentum,
+        # fsynced), logging. A stage of 160 epochs pays it 160 times, so the estimate adds it.
+        overhead = max(0.0, fit - sum(r["seconds"] for r in hist)) / len(hist)
         return {
             "ok": ok,
             "seconds": round(time.perf_counter() - t0, 2),
             "img_per_s": hist[-1]["img_per_s"],
+            "epoch_overhead_s": round(overhead, 4),
             "loss": loss,
         }
     except Exception as exc:  # a broken path is a result here, not a crash
@@ -154,6 +161,12 @@ def compile_for(smoke: dict[str, Any], name: str) -> str:
     return "cuda-graphs" if graphs and all(r.get("ok") for r in graphs) else "none"
 
 
+def epoch_overhead(smoke: dict[str, Any], name: str) -> float:
+    """The largest per-epoch overhead (checkpoint, logging) the smoke measured for ``name``."""
+    paths = smoke["paths"].get(name, {}).values()
+    return max([r.get("epoch_overhead_s", 0.0) for r in paths if r.get("ok")], default=0.0)
+
+
 def img_per_s(smoke: dict[str, Any], name: str, mode: str) -> float | None:
     """The slower of the smoke's plain and BN-L1 training rates of ``name`` in ``mode``."""
     rates = [
@@ -199,12 +212,20 @@ def pending(
 
 
 def estimate_seconds(
-    epochs: int, images: int, rate: float, n_percents: int, n_tools: int, base_done: bool
+    epochs: int,
+    images: int,
+    rate: float,
+    n_percents: int,
+    n_tools: int,
+    base_done: bool,
+    epoch_overhead: float = 0.0,
 ) -> float:
-    """Seconds a unit should take: dense + sparse (unless done) + a fine-tune per tool/percent."""
+    """Seconds a unit should take: dense + sparse (unless done) + a fine-tune per tool/percent,
+    each epoch its images at ``rate`` plus ``epoch_overhead`` seconds (the checkpoint)."""
     dense_epochs = 0 if base_done else 2 * epochs
-    ft_epochs = epochs * n_percents * n_tools * FT_COST
-    return (dense_epochs + ft_epochs) * images / rate * OVERHEAD
+    ft_epochs = epochs * n_percents * n_tools
+    steps = (dense_epochs + ft_epochs * FT_COST) * images / rate * OVERHEAD
+    return steps + (dense_epochs + ft_epochs) * epoch_overhead
 
 
 def choose_unit(
@@ -215,6 +236,7 @@ def choose_unit(
     rate: float | None,
     left: float,
     args: argparse.Namespace,
+    epoch_overhead: float = 0.0,
 ) -> tuple[int, list[float], float] | str:
     """``(epochs, percents, estimate)`` of the biggest unit of ``name`` that fits ``left``
     seconds, or the reason nothing does (or nothing is left to do)."""
@@ -230,7 +252,9 @@ def choose_unit(
         if rate is None:
             return "no training rate: its smoke paths failed"
         for k in range(len(todo), 0, -1):
-            est = estimate_seconds(epochs, args.train_images, rate, k, len(tools), False)
+            est = estimate_seconds(
+                epochs, args.train_images, rate, k, len(tools), False, epoch_overhead
+            )
             if est <= left:
                 return epochs, todo[:k], est
     return f"does not fit: {ladder[-1]} epochs need more than the {left:.0f} s left"
@@ -320,9 +344,8 @@ def run_rows(
     for name, percents in selected_units(args.only):
         left = deadline - time.monotonic() - END_MARGIN
         mode = compile_for(smoke, name)
-        choice = choose_unit(
-            results, name, percents, tools, img_per_s(smoke, name, mode), left, args
-        )
+        rate, extra = img_per_s(smoke, name, mode), epoch_overhead(smoke, name)
+        choice = choose_unit(results, name, percents, tools, rate, left, args, extra)
         if isinstance(choice, str):
             session["skipped"][name] = choice
             LOG.info("%s: %s", name, choice)

@@ -215,7 +215,8 @@ def check_output_dir(
     Example:
         >>> check_output_dir(args.out, what="--out", reuse=args.overwrite)
     """
-    target = check_writable(path, what=what)
+    target = Path(path)
+    # Refusals first: they must not touch anything (the write probe below changes an mtime).
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{what} {target} is a file, not a folder; choose another {what}")
     taken = target.is_dir() and any(target.iterdir())
@@ -223,6 +224,7 @@ def check_output_dir(
         raise ConfigError(
             f"{what} {target} already exists and is not empty; {fix}, or choose another {what}"
         )
+    check_writable(target, what=what)
     return taken
 
 
@@ -234,7 +236,7 @@ def check_output_file(
     Raises:
         ConfigError: ``path`` cannot be written, is a folder, or exists and ``replace`` is false.
     """
-    target = check_writable(path, what=what)
+    target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{what} {target} is a folder; give a file name")
     if target.exists() and not replace:
@@ -242,7 +244,7 @@ def check_output_file(
             f"{what} {target} already exists; pass --overwrite to replace it, or choose another "
             "name"
         )
-    return target
+    return check_writable(target, what=what)
 
 
 def _aside(path: Path, tag: str) -> Path:

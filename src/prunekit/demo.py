@@ -92,14 +92,20 @@ def accuracy(model: nn.Module, loader: TensorLoader) -> float:
 
 
 def train(
-    model: nn.Module, data: tuple[TensorLoader, TensorLoader], epochs: int, lr: float, seed: int
+    model: nn.Module,
+    loader: TensorLoader,
+    epochs: int,
+    lr: float,
+    *,
+    test: TensorLoader | None = None,
+    seed: int = 0,
 ) -> None:
     """A short SGD + one-cycle run (enough for 8×8 digits), through the library's Trainer."""
     cfg = TrainConfig(epochs=epochs, lr=lr, nesterov=True, weight_decay=5e-4, seed=seed,
                       schedule="onecycle", eval_every=epochs, device="cpu", progress=False,
                       tensorboard=False)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="prunekit-demo-") as run:
-        Trainer(model, *data, cfg).fit(run)
+        Trainer(model, loader, test, cfg).fit(run)
 
 
 def run_demo(
@@ -166,7 +172,7 @@ def _run(cfg: DemoConfig, log: Any, t0: float) -> DemoResult:
     train_dl, test_dl, n_train, n_test = _data(cfg)
     model = build("digits_cnn")
     log(f"digits: {n_train} train / {n_test} test images (scikit-learn, real scans)")
-    train(model, (train_dl, test_dl), cfg.epochs, lr=0.1, seed=cfg.seed)
+    train(model, train_dl, cfg.epochs, lr=0.1, test=test_dl, seed=cfg.seed)
     acc_dense = accuracy(model, test_dl)
     log(f"dense   accuracy {acc_dense:.2%}")
     dense = copy.deepcopy(model).eval()
@@ -182,7 +188,7 @@ def _run(cfg: DemoConfig, log: Any, t0: float) -> DemoResult:
         f"soft-vs-pruned max rel diff {diff:.1e})"
     )
     if cfg.finetune_epochs:
-        train(model, (train_dl, test_dl), cfg.finetune_epochs, lr=0.02, seed=cfg.seed)
+        train(model, train_dl, cfg.finetune_epochs, lr=0.02, test=test_dl, seed=cfg.seed)
     acc_ft = accuracy(model, test_dl)
     log(f"fine-tuned accuracy {acc_ft:.2%}")
     rep = compare(dense, model.eval(), torch.randn(64, 1, 8, 8), latency=cfg.latency)

@@ -52,6 +52,8 @@ def test_unit_takes_the_longest_schedule_that_fits(gs: ModuleType) -> None:
     # Two percents share one sparse model; only the first fits: it runs alone.
     epochs, todo, _ = gs.choose_unit(results, "densenet40", (0.4, 0.6), tools, 1e5, 190.0, _args())
     assert (epochs, todo) == (80, [0.4])
+    # A 0.2 s checkpoint per epoch (VGG-19's weights + momentum) costs 160·4·0.2 = 128 s more.
+    assert gs.choose_unit(results, "vgg19", (0.7,), tools, 1e5, 400.0, _args(), 0.2)[0] == 80
     why = gs.choose_unit(results, "vgg19", (0.7,), tools, 1e5, 5.0, _args())
     assert why.startswith("does not fit: 20 epochs")
     assert gs.choose_unit(results, "vgg19", (0.7,), tools, None, 500.0, _args()).startswith(
@@ -111,6 +113,7 @@ def test_quick_session_on_cpu_writes_merged_results_and_merges_back(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     session = json.loads((out / "gpu_session.json").read_text())
     assert session["smoke"]["verdict"] == "ok"
+    assert all(r["epoch_overhead_s"] >= 0 for r in session["smoke"]["paths"]["vgg19"].values())
     assert set(session["smoke"]["paths"]["vgg19"]) == {"none/plain", "none/bn-l1"}
     assert session["rows_added"] == 2 and session["units"][0]["percents"] == [0.7]
     returned = json.loads((out / "slimming.json").read_text())

@@ -1,4 +1,5 @@
-"""bench/slimming_cpu.py: the s-matching rule, row keys/merging and the report table."""
+"""bench/slimming_cpu.py (and the s-matching rule of bench/slimming.py): row keys, merging and
+the report table."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def cpu() -> ModuleType:
 
 
 def test_sparsity_is_matched_to_the_papers_total_shrinkage(cpu: ModuleType) -> None:
-    assert cpu.matched_sparsity(1e-4, 160, 782, 0.1, "step") == 1e-4  # the paper itself
+    slimming = sys.modules["slimming"]  # bench/slimming.py, imported by slimming_cpu
+    assert slimming.matched_sparsity(1e-4, 160, 782, 0.1, "step") == 1e-4  # the paper itself
     # A constant LR of 0.1 for 100 steps: Σ lr = 10, the paper's Σ lr = 782·(80·0.1 + 40·0.01
     # + 40·0.001) = 6600.08, so s = 1e-4 · 660.008.
-    assert cpu.matched_sparsity(1e-4, 1, 100, 0.1, "constant") == pytest.approx(0.066)
+    assert slimming.matched_sparsity(1e-4, 1, 100, 0.1, "constant") == pytest.approx(0.066)
 
 
 def _row(tool: str, pct: float, **kw: object) -> dict:
@@ -55,3 +57,15 @@ def test_rows_merge_and_render_with_ratios_latency_and_collapse(cpu: ModuleType)
     assert "| 0.500M (0.500) | 6.00M (0.500) |" in md
     assert "| -1.00% |" in md and "| yes (1) |" in md
     assert "slimming_cpu_vgg11-narrow_channels.png" in md
+
+
+def test_collapse_is_the_tools_own_rule_and_the_floor_is_reported(cpu: ModuleType) -> None:
+    bns = [{"bn": "a", "size": 8, "kept": 2}, {"bn": "b", "size": 8, "kept": 1}]
+    pk = cpu.collapse_fields("prunekit", ["b"], bns)  # the cut empties b; the floor kept it
+    assert pk == {"collapsed": False, "collapsed_layers": [], "threshold_empties": ["b"]}
+    assert cpu.collapse_fields("reference", ["b"], bns)["collapsed_layers"] == ["b"]
+    gone = [*bns, {"bn": "c", "size": 8, "kept": 0}]
+    assert cpu.collapse_fields("torch-pruning", [], gone)["collapsed_layers"] == ["c"]
+    old = _row("prunekit", 0.7, collapsed=True, collapsed_layers=["b"], channels=bns)
+    assert cpu.normalize_row(old)["collapsed"] is False
+    assert "| no (floor held 1) |" in cpu.to_markdown({"rows": [cpu.normalize_row(old)]})

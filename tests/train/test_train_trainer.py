@@ -170,7 +170,7 @@ def test_mismatched_checkpoint(tmp_path: Path, model, cfg: dict, n: int, match: 
     trainer = Trainer(model(), BatchLoader(xtr[:n], ytr[:n], 64, True), None, _cfg(**cfg))
     with pytest.raises(CheckpointError, match=match) as err:
         trainer.fit(out, resume=True)
-    assert "--no-resume" in str(err.value)
+    assert "resume=False" in str(err.value) and "--overwrite" in str(err.value)
 
 
 def test_fresh_run_discards_old_checkpoint_and_resume_of_finished_run(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from prunekit.cli._args import (
     positive_int,
     versatile_config,
 )
+from prunekit.device import resolve_device
 from prunekit.errors import ConfigError
 
 
@@ -173,8 +174,6 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     """``prunekit sensitivity``: measure, then write CSV, plot and ratios.json."""
     import sys
 
-    import torch
-
     from prunekit._fileio import atomic_dir
     from prunekit.data import TensorLoader, load_dataset
     from prunekit.sensitivity import DEFAULT_LEVELS, sensitivity_analysis
@@ -182,7 +181,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
     out = _run.check_out(args)
     _run.seed(args.seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     flag = f"--limit-{args.split}"
     data = _run.limit(
         load_dataset(args.data, split=args.split), getattr(args, f"limit_{args.split}"), flag

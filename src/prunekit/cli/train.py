@@ -109,10 +109,11 @@ def _datasets(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _loaders(args: argparse.Namespace, config: Any, train: Any, test: Any) -> tuple[Any, Any]:
     """(train loader, test loader) on the training device."""
-    from prunekit.train.distributed import resolve_device, setup_distributed
+    from prunekit.device import resolve_device
+    from prunekit.train.distributed import setup_distributed
 
     data = _lazy("prunekit.data", "--data")
-    device = resolve_device(config.device, setup_distributed())
+    device = resolve_device(config.device, local_rank=setup_distributed().rank_device())
     train_loader = data.TensorLoader(
         train,
         args.batch_size,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import Tensor
 
 from prunekit.data.dataset import ImageTensors, channel_stats
+from prunekit.device import resolve_device
 from prunekit.errors import ConfigError, DataError
 
 __all__ = ["AUGMENT_PRESETS", "AugmentConfig", "TensorLoader", "augment_batch"]
@@ -112,13 +113,6 @@ def _stream_seed(seed: int, epoch: int) -> int:
     return (z ^ (z >> 31)) & ((1 << 63) - 1)
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(dev)!r} requested but CUDA is not available; use 'cpu'")
-    return dev
-
-
 class TensorLoader:
     """Yield ``(x, y)`` batches from uint8 images held on ``device``.
 
@@ -168,7 +162,7 @@ class TensorLoader:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if not dtype.is_floating_point:
             raise ConfigError(f"dtype must be a floating type such as torch.float32, got {dtype}")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device if device is not None else "cpu")
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last

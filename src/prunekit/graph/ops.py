@@ -134,9 +134,14 @@ def _couple(tr: Tracer, operands: list[torch.Tensor], shape: tuple[int, ...]) ->
         lab = _pad_to(tr.labels(t), nd)
         real = {d for d in range(nd) if data[d] == shape[d] and shape[d] > 1}
         info.append((lab, real))
+    whole = True  # every pair merged position by position over the same dims
     for i in range(len(info)):
         for j in range(i + 1, len(info)):
-            _pair(tr, info[i], info[j], shape)
+            whole = _pair(tr, info[i], info[j], shape) and whole
+    if whole and len({frozenset(r) for _, r in info}) == 1:
+        # The operands' labels are now interchangeable: keep the most compact (x + pos_embed
+        # keeps x's per-channel labels, so a token index later is no channel index).
+        return min(info, key=lambda x: sum(s > 1 for s in x[0].shape))[0]
     # The output takes the labels of the operand that varies along the most dims.
     best = max(info, key=lambda x: (sum(s > 1 for s in x[0].shape), len(x[1])))[0]
     return best
@@ -147,17 +152,19 @@ def _pair(
     a: tuple[torch.Tensor, set[int]],
     b: tuple[torch.Tensor, set[int]],
     shape: tuple[int, ...],
-) -> None:
+) -> bool:
+    """Merge two operands' labels; True if they were merged position by position everywhere."""
     (la, ra), (lb, rb) = a, b
     if not ra or not rb:
-        return  # scalar-like operand: broadcast everywhere, ties nothing
+        return False  # scalar-like operand: broadcast everywhere, ties nothing
     only_one = ra ^ rb
     if any(la.shape[d] > 1 or lb.shape[d] > 1 for d in only_one):
-        return  # one side is broadcast along a labelled dim: the sides stay independent
+        return False  # one side is broadcast along a labelled dim: the sides stay independent
     la = _narrow_all(la, only_one)
     lb = _narrow_all(lb, only_one)
     common = torch.broadcast_shapes(la.shape, lb.shape)
     tr.merge(la.expand(common).numpy(), lb.expand(common).numpy())
+    return not only_one
 
 
 def _narrow_all(lab: torch.Tensor, dims: set[int]) -> torch.Tensor:

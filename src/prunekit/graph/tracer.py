@@ -385,7 +385,9 @@ class Tracer(TorchFunctionMode):
                 pre, post = self._op_hooks(path, op)
                 handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
                 handles.append(
-                    mod.register_forward_hook(post, with_kwargs=True, always_call=True, prepend=True)
+                    mod.register_forward_hook(
+                        post, with_kwargs=True, always_call=True, prepend=True
+                    )
                 )
         return handles
 
@@ -397,10 +399,13 @@ class Tracer(TorchFunctionMode):
             if not active[-1]:
                 return
             if op.opaque:
-                self.called.update(".".join(filter(None, (path, p))) for p, _ in mod.named_modules())
-                self.opaque_depth += 1
+                self.called.update(
+                    ".".join(filter(None, (path, p))) for p, _ in mod.named_modules()
+                )
             if op.enter is not None:
-                op.enter(self, mod, args, kwargs)
+                self._quietly(op.enter, mod, args, kwargs)
+            if op.opaque:
+                self.opaque_depth += 1
 
         def post(mod: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
             if not active.pop():
@@ -408,9 +413,17 @@ class Tracer(TorchFunctionMode):
             if op.opaque:
                 self.opaque_depth -= 1
             if op.exit is not None:
-                op.exit(self, mod, args, kwargs, output)
+                self._quietly(op.exit, mod, args, kwargs, output)
 
         return pre, post
+
+    def _quietly(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a module op's hook: tensor ops it makes itself (shape reads) are not traced."""
+        self.opaque_depth += 1
+        try:
+            fn(self, *args)
+        finally:
+            self.opaque_depth -= 1
 
     def _pre(self, path: str, barrier: bool) -> Callable[..., None]:
         def hook(mod: nn.Module, inputs: Any) -> None:

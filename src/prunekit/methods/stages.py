@@ -130,7 +130,7 @@ class Workbench:
         train_data: Any = None,
         test_data: Any = None,
     ) -> None:
-        from prunekit.train.distributed import DistInfo, resolve_device
+        from prunekit.device import resolve_device
 
         if (train_data is None) != (test_data is None):
             raise ConfigError("give both train_data and test_data, or neither (then config.data)")
@@ -139,7 +139,7 @@ class Workbench:
         self.config, self.train = config, train
         self._train_ds, self._test_ds = train_data, test_data
         self._loaders: tuple[Any, Any] | None = None
-        self.device = resolve_device(train.device, DistInfo())
+        self.device = resolve_device(train.device)
         cuda = self.device.type == "cuda"
         self.bf16 = cuda if train.bf16 is None else train.bf16
         self.channels_last = cuda if train.channels_last is None else train.channels_last

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from prunekit._fileio import atomic_write_text
 from prunekit.allocators import global_keep
+from prunekit.device import resolve_device
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.graph import DependencyGraph, trace
 from prunekit.plan import PruningPlan, plan_from_keep
@@ -518,7 +519,7 @@ class Executor:
         self.epochs = epochs
         self.data_spec = data_spec
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.device = torch.device(device or recipe.training.device or _default_device())
+        self.device = resolve_device(device or recipe.training.device)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._sample_shape: tuple[int, ...] | None = None
 
@@ -739,10 +740,6 @@ class _NoTrainer:
 def _fingerprint(resolved: ResolvedRecipe) -> str:
     """Identity of a run's plan: a checkpoint only resumes the run it was written by."""
     return hashlib.sha256(resolved.to_json().encode()).hexdigest()
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _history_row(epoch: int, lr: float, row: dict[str, Any]) -> dict[str, float]:

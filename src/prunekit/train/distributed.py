@@ -37,6 +37,10 @@ class DistInfo:
         """True on rank 0, the only rank that writes files and logs."""
         return self.rank == 0
 
+    def rank_device(self) -> int | None:
+        """The local rank whose GPU this process uses (``None``: not distributed)."""
+        return self.local_rank if self.enabled else None
+
 
 def env_world_size() -> int:
     """``WORLD_SIZE`` as set by ``torchrun`` (1 when absent)."""
@@ -69,20 +73,6 @@ def setup_distributed(prefer_cuda: bool | None = None) -> DistInfo:
         torch.cuda.set_device(local)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
-
-
-def resolve_device(name: str | None, info: DistInfo) -> torch.device:
-    """The device to train on: ``name`` (``None`` → CUDA when available); under torchrun each
-    rank gets ``cuda:LOCAL_RANK``."""
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available; use 'cpu'")
-        if info.enabled or dev.index is None:
-            dev = torch.device("cuda", info.local_rank if info.enabled else 0)
-    return dev
 
 
 def cleanup_distributed() -> None:

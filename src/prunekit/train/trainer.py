@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit._fileio import atomic_write_text
+from prunekit.device import resolve_device
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from prunekit.train.config import TrainConfig
@@ -34,7 +35,6 @@ from prunekit.train.cuda_graphs import GraphedSGDStep
 from prunekit.train.distill import DistillationLoss
 from prunekit.train.distributed import (
     all_reduce_sum,
-    resolve_device,
     setup_distributed,
     shard,
 )
@@ -148,7 +148,7 @@ class Trainer:
         if not hasattr(train_loader, "__len__"):
             raise ConfigError("train_loader must have __len__ (number of batches per epoch)")
         self.dist = setup_distributed(self._wants_cuda())
-        self.device = resolve_device(self.config.device, self.dist)
+        self.device = resolve_device(self.config.device, local_rank=self.dist.rank_device())
         cuda = self.device.type == "cuda"
         self.bf16 = cuda if self.config.bf16 is None else self.config.bf16
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -362,7 +362,7 @@ class Trainer:
     def _restore(self, ckpt_dir: Path) -> tuple[int, list[dict[str, Any]]]:
         state = load_checkpoint(ckpt_dir)
         where = latest_checkpoint(ckpt_dir)
-        fix = f"delete {ckpt_dir} or run without resume (--no-resume)"
+        fix = f"delete {ckpt_dir} or start a fresh run (resume=False; CLI: --overwrite)"
         try:
             stateful, saved_cbs = self._stateful_callbacks(), state.get("callbacks", [])
             if len(saved_cbs) != len(stateful):

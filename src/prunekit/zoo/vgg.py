@@ -8,7 +8,7 @@ one linear classifier. For 32×32 inputs the last feature map is 2×2, so the cl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -94,33 +94,22 @@ def vgg(
     return CifarVGG(depth, cfg=cfg, num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model("vgg11")
-def vgg11(
-    *, cfg: Sequence[int | str] | None = None, num_classes: int = 10, in_channels: int = 3
-) -> CifarVGG:
-    """CIFAR VGG-11 (9.2M parameters with 10 classes)."""
-    return CifarVGG(11, cfg=cfg, num_classes=num_classes, in_channels=in_channels)
+def _fixed_depth(depth: int, doc: str) -> Callable[..., CifarVGG]:
+    """The zoo builder of one VGG depth (``zoo:vgg11`` … ``zoo:vgg19``)."""
+
+    def builder(
+        *, cfg: Sequence[int | str] | None = None, num_classes: int = 10, in_channels: int = 3
+    ) -> CifarVGG:
+        return CifarVGG(depth, cfg=cfg, num_classes=num_classes, in_channels=in_channels)
+
+    builder.__name__ = builder.__qualname__ = f"vgg{depth}"
+    builder.__doc__ = doc
+    return builder
 
 
-@register_model("vgg13")
-def vgg13(
-    *, cfg: Sequence[int | str] | None = None, num_classes: int = 10, in_channels: int = 3
-) -> CifarVGG:
-    """CIFAR VGG-13."""
-    return CifarVGG(13, cfg=cfg, num_classes=num_classes, in_channels=in_channels)
-
-
-@register_model("vgg16")
-def vgg16(
-    *, cfg: Sequence[int | str] | None = None, num_classes: int = 10, in_channels: int = 3
-) -> CifarVGG:
-    """CIFAR VGG-16."""
-    return CifarVGG(16, cfg=cfg, num_classes=num_classes, in_channels=in_channels)
-
-
-@register_model("vgg19")
-def vgg19(
-    *, cfg: Sequence[int | str] | None = None, num_classes: int = 10, in_channels: int = 3
-) -> CifarVGG:
-    """CIFAR VGG-19 as in Network Slimming (20.04M parameters with 10 classes)."""
-    return CifarVGG(19, cfg=cfg, num_classes=num_classes, in_channels=in_channels)
+vgg11 = register_model("vgg11")(_fixed_depth(11, "CIFAR VGG-11 (9.2M parameters, 10 classes)."))
+vgg13 = register_model("vgg13")(_fixed_depth(13, "CIFAR VGG-13."))
+vgg16 = register_model("vgg16")(_fixed_depth(16, "CIFAR VGG-16."))
+vgg19 = register_model("vgg19")(
+    _fixed_depth(19, "CIFAR VGG-19 as in Network Slimming (20.04M parameters, 10 classes).")
+)
