@@ -109,7 +109,8 @@ class CpuArch:
 # the early ones. 12.2M MACs, 1.17M params: ~2-4 minutes an epoch on 2 shared cores.
 VGG_CFG: list[int | str] = [16, "M", 32, "M", 64, 64, "M", 128, 128, "M", 256, 256]
 # Pre-activation bottleneck ResNet-11 (one block per stage) at half width: 5.2M MACs, but
-# ~4 minutes an epoch here (many small memory-bound BN/ReLU ops), hence fewer epochs.
+# 4-8 minutes an epoch on the shared cores (many small memory-bound BN/ReLU ops), hence
+# the shortest schedule of the study.
 PRERESNET_CFG = [8, 8, 8, 32, 16, 16, 64, 32, 32, 128]
 ARCHS = {
     "vgg11-narrow": CpuArch(
@@ -127,8 +128,8 @@ ARCHS = {
         {"depth": 11, "cfg": PRERESNET_CFG},
         1e-4,
         (0.4, 0.6),
-        epochs=3,
-        finetune_epochs=6,
+        epochs=2,
+        finetune_epochs=4,
         floor=2,
         note="pre-activation bottleneck ResNet-11, widths " + ",".join(map(str, PRERESNET_CFG)),
     ),
