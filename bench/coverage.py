@@ -1,5 +1,6 @@
 """Coverage benchmark: structured pruning of every torchvision classification and segmentation
-model with prunekit and with Torch-Pruning, in the same run, on this CPU.
+model (``--suite timm``: the smallest model of every timm family) with prunekit and with
+Torch-Pruning, in the same run, on this CPU.
 
 Each tool prunes each model (``weights=None``, batch 1, 224×224 input, 299 for inception_v3)
 by 50% of every group, ranked locally by the L2 norm. Every (tool, model) pair runs in its own
@@ -22,6 +23,15 @@ Usage:
     python bench/coverage.py --redo --models vit_b_16 # recompute those rows
     python bench/coverage.py --timing                 # only the resnet50 timing comparison
     python bench/coverage.py --worker prunekit resnet18 --json-out /tmp/r.json --input-size 64
+    python bench/coverage.py --suite timm             # bench/results/coverage_timm.{json,md}
+
+timm suite: a family is a timm model module (``timm.list_modules()``: resnet, convnext,
+vision_transformer...); its smallest model by parameter count (counted on the meta device, the
+choice cached in ``coverage_timm_models.json``) is built with ``pretrained=False`` and pruned at
+its default input size (224 where the default is larger and the model accepts ``img_size``).
+prunekit rows also record whether tracing changed the model (``mutated``) and whether the
+pruned model runs but differs from its soft mask (``silently_wrong``: the library's own check
+is turned off for the timed call and done by the benchmark).
 """
 
 from __future__ import annotations
@@ -66,10 +76,12 @@ MIN_PARAM_CUT = 0.30  # prunekit must remove at least this fraction of parameter
 DEFAULT_OUT = REPO / "bench" / "results"
 TIMING_MODEL = "resnet50"
 TIMING_LIMIT_S = 2.0  # the issue's goal for trace + prune of resnet50 on this CPU
+SUITES = ("torchvision", "timm")
+TIMM_MAX_SIDE = 256  # larger default inputs are built at 224 where the model allows it
 
 ROW_FIELDS = (
     "tool", "model", "ok", "error", "forward_ok", "out_shape_ok", "max_rel_diff",
-    "params_before", "params_after", "macs_before", "macs_after", "seconds",
+    "params_before", "params_after", "macs_before", "macs_after", "seconds", "family",
 )  # fmt: skip
 
 
@@ -165,6 +177,89 @@ def family(name: str) -> str:
     return next((p for p in prefixes if name.startswith(p)), name.split("_")[0])
 
 
+# --------------------------------------------------------------------------- timm suite
+
+
+def timm_family_models(cache: Path) -> dict[str, str]:
+    """timm family (model module) -> its smallest model, chosen once and cached in ``cache``."""
+    known = read_json(cache)
+    if known:
+        return dict(known["families"])
+    import timm
+    import torch
+
+    out: dict[str, str] = {}
+    params: dict[str, int] = {}
+    for module in timm.list_modules():
+        best: tuple[int, str] | None = None
+        for name in timm.list_models(module=module):
+            try:
+                with torch.device("meta"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    n = sum(p.numel() for p in timm.create_model(name).parameters())
+            except Exception:
+                continue
+            if best is None or (n, name) < best:
+                best = (n, name)
+        if best is None:  # nothing builds on meta: the shortest name
+            names = sorted(timm.list_models(module=module), key=lambda m: (len(m), m))
+            best = (-1, names[0]) if names else None
+        if best is not None:
+            out[module], params[module] = best[1], best[0]
+    atomic_write_json(cache, {"families": out, "params": params, "timm": timm.__version__})
+    return out
+
+
+def build_timm(name: str) -> tuple[Any, int]:
+    """A randomly initialised timm model in eval mode and its input side length."""
+    import timm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = timm.create_model(name, pretrained=False)
+        side = int(timm.data.resolve_model_data_config(model)["input_size"][-1])
+        if side > TIMM_MAX_SIDE:
+            with contextlib.suppress(Exception):  # no img_size argument: the default size
+                model, side = timm.create_model(name, pretrained=False, img_size=224), 224
+    return model.eval(), side
+
+
+def timm_final_layers(model: Any) -> list[Any]:
+    """The classifier of a timm model (``get_classifier()``), for Torch-Pruning's ignore list."""
+    from torch import nn
+
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
+        return [m for m in head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1:] or [head]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1:]
+
+
+def fingerprint(model: Any) -> dict[str, Any]:
+    """What tracing must leave unchanged: state values, devices, dtypes, flags, attributes."""
+    named = list(model.named_parameters(remove_duplicate=False))
+    named += list(model.named_buffers(remove_duplicate=False))
+    return {
+        "state": {n: (t.device, t.dtype, t.requires_grad, t.detach().clone()) for n, t in named},
+        "modes": {p: m.training for p, m in model.named_modules(remove_duplicate=False)},
+        "attrs": {p: sorted((k, id(v)) for k, v in vars(m).items())
+                  for p, m in model.named_modules(remove_duplicate=False)},
+    }  # fmt: skip
+
+
+def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two :func:`fingerprint` s are identical (tensor values compared exactly)."""
+    import torch
+
+    if a["modes"] != b["modes"] or a["attrs"] != b["attrs"] or a["state"].keys() != b["state"].keys():
+        return False
+    for k, (dev, dt, grad, v) in a["state"].items():
+        dev2, dt2, grad2, v2 = b["state"][k]
+        if (dev, dt, grad) != (dev2, dt2, grad2) or not torch.equal(v, v2):
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------- worker
 
 
@@ -196,14 +291,17 @@ def _prune_prunekit(model: Any, x: Any) -> tuple[Any, float, float]:
 
     _settle()
     c0, t0 = time.process_time(), time.perf_counter()
-    result = prune(model, x, PruneConfig(ratio=RATIO, criterion=CRITERION))
+    # The benchmark compares with the soft mask itself (after the timed call), so the
+    # library's own check is off here: the times are trace + score + plan + surgery.
+    result = prune(model, x, PruneConfig(ratio=RATIO, criterion=CRITERION), verify=False)
     return result.plan, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _prune_tp(model: Any, x: Any, name: str) -> tuple[None, float, float]:
+def _prune_tp(model: Any, x: Any, name: str, suite: str) -> tuple[None, float, float]:
     import torch_pruning as tp
 
-    ignored = final_layers(model, name)  # found before timing: it is not part of pruning
+    # found before timing: it is not part of pruning
+    ignored = timm_final_layers(model) if suite == "timm" else final_layers(model, name)
     _settle()
     c0, t0 = time.process_time(), time.perf_counter()
     pruner = tp.pruner.MetaPruner(
@@ -236,15 +334,18 @@ def run_worker(
     size: int | None = None,
     macs_before: int | None = None,
     timing_only: bool = False,
+    suite: str = "torchvision",
 ) -> dict[str, Any]:
     """Prune one model with one tool and measure it; every exception becomes ``error``.
 
     Args:
         tool: ``"prunekit"`` or ``"torch-pruning"``.
-        name: torchvision model name.
-        size: input side length override (default: 224, 299 for inception_v3).
+        name: torchvision (or, with ``suite="timm"``, timm) model name.
+        size: input side length override (default: 224, 299 for inception_v3; timm: the
+            model's own).
         macs_before: dense MACs measured earlier (skips recounting a huge model).
         timing_only: only prune and check the forward pass (for the timing comparison).
+        suite: ``"torchvision"`` or ``"timm"``.
 
     Returns:
         A result row (see ``ROW_FIELDS``), plus ``cpu_seconds`` and ``input_shape``.
@@ -253,46 +354,72 @@ def run_worker(
 
     ensure_src_on_path()
     from prunekit.report import count_macs, count_params
-    from prunekit.verify import max_rel_diff, soft_copy
 
     torch.manual_seed(0)
     row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
     row.update(tool=tool, model=name, ok=False, forward_ok=False, out_shape_ok=False)
-    s = input_size(name, size)
-    x = torch.randn(1, 3, s, s)
-    row["input_shape"] = list(x.shape)
     if timing_only:
         row["timing_only"] = True
-    model = _stage(row, "build", lambda: build(name))
-    if model is None:
+    built = _stage(row, "build", lambda: _build(suite, name, size))
+    if built is None:
         return row
+    model, x = built
+    row["input_shape"] = list(x.shape)
     row["zero_params_filled"] = fill_zero_params(model)
     with torch.no_grad():
         ref_shapes = _stage(row, "dense forward", lambda: _shapes(model(x)))
     row["params_before"] = count_params(model)
     if not timing_only:
         row["macs_before"] = macs_before or _stage(row, "macs", lambda: count_macs(model, x))
+    if tool == "prunekit" and suite == "timm":
+        _stage(row, "trace", lambda: _mutation_check(row, model, x))
     dense = copy.deepcopy(model) if tool == "prunekit" and not timing_only else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if tool == "prunekit":
             done = _stage(row, "prune", lambda: _prune_prunekit(model, x))
         else:
-            done = _stage(row, "prune", lambda: _prune_tp(model, x, name))
+            done = _stage(row, "prune", lambda: _prune_tp(model, x, name, suite))
     if done is None:
         return row
     plan, row["seconds"], row["cpu_seconds"] = done
     _check_pruned(row, model, x, ref_shapes)
     row["params_after"] = count_params(model)
     if dense is not None and row["forward_ok"]:
-        row["max_rel_diff"] = _stage(
-            row, "equivalence", lambda: max_rel_diff(soft_copy(dense, plan), model, x)
-        )
-        del dense
+        _equivalence(row, dense, plan, model, x)
     if not timing_only and row["forward_ok"]:
         row["macs_after"] = _stage(row, "macs after", lambda: count_macs(model, x))
     row["ok"] = row_ok(row)
     return row
+
+
+def _build(suite: str, name: str, size: int | None) -> tuple[Any, Any]:
+    import torch
+
+    if suite == "timm":
+        model, side = build_timm(name)
+        side = size or side
+    else:
+        model, side = build(name), input_size(name, size)
+    return model, torch.randn(1, 3, side, side)
+
+
+def _mutation_check(row: dict[str, Any], model: Any, x: Any) -> None:
+    """Trace once on its own and record whether the model changed (it must not)."""
+    from prunekit.graph import trace
+
+    before = fingerprint(model)
+    trace(model, x)
+    row["mutated"] = not same_fingerprint(before, fingerprint(model))
+
+
+def _equivalence(row: dict[str, Any], dense: Any, plan: Any, model: Any, x: Any) -> None:
+    from prunekit.verify import max_rel_diff, soft_copy
+
+    diff = _stage(row, "equivalence", lambda: max_rel_diff(soft_copy(dense, plan), model, x))
+    row["max_rel_diff"] = diff
+    # Runs, keeps its output shape, yet computes something else than its soft mask.
+    row["silently_wrong"] = bool(row["out_shape_ok"] and diff is not None and not diff <= MAX_DIFF)
 
 
 def _check_pruned(row: dict[str, Any], model: Any, x: Any, ref_shapes: Any) -> None:
@@ -331,6 +458,7 @@ def row_ok(row: dict[str, Any]) -> bool:
 def spawn_worker(
     tool: str, name: str, *, timeout: float, size: int | None = None,
     macs_before: int | None = None, timing_only: bool = False, threads: int | None = None,
+    suite: str = "torchvision",
 ) -> dict[str, Any]:  # fmt: skip
     """Run :func:`run_worker` in a fresh subprocess; a crash or timeout becomes a failed row."""
     with tempfile.TemporaryDirectory(prefix="pk-cov-") as tmp:
@@ -343,6 +471,7 @@ def spawn_worker(
             cmd += ["--macs-before", str(macs_before)]
         if timing_only:
             cmd.append("--timing-only")
+        cmd += ["--suite", suite]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, env=child_env(threads), capture_output=True, text=True,
@@ -396,28 +525,35 @@ def _fmt_row(row: dict[str, Any]) -> str:
 
 def run_coverage(args: argparse.Namespace, state: dict[str, Any], save: Callable[[], None]) -> None:
     """Run every missing (tool, model) pair (or all with ``--redo``), saving after each row."""
-    names = args.models or model_names()
+    names = args.models or suite_models(args)
     rows = {(r["tool"], r["model"]): r for r in state["rows"]}
     todo = [(n, t) for n in names for t in args.tools if args.redo or (t, n) not in rows]
     print(
         f"coverage: {len(names)} models x {len(args.tools)} tools, {len(todo)} to run", flush=True
     )
+    fams = {m: f for f, m in args.families.items()}
     for i, (name, tool) in enumerate(todo, 1):
         known = [r.get("macs_before") for (_, m), r in rows.items() if m == name]
         macs = next((m for m in known if m), None) if args.input_size is None else None
         t0 = time.perf_counter()
         row = spawn_worker(tool, name, timeout=args.timeout, size=args.input_size,
-                           macs_before=macs, threads=args.threads)  # fmt: skip
+                           macs_before=macs, threads=args.threads, suite=args.suite)  # fmt: skip
+        row["family"] = fams.get(name, family(name))
         rows[(tool, name)] = row
-        state["rows"] = _ordered(rows.values())
+        state["rows"] = _ordered(rows.values(), names)
         save()
         print(f"[{i}/{len(todo)}] {name:<30} {_fmt_row(row)}  ({time.perf_counter() - t0:.0f}s)",
               flush=True)  # fmt: skip
 
 
-def _ordered(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def suite_models(args: argparse.Namespace) -> list[str]:
+    """The suite's models: every torchvision model, or one per timm family."""
+    return list(args.families.values()) if args.suite == "timm" else model_names()
+
+
+def _ordered(rows: Iterable[dict[str, Any]], names: Sequence[str] = ()) -> list[dict[str, Any]]:
     try:
-        order = {n: i for i, n in enumerate(model_names())}
+        order = {n: i for i, n in enumerate(names or model_names())}
     except Exception:
         order = {}
     return sorted(rows, key=lambda r: (order.get(r["model"], 10**6), r["model"],
@@ -479,7 +615,9 @@ def render_md(state: dict[str, Any]) -> str:
     meta, rows = state["meta"], state["rows"]
     by = {(r["tool"], r["model"]): r for r in rows}
     names = list(dict.fromkeys(r["model"] for r in rows))
-    lines = ["# Coverage: prunekit vs Torch-Pruning on torchvision models", ""]
+    suite = meta.get("suite", "torchvision")
+    what = "timm families (the smallest model of each)" if suite == "timm" else "torchvision models"
+    lines = [f"# Coverage: prunekit vs Torch-Pruning on {what}", ""]
     lines += _md_intro(meta) + _md_summary(by, names) + _md_families(by, names)
     lines += ["## Per model", "",
               "| model | prunekit | max rel diff | params cut | MACs cut | s | torch-pruning "
@@ -518,7 +656,11 @@ def _md_intro(meta: dict[str, Any]) -> list[str]:
         + ", ".join(f"`{c}`" for c in commands)
         + ".",
         "",
-        f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, "
+        ("Setting: timm `pretrained=False`, batch 1, each model's default input size (224 where "
+         f"it is larger than {TIMM_MAX_SIDE} and the model takes `img_size`), ratio {RATIO}, "
+         if meta.get("suite") == "timm" else
+         f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, ")
+        +
         f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess "
         f"with a {meta.get('timeout_s', 600):g} s timeout; if memory runs out, the kernel's "
         "out-of-memory killer takes that worker first (`oom_score_adj` 1000). "
@@ -544,6 +686,14 @@ def _md_summary(by: dict[tuple[str, str], dict[str, Any]], names: list[str]) -> 
     both = [n for n in names if all((t, n) in by for t in TOOLS)]  # compare only where both ran
     pk_only = [n for n in both if _ok(by, "prunekit", n) and not _ok(by, "torch-pruning", n)]
     tp_only = [n for n in both if _ok(by, "torch-pruning", n) and not _ok(by, "prunekit", n)]
+    pk = [by[("prunekit", n)] for n in names if ("prunekit", n) in by]
+    wrong = [r["model"] for r in pk if r.get("silently_wrong")]
+    mutated = [r["model"] for r in pk if r.get("mutated")]
+    lines.append(f"- prunekit silently wrong models (run, same shape, differ from the soft mask): "
+                 f"{len(wrong)}{' (' + ', '.join(wrong) + ')' if wrong else ''}")  # fmt: skip
+    if any("mutated" in r for r in pk):
+        lines.append(f"- prunekit traces that changed the model: {len(mutated)}"
+                     f"{' (' + ', '.join(mutated) + ')' if mutated else ''}")  # fmt: skip
     lines.append(f"- ok with prunekit only: {', '.join(pk_only) or 'none'}")
     lines.append(f"- ok with torch-pruning only: {', '.join(tp_only) or 'none'}")
     return [*lines, ""]
@@ -556,7 +706,8 @@ def _ok(by: dict[tuple[str, str], dict[str, Any]], tool: str, name: str) -> bool
 def _md_families(by: dict[tuple[str, str], dict[str, Any]], names: list[str]) -> list[str]:
     fams: dict[str, list[str]] = {}
     for n in names:
-        fams.setdefault(family(n), []).append(n)
+        fam = next((r.get("family") for (_, m), r in by.items() if m == n and r.get("family")), None)
+        fams.setdefault(fam or family(n), []).append(n)
     lines = ["## Per family", "",
              "| family | models | prunekit ok | torch-pruning ok | notes |", "|---|---|---|---|---|"]  # fmt: skip
     for fam, ns in fams.items():
@@ -633,6 +784,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(TOOLS),
         help="comma-separated: prunekit,torch-pruning",
     )
+    p.add_argument("--suite", choices=SUITES, default="torchvision", help="which models")
     p.add_argument("--redo", action="store_true", help="recompute rows that already exist")
     p.add_argument("--timing", action="store_true", help="only the resnet50 timing comparison")
     p.add_argument("--repeats", type=int, default=3, help="timing runs per tool")
@@ -661,14 +813,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json_out is None:
             raise SystemExit("--worker needs --json-out FILE")
         row = run_worker(args.worker[0], args.worker[1], size=args.input_size,
-                         macs_before=args.macs_before, timing_only=args.timing_only)  # fmt: skip
+                         macs_before=args.macs_before, timing_only=args.timing_only,
+                         suite=args.suite)  # fmt: skip
         atomic_write_json(args.json_out, row)
         return 0
-    json_path, md_path = args.out_dir / "coverage.json", args.out_dir / "coverage.md"
+    stem = "coverage" if args.suite == "torchvision" else f"coverage_{args.suite}"
+    json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
+    args.families = (
+        timm_family_models(args.out_dir / "coverage_timm_models.json")
+        if args.suite == "timm"
+        else {}
+    )
     state = read_json(json_path) or {"meta": {}, "rows": []}
     # A resumed result is built by several invocations: keep all their command lines.
     history = [c for c in state["meta"].get("commands", []) if isinstance(c, str)]
-    state["meta"] = {**env_meta(("torch", "torchvision", "torch-pruning")),
+    packages = ("torch", "torchvision", "torch-pruning") + (("timm",) if args.suite == "timm" else ())
+    state["meta"] = {**env_meta(packages), "suite": args.suite,
                      "ratio": RATIO, "criterion": CRITERION, "ranking": "local",
                      "timeout_s": args.timeout, "input_size": args.input_size or "224 (299 inception_v3)"}  # fmt: skip
     state["meta"]["commands"] = [*history, state["meta"]["command"]]
@@ -693,17 +853,18 @@ def run_coverage_parallel(args: argparse.Namespace, state: dict[str, Any],
     """Like :func:`run_coverage` with ``--jobs`` workers at once (threads only wait on children)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    names = args.models or model_names()
+    names = args.models or suite_models(args)
     rows = {(r["tool"], r["model"]): r for r in state["rows"]}
     todo = [(n, t) for n in names for t in args.tools if args.redo or (t, n) not in rows]
     print(f"coverage: {len(todo)} to run with {args.jobs} jobs", flush=True)
+    fams = {m: f for f, m in args.families.items()}
     with ThreadPoolExecutor(args.jobs) as pool:
         futs = {pool.submit(spawn_worker, t, n, timeout=args.timeout, size=args.input_size,
-                            threads=args.threads): (n, t) for n, t in todo}  # fmt: skip
+                            threads=args.threads, suite=args.suite): (n, t) for n, t in todo}  # fmt: skip
         for i, fut in enumerate(as_completed(futs), 1):
             n, t = futs[fut]
-            rows[(t, n)] = fut.result()
-            state["rows"] = _ordered(rows.values())
+            rows[(t, n)] = {**fut.result(), "family": fams.get(n, family(n))}
+            state["rows"] = _ordered(rows.values(), names)
             save()
             print(f"[{i}/{len(todo)}] {n:<30} {_fmt_row(rows[(t, n)])}", flush=True)
 

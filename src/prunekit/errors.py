@@ -37,3 +37,7 @@ class VerificationError(PrunekitError):
 
 class DataError(PrunekitError):
     """A dataset is missing or malformed."""
+
+
+class PruneWarning(UserWarning):
+    """A plan removed much less than asked (the reasons channels were kept are listed)."""

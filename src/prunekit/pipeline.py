@@ -8,8 +8,9 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -17,11 +18,13 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from prunekit.config import Config
+from prunekit.errors import PruneWarning
 from prunekit.graph import DependencyGraph, trace
 from prunekit.importance import CRITERIA, REDUCTIONS, score
 from prunekit.latency.widths import NARROW, hardware_multiple
-from prunekit.plan import Allocation, PruningPlan, make_plan
+from prunekit.plan import Allocation, PruningPlan, estimate, make_plan
 from prunekit.surgery import apply_plan
+from prunekit.verify import check_plan
 
 
 class PruneConfig(Config):
@@ -108,12 +111,23 @@ class PruneConfig(Config):
 
 @dataclass
 class PruneResult:
-    """What :func:`prune` produced."""
+    """What :func:`prune` produced.
+
+    Attributes:
+        model: the pruned model (the same object as given).
+        plan: the plan applied.
+        graph: the dependency graph.
+        scores: group id -> unit importance.
+        max_rel_diff: soft mask vs pruned on the example inputs (None: not verified).
+        warnings: why the plan removed much less than asked, if it did (also warned).
+    """
 
     model: nn.Module
     plan: PruningPlan
     graph: DependencyGraph
     scores: dict[str, torch.Tensor]
+    max_rel_diff: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def prune(
@@ -124,6 +138,7 @@ def prune(
     batches: Iterable[Any] | None = None,
     loss_fn: Callable[..., torch.Tensor] | None = None,
     soft: bool = False,
+    verify: bool = True,
 ) -> PruneResult:
     """Trace, score, plan and prune ``model`` in place.
 
@@ -134,9 +149,20 @@ def prune(
         batches: calibration batches for data-driven criteria.
         loss_fn: loss for the ``taylor`` criterion.
         soft: zero instead of removing.
+        verify: before touching ``model``, check on a copy that the pruned model computes
+            what its soft mask computes (:func:`prunekit.verify.check_plan`); ``False`` skips
+            it (faster, but an inconsistent plan would go unnoticed).
 
     Returns:
         A :class:`PruneResult` (the model is the same object, now pruned).
+
+    Raises:
+        VerificationError: the check failed (the model is left unpruned).
+
+    Example:
+        >>> result = prune(model, torch.randn(1, 3, 224, 224), PruneConfig(ratio=0.5))
+        >>> result.max_rel_diff
+        3.1e-07
     """
     cfg = config or PruneConfig()
     graph = trace(
@@ -148,5 +174,42 @@ def prune(
     device = next((p.device for p in model.parameters()), None)
     plan = make_plan(graph, scores, cfg.allocation(device), context=context)
     plan.meta.update({"criterion": criterion, "method": cfg.method})
+    diff = check_plan(model, plan, example_inputs) if verify else None
     apply_plan(model, plan, soft=soft)
-    return PruneResult(model, plan, graph, scores)
+    notes = weak_plan_notes(graph, plan, cfg)
+    for note in notes:
+        warnings.warn(note, PruneWarning, stacklevel=2)
+    return PruneResult(model, plan, graph, scores, diff, notes)
+
+
+#: a plan removing less than this fraction of what was asked is reported
+WEAK_PLAN = 0.2
+
+
+def weak_plan_notes(graph: DependencyGraph, plan: PruningPlan, cfg: PruneConfig) -> list[str]:
+    """Say so when ``plan`` removes much less than ``cfg`` asked, and why channels stayed.
+
+    "Much less": no unit at all, or under :data:`WEAK_PLAN` of the asked fraction (ratio 0.5
+    but under 10% of the parameters; a MACs/params target: of that cost).
+
+    Returns:
+        One message (empty list when the plan is fine), listing the main reasons with the
+        tensor dims they kept, e.g. ``"layer_norm statistics span the channels (at blocks.0.norm1)"``.
+    """
+    key, asked = next(iter(cfg.target.items())) if cfg.target else ("params", cfg.ratio)
+    if key not in ("params", "macs") or asked <= 0:
+        key = "params"
+    before, after = estimate(graph)[key], estimate(graph, plan)[key]
+    cut = 1.0 - after / before if before else 0.0
+    if plan.removed_units() > 0 and cut >= WEAK_PLAN * asked:
+        return []
+    head = (
+        "no prunable channel group was found"
+        if not graph.groups
+        else f"the plan removes only {cut:.1%} of the {key} (asked: {asked:g})"
+    )
+    lines = [f"{head}; channels were kept whole mainly because:"]
+    for why, dims in graph.kept_reasons():
+        more = f" and {len(dims) - 3} more" if len(dims) > 3 else ""
+        lines.append(f"  - {why}: {', '.join(dims[:3])}{more}")
+    return ["\n".join(lines)]

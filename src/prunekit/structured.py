@@ -41,6 +41,7 @@ from prunekit.plan import Allocation, PruningPlan, make_plan, plan_from_keep
 from prunekit.schedules import Schedule, schedule_from_config
 from prunekit.sparse.masks import zero_pruned
 from prunekit.surgery import apply_plan
+from prunekit.verify import check_plan
 
 __all__ = ["PruneEvent", "StructuredPruner"]
 
@@ -122,6 +123,7 @@ class StructuredPruner:
         if unit not in ("epoch", "step"):
             raise ConfigError(f"unit must be 'epoch' or 'step', got {unit!r}")
         self.model = model
+        self.example_inputs = example_inputs
         self.schedule = None if schedule is None else _as_schedule(schedule)
         # Computed once: step() runs after every optimizer step in "step" mode.
         self._events = [] if self.schedule is None else self.schedule.events()
@@ -283,8 +285,13 @@ class StructuredPruner:
         self._keep = {} if self.plan is None else self._masks(self.plan)
 
     # ------------------------------------------------------------------ the end
-    def finalize(self) -> nn.Module:
+    def finalize(self, *, verify: bool = True) -> nn.Module:
         """Remove the pruned units physically (the last plan, ``soft=False``).
+
+        Args:
+            verify: first check on a copy, on the example inputs, that the thin model computes
+                what the soft one does (:func:`prunekit.verify.check_plan`; a
+                :class:`~prunekit.errors.VerificationError` leaves the model soft).
 
         Returns:
             The same model object, now smaller; build a new optimizer for any further
@@ -292,9 +299,16 @@ class StructuredPruner:
         """
         if self._finalized:
             raise ConfigError("finalize() was already called on this StructuredPruner")
-        self._finalized = True
         if self.plan is not None:
+            if verify and self.example_inputs is None:
+                raise ConfigError(
+                    "finalize() checks the thin model on the example inputs, and this pruner has "
+                    "none: construct it with example_inputs, or call finalize(verify=False)"
+                )
+            if verify:
+                check_plan(self.model, self.plan, self.example_inputs)
             apply_plan(self.model, self.plan, soft=False)
+        self._finalized = True
         return self.model
 
     def levels(self, steps: Iterable[int]) -> list[float]:

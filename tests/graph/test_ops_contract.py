@@ -8,6 +8,7 @@ in ``SPECIAL``) or a reason in ``NOT_ON_FLOAT_FEATURES``.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from prunekit.errors import PruneWarning
+from prunekit.graph import register_op
 from prunekit.graph.ops import BINARY, POOL, REDUCE, UNARY
 from prunekit.pipeline import PruneConfig, prune
 from prunekit.verify import max_rel_diff, soft_copy
@@ -177,7 +180,8 @@ def _check(model: nn.Module, producers: list[str], numeric: bool) -> None:
     model.eval()
     dense = copy.deepcopy(model)
     x = torch.randn(2, 3, 6, 6)
-    result = prune(model, x, PruneConfig(ratio=0.5, criterion="l2", ignored_layers=["conv2"]))
+    cfg = PruneConfig(ratio=0.5, criterion="l2", ignored_layers=["conv2"])
+    result = prune(model, x, cfg, verify=numeric)  # random ops cannot match their soft mask
     group = next(g for g in result.graph.groups if g.id == f"{producers[0]}.weight:0")
     tensors = {s.tensor for s in group.slots}
     # the op kept the channels it reads coupled: every producer and the consumer share the group
@@ -239,6 +243,7 @@ SPATIAL_REDUCE: dict[str, Unary] = {
     "kthvalue": _vals(lambda x: x.kthvalue(2, -1, keepdim=True)),
     "mode": _vals(lambda x: x.mode(-1, keepdim=True)),
     "aminmax": lambda x: torch.aminmax(x, dim=-1, keepdim=True).min,
+    "linalg_vector_norm": lambda x: torch.linalg.vector_norm(x, dim=-1, keepdim=True),
     # normalises across neighbouring channels: mixes them (checked in the test below)
     "local_response_norm": lambda x: F.local_response_norm(x, 2),
 }
@@ -247,10 +252,26 @@ CHANNEL_MIXING: dict[str, Unary] = {
     "softmax": lambda x: x.softmax(1),
     "log_softmax": lambda x: x.log_softmax(1),
     "cumsum": lambda x: x.cumsum(1),
-    "normalize": lambda x: F.normalize(x, dim=1),
+    "normalize": lambda x: F.normalize(torch.sigmoid(x), dim=1),  # sigmoid(0) != 0
     "sort": _vals(lambda x: x.sort(1)),
     "local_response_norm": lambda x: F.local_response_norm(x, 2),
+    "mean": lambda x: x * x.mean(1, keepdim=True),
+    "sum (of a tensor not 0 at pruned channels)": lambda x: x / x.exp().sum(1, keepdim=True),
 }
+#: reductions over the channels that zeros do not change, of a tensor that is 0 at pruned
+#: channels (a conv output through ReLU and products): the producer prunes, exactly
+ZERO_INVARIANT: dict[str, Unary] = {
+    "x.pow(2).sum(dim=1)": lambda x: x / (x.pow(2).sum(dim=1, keepdim=True) + 1e-6).sqrt(),
+    "norm": lambda x: x / (torch.relu(x).norm(dim=1, keepdim=True) + 1e-6),
+    "linalg_vector_norm": lambda x: x * torch.linalg.vector_norm(x * x, dim=1, keepdim=True),
+    "normalize": lambda x: F.normalize(torch.relu(x), dim=1),
+    "sum": lambda x: x + x.abs().sum(1, keepdim=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_INVARIANT))
+def test_zero_invariant_channel_reduction_prunes_exactly(name: str) -> None:
+    _check(UnaryNet(ZERO_INVARIANT[name]), ["conv1"], numeric=True)
 
 
 def test_every_reduce_entry_has_a_case() -> None:
@@ -326,3 +347,216 @@ def test_every_pool_entry_has_a_case() -> None:
 @pytest.mark.parametrize("name", sorted(POOLS))
 def test_pooling_keeps_channels_and_prunes_exactly(name: str) -> None:
     _check(UnaryNet(POOLS[name]), ["conv1"], numeric=True)
+
+
+# --------------------------------------------------------------------------- generic mechanisms
+# Each case is a failure class met on real architectures (timm), reduced to a toy: after
+# pruning at ratio 0.5 the model must compute what its soft mask computes, and the channels
+# named in ``kept`` must stay whole with a recorded reason.
+
+
+class SamePad(nn.Conv2d):
+    """timm ``Conv2dSame``: the padding is computed from ``weight.shape[-2:]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        kh, kw = self.weight.shape[-2:]
+        ih, iw = x.size()[-2:]
+        ph = max((-(-ih // self.stride[0]) - 1) * self.stride[0] + kh - ih, 0)
+        pw = max((-(-iw // self.stride[1]) - 1) * self.stride[1] + kw - iw, 0)
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class SizeReads(nn.Module):
+    """``weight.size(-1)`` as a padding, ``weight.shape[0]`` as a view size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = SamePad(3, 8, 3, 2)
+        self.dw = SamePad(8, 8, 3, groups=8)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn(self.dw(self.conv1(x)))
+        k = self.conv1.weight.size(-1)
+        y = F.avg_pool2d(y, k, stride=1, padding=k // 2)
+        b = y.shape[0]
+        y = y.view(b, self.conv1.weight.shape[0], -1).view_as(y)
+        return self.conv2(y)
+
+
+class StdConv(nn.Conv2d):
+    """Weight standardisation over dims 1.. with a per-channel gain (NF-ResNet style)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w * self.gain, self.bias, self.stride, self.padding)
+
+
+class ScaledStdConv(StdConv):
+    """timm ``ScaledStdConv2d``: ``batch_norm`` over ``weight.reshape(1, out_channels, -1)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = F.batch_norm(
+            self.weight.reshape(1, self.out_channels, -1), None, None,
+            weight=(self.gain * 0.5).view(-1), training=True, momentum=0.0, eps=1e-5,
+        ).reshape_as(self.weight)  # fmt: skip
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class Std(nn.Module):
+    def __init__(self, conv: type[nn.Conv2d]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.std = conv(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(F.relu(self.std(F.relu(self.conv1(x)))))
+
+
+class LayerScale(nn.Module):
+    """A per-channel ``gamma`` applied to tokens from two producers (a class token concat, as
+    in XCiT's class attention; optionally over a transposed layout, as in ResMLP)."""
+
+    def __init__(self, op: str, transposed: bool) -> None:
+        super().__init__()
+        self.op, self.transposed = op, transposed
+        self.conv1, self.conv_cls = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 2.0, 8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.conv1(x).flatten(2).transpose(1, 2)
+        cls = self.conv_cls(x).mean((2, 3)).unsqueeze(1)
+        z = torch.cat([cls, tokens], 1)
+        gamma = self.gamma
+        if self.transposed:
+            z, gamma = z.transpose(1, 2), gamma.view(-1, 1)
+        z = gamma * z if self.op == "mul" else z + gamma
+        return self.head(z.transpose(1, 2) if self.transposed else z)
+
+
+class BlurPool(nn.Module):
+    """An anti-alias filter held in a non-persistent buffer (tresnet), ``groups`` from the
+    input (or, in ``literal`` mode, a literal count that cannot follow pruning)."""
+
+    def __init__(self, literal: bool) -> None:
+        super().__init__()
+        self.literal = literal
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.register_buffer("filt", torch.rand(8, 1, 3, 3), persistent=False)
+        self.conv2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.conv1(x))
+        groups = 8 if self.literal else y.shape[1]
+        return self.conv2(F.conv2d(y, self.filt, padding=1, groups=groups))
+
+
+class Im2col(nn.Module):
+    """``F.unfold`` into a linear layer and ``F.fold`` back (im2col has no int64 kernel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 9, 4)
+        self.conv2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.conv1(x))
+        cols = F.unfold(y, 3, padding=1)
+        back = F.fold(cols, tuple(y.shape[2:]), 3, padding=1)
+        return self.fc(cols.transpose(1, 2)).mean(1) + self.conv2(back).mean((2, 3))
+
+
+#: name -> (model factory, (producer whose group must shrink) or None, channels kept whole)
+MECHANISMS: dict[str, tuple[Callable[[], nn.Module], str | None, list[str]]] = {
+    "A: parameter shape reads (Conv2dSame, size(-1), shape[0])": (SizeReads, "conv1", []),
+    "B: weight standardisation with gain": (lambda: Std(StdConv), "std", ["std.weight:1"]),
+    "B: batch_norm over weight.reshape(1, out_channels, -1)": (
+        lambda: Std(ScaledStdConv), None, ["std.weight:0", "std.weight:1", "conv1.weight:0"]),
+    "D: gamma * tokens of two producers": (lambda: LayerScale("mul", False), "conv1", []),
+    "D: tokens + gamma": (lambda: LayerScale("add", False), "conv1", []),
+    "D: gamma * transposed tokens": (lambda: LayerScale("mul", True), "conv1", []),
+    "D: transposed tokens + gamma": (lambda: LayerScale("add", True), "conv1", []),
+    "E: non-persistent buffer as a depthwise filter": (lambda: BlurPool(False), "conv1", []),
+    "E: functional conv with a literal groups count": (
+        lambda: BlurPool(True), None, ["conv1.weight:0"]),
+    "F: F.unfold / F.fold": (Im2col, "conv1", []),
+}  # fmt: skip
+
+
+def _randomized(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    for p in model.parameters():
+        nn.init.normal_(p, 0, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(MECHANISMS))
+def test_mechanism_prunes_exactly_or_keeps_channels_with_a_reason(name: str) -> None:
+    factory, producer, kept = MECHANISMS[name]
+    model = _randomized(factory())
+    dense = copy.deepcopy(model)
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PruneWarning)  # the all-kept cases say so
+        result = prune(model, x, PruneConfig(ratio=0.5, criterion="l2"), verify=False)
+    assert max_rel_diff(soft_copy(dense, result.plan), model, x) <= 1e-4
+    for key in kept:
+        assert result.graph.frozen[key], key  # a recorded reason
+    if producer is not None:
+        group = result.graph.group(f"{producer}.weight:0")
+        assert len(result.plan.groups[group.id]["keep"]) < group.size
+        # every parameter of the producer's layer shrinks with it (never one pruned alone)
+        shrunk = {t for t in result.plan.tensors if t.startswith(f"{producer}.")}
+        assert {f"{producer}.weight", f"{producer}.bias"} <= shrunk
+
+
+def test_standardised_weight_gain_is_pruned_with_its_conv() -> None:
+    model = _randomized(Std(StdConv))
+    result = prune(model, torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.5), verify=False)
+    group = result.graph.group("std.weight:0")
+    assert {"std.gain", "std.bias", "conv2.weight"} <= set(group.tensors)
+    assert model.std.gain.shape[0] == model.std.weight.shape[0] == 4
+
+
+def test_layer_scale_is_coupled_to_every_producer() -> None:
+    model = _randomized(LayerScale("mul", False))
+    graph = prune(model, torch.randn(2, 3, 8, 8), PruneConfig(ratio=0.5), verify=False).graph
+    group = graph.group("conv1.weight:0")
+    assert {"conv_cls.weight", "gamma", "head.weight"} <= set(group.tensors)
+
+
+def test_a_failing_handler_is_a_clear_error_or_a_barrier() -> None:
+    from prunekit.errors import UnsupportedOpError
+    from prunekit.graph.tracer import OP_HANDLERS
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    saved = OP_HANDLERS["erf"]
+    try:
+        register_op("erf", override=True)(broken)
+        model = UnaryNet(torch.erf).eval()
+        with pytest.raises(UnsupportedOpError, match=r"handler for op 'erf' failed.*boom"):
+            prune(model, torch.randn(2, 3, 6, 6), PruneConfig(ratio=0.5))
+        cfg = PruneConfig(ratio=0.5, unknown_ops="barrier")
+        result = prune(model, torch.randn(2, 3, 6, 6), cfg)
+        assert "conv1.weight:0" in result.graph.frozen and model.conv1.out_channels == 8
+    finally:
+        OP_HANDLERS["erf"] = saved
+
+
+def test_register_op_refuses_a_silent_overwrite() -> None:
+    from prunekit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="override=True"):
+        register_op("conv2d")(lambda *a: None)

@@ -121,10 +121,21 @@ LITERAL_CHANNEL_CASES: dict[str, Case] = {
     "unfold": (lambda x: x.unfold(1, 2, 2).flatten(-2), 4),
     "split": (lambda x: torch.cat(x.split(4, dim=1)[::-1], 1), 8),
     "split_with_sizes": (lambda x: torch.cat(x.split([2, 6], dim=1)[::-1], 1), 8),
-    "narrow": (lambda x: x.narrow(1, 2, 4), 4),
-    "__getitem__ (slice)": (lambda x: x[:, 2:6], 4),
     "__getitem__ (list)": (lambda x: x[:, [1, 5]], 2),
     "view (literal)": (lambda x: x.view(2, 2, 4, 6, 6).transpose(1, 2).reshape(2, 8, 6, 6), 8),
+}
+
+
+#: literal windows of the channel dim: the positions before the window's end are kept whole,
+#: the ones after it prune (they are not read), and the result is exact
+LITERAL_WINDOWS: dict[str, tuple[Callable[[Tensor], Tensor], int, int]] = {
+    # (fn, channels conv2 reads, conv1's channels after pruning)
+    "x[:, 2:6]": (lambda x: x[:, 2:6], 4, 7),
+    "x[:, :5]": (lambda x: x[:, :5], 5, 7),
+    "x.narrow(1, 2, 4)": (lambda x: x.narrow(1, 2, 4), 4, 7),
+    "x[:, 3:]": (lambda x: x[:, 3:], 5, 6),  # the first 3 stay, the 5 read ones prune
+    "x[:, :8] (the identity)": (lambda x: x[:, :8], 8, 4),
+    "x[:, :100] (the identity)": (lambda x: x[:, :100], 8, 4),
 }
 
 
@@ -178,4 +189,74 @@ def test_shape_op_keeps_channels_coupled_and_prunes_exactly(name: str) -> None:
     group = next(g for g in result.graph.groups if g.id == "conv1.weight:0")
     assert {s.tensor for s in group.slots} >= {"conv1.weight", "conv2.weight"}
     assert model.conv1.out_channels == 4 and model.conv2.in_channels == width // 2
+    assert max_rel_diff(soft_copy(dense, result.plan), model, x) <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(LITERAL_WINDOWS))
+def test_literal_channel_window_keeps_its_prefix_and_prunes_the_rest(name: str) -> None:
+    fn, width, left = LITERAL_WINDOWS[name]
+    dense, model, x, result = _pruned(fn, width)
+    assert model.conv1.out_channels == left
+    if left > 4:
+        assert "conv1.weight:0" in result.graph.frozen  # type: ignore[attr-defined]
+    assert max_rel_diff(soft_copy(dense, result.plan), model, x) <= 1e-4  # type: ignore[arg-type]
+
+
+class Ghost(nn.Module):
+    """GhostNet's module: a primary conv, a cheap depthwise conv of it, concatenated, then
+    ``out[:, :out_chs]`` (the identity when ``out_chs`` is the concat's width)."""
+
+    def __init__(self, out_chs: int) -> None:
+        super().__init__()
+        self.out_chs = out_chs
+        self.primary = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4))
+        self.conv2 = nn.Conv2d(out_chs, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = self.primary(x)
+        out = torch.cat([x1, self.cheap(x1)], dim=1)
+        return self.conv2(out[:, : self.out_chs])
+
+
+class SelectiveKernel(nn.Module):
+    """SKNet's fusion: paths stacked on a new dim, a softmax over the paths, a sum over them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths = nn.ModuleList([nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 1)])
+        self.fc_select = nn.Conv2d(8, 16, 1)
+        self.conv2 = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        xs = torch.stack([torch.relu(p(x)) for p in self.paths], 1)  # [B, 2, 8, H, W]
+        a = self.fc_select(xs.sum(1).mean((2, 3), keepdim=True))
+        b, c, h, w = a.shape
+        a = a.view(b, 2, c // 2, h, w).softmax(dim=1)
+        return self.conv2((xs * a).sum(1))
+
+
+@pytest.mark.parametrize("out_chs,left", [(8, 2), (7, 4)])
+def test_ghost_module_prunes_what_its_literal_slice_allows(out_chs: int, left: int) -> None:
+    model = Ghost(out_chs)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+    model.eval()
+    dense, x = copy.deepcopy(model), torch.randn(2, 3, 6, 6)
+    result = prune(model, x, PruneConfig(ratio=0.5))
+    assert model.primary[0].out_channels == left  # 7 of 8 read: the first 7 stay whole
+    assert max_rel_diff(soft_copy(dense, result.plan), model, x) <= 1e-4
+
+
+def test_reduction_over_a_stacked_dim_couples_the_paths() -> None:
+    torch.manual_seed(0)
+    model = SelectiveKernel().eval()
+    dense, x = copy.deepcopy(model), torch.randn(2, 3, 6, 6)
+    result = prune(model, x, PruneConfig(ratio=0.5))
+    group = result.graph.group("paths.0.weight:0")
+    assert {"paths.1.weight", "fc_select.weight", "conv2.weight"} <= set(group.tensors)
+    assert model.paths[0].out_channels == model.paths[1].out_channels == 4
+    assert model.fc_select.out_channels == 8  # both paths' selectors of each kept channel
     assert max_rel_diff(soft_copy(dense, result.plan), model, x) <= 1e-4

@@ -10,20 +10,18 @@ only ever points at a complete data file. An entry that fails any check is rebui
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from prunekit._fileio import atomic_path
 from prunekit.data.formats import Layout
 
 __all__ = ["CacheMeta", "default_cache_dir", "fingerprint", "load_entry", "save_entry"]
@@ -91,21 +89,6 @@ class CacheMeta:
     fingerprint: dict[str, Any]
 
 
-@contextlib.contextmanager
-def _atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temp path next to ``target``; on success it replaces ``target`` atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is ordinary shared data
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_entry(
     cache_dir: Path, stem: str, tensors: dict[str, Tensor], meta_fields: dict[str, Any]
 ) -> Path | None:
@@ -122,7 +105,7 @@ def save_entry(
     data_path = cache_dir / f"{stem}.safetensors"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with _atomic_path(data_path) as tmp:
+        with atomic_path(data_path) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         splits = {
             k.removesuffix(".images"): list(v.shape)
@@ -130,7 +113,7 @@ def save_entry(
             if k.endswith(".images")
         }
         meta = {**meta_fields, "splits": splits, "data_bytes": data_path.stat().st_size}
-        with _atomic_path(cache_dir / f"{stem}.json") as tmp:
+        with atomic_path(cache_dir / f"{stem}.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=1))
     except OSError as exc:
         # A read-only or full disk must not stop training; the data is simply decoded again.

@@ -25,6 +25,7 @@ from prunekit.errors import ConfigError, PrunekitError, TraceError
 from prunekit.graph import norms as _norms  # noqa: F401
 from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
 from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
+from prunekit.graph import zeros as _zeros  # noqa: F401
 from prunekit.graph.labels import FROZEN
 from prunekit.graph.tracer import Tracer, iter_tensors
 
@@ -95,6 +96,21 @@ class DependencyGraph:
             f"no prunable group {gid!r}; known: {[g.id for g in self.groups][:10]}..."
         )
 
+    def kept_reasons(self, top: int = 5) -> list[tuple[str, list[str]]]:
+        """The most common reasons tensor dims were kept whole, with the dims they kept.
+
+        Returns:
+            ``(reason, ["tensor:dim", ...])`` pairs, most tensor dims first; a reason names the
+            op and the module where it froze the channels.
+        """
+        by: dict[str, list[str]] = defaultdict(list)
+        for key, reasons in self.frozen.items():
+            by[reasons[0] if reasons else "coupled to a frozen channel"].append(key)
+        ranked = sorted(
+            by.items(), key=lambda kv: (kv[0] == "coupled to a frozen channel", -len(kv[1]))
+        )
+        return ranked[:top]
+
     def summary(self) -> str:
         """Human-readable table of groups."""
         lines = [f"{len(self.groups)} prunable groups, {sum(g.size for g in self.groups)} units"]
@@ -141,16 +157,42 @@ def trace(
         raise ConfigError(f"unknown_ops must be 'error' or 'barrier', got {unknown_ops!r}")
     inputs = Inputs.of(example_inputs)
     tr = Tracer(model, unknown_ops=unknown_ops, barrier_modules=barrier_modules)
-    was_training = model.training
+    saved = _snapshot(model)
     try:
         _run(tr, model, inputs, train=False)
         if training_pass == "always" or (training_pass == "auto" and _missed(tr, model)):
             _run(tr, model, inputs.map(_double), train=True)
     finally:
-        model.train(was_training)
+        _restore(saved)
     for path in ignored_layers:
         _ignore(tr, model, path)
     return _build(tr, model)
+
+
+Snapshot = list[tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]]
+_TABLES = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
+
+
+def _snapshot(model: nn.Module) -> Snapshot:
+    """Every module's attributes and tensor tables, shallow (tracing must leave all as is).
+
+    Restoring it undoes whatever a forward pass did to the modules themselves: training flags
+    set by the trace (each module keeps its own, e.g. a frozen BatchNorm in a training model),
+    attributes a forward caches, tensors left swapped.
+    """
+    return [
+        (m, dict(m.__dict__), [copy.copy(getattr(m, t)) for t in _TABLES]) for m in model.modules()
+    ]
+
+
+def _restore(saved: Snapshot) -> None:
+    for m, attrs, tables in saved:
+        m.__dict__.clear()
+        m.__dict__.update(attrs)
+        for name, table in zip(_TABLES, tables):
+            live = getattr(m, name)
+            live.clear()
+            live.update(table)
 
 
 def _double(x: Any) -> Any:
@@ -190,8 +232,7 @@ def _run(tr: Tracer, model: nn.Module, inputs: Inputs, *, train: bool) -> None:
     Parameters, buffers and inputs are swapped for ``meta`` tensors (shapes only, no compute,
     no mutation of the real model); models whose forward needs real values are run as they are.
     """
-    named: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
-    named.update(model.named_buffers(remove_duplicate=False))
+    named = _state_slots(model)
     meta_of: dict[int, torch.Tensor] = {}
     state: dict[str, torch.Tensor] = {}
     for name, t in named.items():
@@ -210,6 +251,26 @@ def _run(tr: Tracer, model: nn.Module, inputs: Inputs, *, train: bool) -> None:
         out = _forward_real_checked(tr, model, inputs, train)
     for t in iter_tensors(out):
         tr.freeze(tr.labels(t), "model output")
+
+
+def _state_slots(model: nn.Module) -> dict[str, torch.Tensor]:
+    """One name per (module, attribute) holding a parameter or buffer.
+
+    A submodule registered under two names must be swapped once: ``functional_call`` restores
+    each name in turn, and the second alias would restore the meta tensor the first one put
+    there, leaving the user's model on the ``meta`` device. Tied tensors (one tensor held by
+    two modules) keep both names: both attributes are swapped and restored.
+    """
+    seen: set[tuple[int, str]] = set()
+    out: dict[str, torch.Tensor] = {}
+    for path, mod in model.named_modules(remove_duplicate=False):
+        for table in (mod._parameters, mod._buffers):
+            for attr, t in table.items():
+                if t is None or (id(mod), attr) in seen:
+                    continue
+                seen.add((id(mod), attr))
+                out[f"{path}.{attr}" if path else attr] = t
+    return out
 
 
 def _to_meta(x: Any) -> Any:
@@ -296,15 +357,65 @@ def _resolve(tr: Tracer) -> np.ndarray:
     loop ends after at most one round per label; it runs to the fixpoint (a round cap would
     return an inconsistent grouping without a word).
     """
+    static = _static_pairs(tr)
     extra: list[np.ndarray] = []
-    for _ in range(tr.next_id + 1):
-        comp = _components(tr, extra)
+    refs: list[np.ndarray] = []
+    for _ in range(tr.next_id + 2):
+        comp = _components(tr, static + refs + extra)
         frozen = comp[FROZEN]
         added = _tie_violations(tr, comp, frozen) + _direct_violations(tr, comp, frozen)
-        if not added:
+        new_refs = _direct_ref_pairs(tr, comp)
+        if not added and _same(new_refs, refs):
             return comp
         extra.extend(added)
+        refs = new_refs
     raise TraceError("the channel grouping did not reach a fixpoint; please report this model")
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _static_pairs(tr: Tracer) -> list[np.ndarray]:
+    """Shape reads tied to their slots (or frozen: a dim no op prunes is a constant), and the
+    slots of tensors consumed whole."""
+    out = []
+    for (name, dim), ids in tr.shape_refs.items():
+        slot = tr.slots.get((name, dim))
+        if slot is not None and slot.size == ids.size:
+            out.append(np.stack([ids, slot], axis=1))
+        elif name not in tr.direct:
+            out.append(_freeze_pairs(ids))
+    for name, (base, shape) in tr.direct.items():
+        mixed = [v for (n, _), v in tr.slots.items() if n == name]
+        if mixed:  # one label per element cannot also follow a layer's per-dim slots
+            arr = np.concatenate([np.arange(base, base + int(np.prod(shape))), *mixed])
+            out.append(_freeze_pairs(arr))
+            why = f"parameter {name!r} is used by a layer op and elementwise"
+            tr.freeze_events.append((arr, why))
+    for name, why in tr.whole.items():
+        held = [v for (n, _), v in tr.slots.items() if n == name]
+        if held:
+            whole = np.concatenate(held)
+            out.append(_freeze_pairs(whole))
+            tr.freeze_events.append((whole, why))
+    return out
+
+
+def _direct_ref_pairs(tr: Tracer, comp: np.ndarray) -> list[np.ndarray]:
+    """Shape reads of a directly used parameter: tied to its prunable dim, else constants."""
+    out = []
+    for (name, dim), ids in tr.shape_refs.items():
+        if name not in tr.direct or (name, dim) in tr.slots:
+            continue
+        base, shape = tr.direct[name]
+        c = comp[np.arange(base, base + int(np.prod(shape)))].reshape(shape)
+        first = np.moveaxis(np.arange(base, base + c.size).reshape(shape), dim, 0)
+        if _direct_dim(c) == dim and ids.size == shape[dim]:
+            out.append(np.stack([ids, first.reshape(shape[dim], -1)[:, 0]], axis=1))
+        else:
+            out.append(_freeze_pairs(ids))
+    return out
 
 
 def _freeze_pairs(ids: np.ndarray) -> np.ndarray:
@@ -356,7 +467,7 @@ def _all_slots(tr: Tracer, comp: np.ndarray) -> dict[tuple[str, int], np.ndarray
     for name, (base, shape) in tr.direct.items():
         c = comp[np.arange(base, base + int(np.prod(shape)))].reshape(shape)
         d = _direct_dim(c) if c.size > 1 else None
-        if d is not None:
+        if d is not None and (name, d) not in slots:
             slots[(name, d)] = np.moveaxis(c, d, 0).reshape(c.shape[d], -1)[:, 0]
     return slots
 
@@ -374,7 +485,7 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
     rank = np.zeros_like(sig_of)
     groups = [_make_group(keys, i, slots, order, sig_of, rank) for i, keys in enumerate(by_sig)]
     groups.sort(key=lambda g: order.get(_key(g.id), len(order)))
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shapes = _tensor_shapes(model)
     return DependencyGraph(
         groups=[g for g in groups if g.size > 0],
         frozen=_frozen_reasons(tr, slots, frozen),
@@ -382,6 +493,13 @@ def _build(tr: Tracer, model: nn.Module) -> DependencyGraph:
         tensor_shapes=shapes,
         params={n for n, _ in model.named_parameters()},
     )
+
+
+def _tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Shape of every parameter and buffer, non-persistent buffers included (they are sliced
+    like the others; ``state_dict()`` leaves them out)."""
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    return {k: tuple(v.shape) for k, v in named}
 
 
 def _units_by_signature(
@@ -491,10 +609,13 @@ def _frozen_reasons(
         for k, units in slots.items()
         if k in tr.slots and np.any(units == frozen)
     }
-    wanted = np.unique(np.concatenate(list(hit.values()))) if hit else np.zeros(0, np.int64)
+    wanted = np.zeros(int(loose.max()) + 1 if loose.size else 1, dtype=bool)
+    for v in hit.values():
+        wanted[v] = True
     event_comps: dict[int, list[str]] = defaultdict(list)
     for ids, why in tr.freeze_events:
-        for c in np.intersect1d(loose[ids], wanted).tolist():
+        comps = np.unique(loose[ids])
+        for c in comps[wanted[comps]].tolist():
             if len(event_comps[c]) < 3 and why not in event_comps[c]:
                 event_comps[c].append(why)
     out: dict[str, list[str]] = {}

@@ -89,7 +89,7 @@ UNARY = _names(
     hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu
     celu_ softplus mish mish_ logsigmoid log_sigmoid softsign tanhshrink hardshrink softshrink
     threshold _threshold threshold_ rrelu dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout
-    feature_alpha_dropout clone contiguous detach detach_ float half bfloat16 double to type
+    feature_alpha_dropout clone detach detach_ float half bfloat16 double to type
     type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
     positive sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin cos tan reciprocal reciprocal_
     floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min clamp_min_ clamp_max
@@ -153,13 +153,25 @@ def _pair(
     b: tuple[torch.Tensor, set[int]],
     shape: tuple[int, ...],
 ) -> bool:
-    """Merge two operands' labels; True if they were merged position by position everywhere."""
+    """Couple two operands of an elementwise op; True if merged position by position
+    everywhere (over the same dims).
+
+    Where one side is broadcast along a dim the other one labels (a per-channel ``gamma``
+    times tokens from several producers, after a concat or a transpose), every entry of the
+    broadcast side meets every labelled entry of the other, so they are all coupled: gamma's
+    channel ``c`` belongs to each producer's channel ``c``. Only a side that is one single
+    label (a ``[B, 1, H, W]`` gate shared by all channels) ties nothing.
+    """
     (la, ra), (lb, rb) = a, b
     if not ra or not rb:
         return False  # scalar-like operand: broadcast everywhere, ties nothing
     only_one = ra ^ rb
     if any(la.shape[d] > 1 or lb.shape[d] > 1 for d in only_one):
-        return False  # one side is broadcast along a labelled dim: the sides stay independent
+        if la.numel() == 1 or lb.numel() == 1:
+            return False  # a single shared label (spatial gate): the channels stay independent
+        common = torch.broadcast_shapes(la.shape, lb.shape)
+        tr.merge(la.expand(common).numpy(), lb.expand(common).numpy())
+        return False
     la = _narrow_all(la, only_one)
     lb = _narrow_all(lb, only_one)
     common = torch.broadcast_shapes(la.shape, lb.shape)
@@ -180,7 +192,7 @@ def _narrow_all(lab: torch.Tensor, dims: set[int]) -> torch.Tensor:
 def _conv(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x, w = args[0], _arg(args, kwargs, 1, "weight")
     b = _arg(args, kwargs, 2, "bias")
-    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    groups = _arg(args, kwargs, 6, "groups", 1)
     ch = 1 if x.dim() == w.dim() else 0
     _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=1, out_dim=0)
 
@@ -189,7 +201,7 @@ def _conv(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 def _conv_t(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x, w = args[0], _arg(args, kwargs, 1, "weight")
     b = _arg(args, kwargs, 2, "bias")
-    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    groups = _arg(args, kwargs, 6, "groups", 1)
     ch = 1 if x.dim() == w.dim() else 0
     _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=0, out_dim=1)
 
@@ -202,17 +214,20 @@ def _grouped_layer(
     out: torch.Tensor,
     *,
     ch: int,
-    groups: int,
+    groups: Any,
     in_dim: int,
     out_dim: int,
 ) -> None:
     wname, cin, cout = tr.name_of(w), x.shape[ch], out.shape[ch]
     rows = along(tr.labels(x), ch, cin)
-    if wname is None:
-        tr.freeze(rows, "convolution weight computed in forward")
-        return
-    k, m = cin // groups, cout // groups
-    if out_dim == 0:
+    k, m = cin // int(groups), cout // int(groups)
+    if not _groups_follow(tr, wname, groups):
+        tr.freeze(rows, f"functional convolution with a literal groups={int(groups)}")
+        out_ids = np.zeros(cout, dtype=np.int64)
+    elif wname is None:
+        simple = groups == 1 and out_dim == 0
+        out_ids = _computed_weight(tr, w, rows, cout, "convolution", simple)
+    elif out_dim == 0:
         out_ids = _conv_slots(tr, wname, w, rows, groups, k, m)
     else:
         out_ids = _conv_t_slots(tr, wname, w, rows, groups, k, m)
@@ -220,7 +235,38 @@ def _grouped_layer(
     shape = [1] * out.dim()
     shape[ch] = cout
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape(shape))
-    tr.macs_per_weight[wname] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+    owner = tr.weight_name(w)
+    if owner is not None:
+        tr.macs_per_weight[owner] = out.numel() / max(1, out.shape[0] if ch == 1 else 1) / cout
+
+
+def _groups_follow(tr: Tracer, wname: str | None, groups: Any) -> bool:
+    """Whether a grouped convolution's ``groups`` follows pruning: a conv module's attribute
+    (surgery updates it), a count computed from a shape, or no grouping at all."""
+    if int(groups) == 1 or isinstance(groups, TrackedInt):
+        return True
+    owner = tr.owner(wname) if wname is not None else None
+    return isinstance(owner, torch.nn.modules.conv._ConvNd)
+
+
+def _computed_weight(
+    tr: Tracer, w: torch.Tensor, rows: torch.Tensor, cout: int, what: str, simple: bool
+) -> np.ndarray:
+    """Output labels of a layer whose weight was computed in forward (dim 0 = outputs).
+
+    A weight derived from a parameter (standardised, masked, scaled by a gain) keeps that
+    parameter's output slot along dim 0 (see ``Tracer._param_labels``), so its output channels
+    stay prunable together with the parameter, the gain and the bias. The input channels are
+    kept whole: how the weight was computed may mix them (statistics over the fan-in).
+    """
+    tr.freeze(rows, f"{what} weight computed in forward (its input channels are kept whole)")
+    lab = tr.labels(w)
+    if not simple or any(lab.shape[d] > 1 for d in range(1, lab.dim())):
+        tr.freeze(lab, f"{what} weight computed in forward mixes channels")
+        return np.zeros(cout, dtype=np.int64)
+    ids = along(lab, 0, cout)[:, 0].numpy().copy()
+    ids[ids < 0] = FROZEN  # a weight built from no feature: its outputs are not prunable
+    return ids
 
 
 def _conv_slots(
@@ -257,9 +303,19 @@ def _conv_t_slots(
 
 
 def _bias(tr: Tracer, b: Any, out_ids: np.ndarray) -> None:
+    """Couple a layer's bias to its outputs: a bias computed in forward entry by entry (it
+    only ever touches its own output channel), one of unknown shape freezes them."""
     bname = tr.name_of(b)
-    if bname is not None:
+    if bname is not None and not tr.stored(b):
         tr.merge(tr.slot(bname, 0, out_ids.size), out_ids)
+    elif isinstance(b, torch.Tensor) and b.numel() == out_ids.size:
+        ids = tr.full(b).reshape(-1).numpy()
+        if (ids == FROZEN).any():
+            tr.freeze(
+                out_ids[ids == FROZEN],
+                "bias computed in forward from constants or channels kept whole",
+            )
+        tr.merge(ids, out_ids)
     elif isinstance(b, torch.Tensor):
         tr.freeze(out_ids, "bias computed in forward")
 
@@ -271,23 +327,44 @@ def _linear(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     wname = tr.name_of(w)
     rows = along(tr.labels(x), x.dim() - 1, x.shape[-1])
     if wname is None:
-        tr.freeze(rows, "linear weight computed in forward")
-        return
-    tr.merge_rows(rows, tr.slot(wname, 1, w.shape[1]))
-    out_ids = tr.slot(wname, 0, w.shape[0])
+        out_ids = _computed_weight(tr, w, rows, w.shape[0], "linear", w.dim() == 2)
+    else:
+        tr.merge_rows(rows, tr.slot(wname, 1, w.shape[1]))
+        out_ids = tr.slot(wname, 0, w.shape[0])
     _bias(tr, b, out_ids)
     tr.set_labels(out, torch.from_numpy(out_ids.copy()).reshape((1,) * (out.dim() - 1) + (-1,)))
-    tr.macs_per_weight[wname] = out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+    owner = tr.weight_name(w)
+    if owner is not None:
+        tr.macs_per_weight[owner] = (
+            out.numel() / (out.shape[0] if out.dim() > 1 else 1) / w.shape[0]
+        )
 
 
 def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: Any) -> None:
-    """Norm-like op with one entry per channel in each of ``tensors`` (weight, stats...)."""
-    rows = along(tr.labels(x), ch, x.shape[ch])
+    """Norm-like op with one entry per channel in each of ``tensors`` (weight, stats...).
+
+    A per-channel tensor computed in forward (``gain * scale``) is coupled entry by entry to
+    the channels: zeroing a unit zeroes what it was computed from, and entry ``c`` only ever
+    touches channel ``c``. Entries of unknown origin (literal constants) freeze their channel.
+    """
+    n = x.shape[ch]
+    rows = along(tr.labels(x), ch, n)
     for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
         name = tr.name_of(t)
-        if name is not None and t.dim() == 1 and t.shape[0] == x.shape[ch]:
-            tr.merge_rows(rows, tr.slot(name, 0, t.shape[0]))
-        elif isinstance(t, torch.Tensor):
+        if name is not None and not tr.stored(t) and t.dim() == 1 and t.shape[0] == n:
+            tr.merge_rows(rows, tr.slot(name, 0, n))
+        elif t.numel() == n:
+            ids = tr.full(t).reshape(-1).numpy()
+            const = ids == FROZEN
+            if const.any():
+                tr.freeze(
+                    rows[torch.from_numpy(const)],
+                    "per-channel tensor computed from constants or channels kept whole",
+                )
+            tr.merge_rows(rows, ids)
+        else:
             tr.freeze(rows, "per-channel tensor computed in forward")
     tr.set_labels(out, tr.labels(x))
 
@@ -354,13 +431,12 @@ def _embedding(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     "inner",
     "kron",
     "cross",
-    "linalg_vector_norm",
 )
 def _mixing(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     # Products over feature dims (attention scores, einsum) tie channel counts to scales,
     # head splits and the other operand's layout; prunekit keeps them whole (recorded reason).
     for t in iter_tensors((args, kwargs)):
-        tr.freeze(tr.known_labels(t), f"{func.__name__} mixes feature dims (kept whole)")
+        tr.freeze_tensor(t, f"{func.__name__} mixes feature dims (kept whole)")
 
 
 REDUCE = _names(
@@ -368,6 +444,7 @@ REDUCE = _names(
     sum mean amax amin max min prod std var std_mean var_mean norm logsumexp argmax argmin
     median nanmean nansum all any count_nonzero softmax log_softmax _softmax cumsum cumprod
     normalize topk sort argsort kthvalue mode aminmax nanmedian local_response_norm
+    linalg_vector_norm
     """
 )
 
@@ -378,11 +455,12 @@ def _reduce(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     if func.__name__ in ("max", "min") and (len(args) > 1 and isinstance(args[1], torch.Tensor)):
         return _elementwise(tr, func, args, kwargs, out)
     dims = _reduced_dims(func.__name__, x, args, kwargs)
-    lab = tr.labels(x)
-    if any(lab.shape[d] > 1 for d in dims):
-        tr.freeze(lab, f"{func.__name__} over a channel dim")
+    lab = _reduced_labels(tr, func.__name__, x, dims, args, kwargs)
     outs = [o for o in iter_tensors(out)]
     for o in outs:
+        if tuple(o.shape) == tuple(x.shape) and o.dtype == x.dtype:
+            tr.set_labels(o, lab)  # softmax, cumsum, normalize: each position keeps its label
+            continue
         red = lab
         for d in dims:
             red = red.narrow(d, 0, 1)
@@ -394,9 +472,49 @@ def _reduce(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     return None
 
 
+def _reduced_labels(
+    tr: Tracer, name: str, x: torch.Tensor, dims: list[int], args: Any, kwargs: Any
+) -> torch.Tensor:
+    """Labels of ``x`` as the reduction over ``dims`` sees them (couplings recorded).
+
+    * Labels varying along the reduced dims *and* along others: side-by-side producers of the
+      same channels (``torch.stack(paths, 1).sum(1)``, a softmax over paths): everything
+      reduced together at one position is one unit, so they are coupled across those dims.
+    * Varying along the reduced dims only, a reduction that zeros leave unchanged (a sum, a
+      norm) of a tensor that is 0 at pruned channels (``x.pow(2).sum(1)``): removing channels
+      does not change it, so no coupling; the result belongs to no channel.
+    * Otherwise the reduction mixes channels: they are kept whole.
+    """
+    lab = tr.labels(x)
+    red = [d for d in dims if lab.shape[d] > 1]
+    if not red:
+        return lab
+    if any(lab.shape[d] > 1 for d in range(lab.dim()) if d not in dims):
+        first = _narrow_all(lab, set(red))
+        tr.merge(lab.numpy(), first.expand_as(lab).numpy())
+        return first.expand_as(lab)
+    if _zero_invariant(name, args, kwargs) and tr.zero_when_pruned(x):
+        if name == "normalize":  # x / ||x||: each channel keeps its own label
+            return lab
+        return torch.full((1,) * lab.dim(), FROZEN, dtype=torch.int64)
+    tr.freeze(lab, f"{name} over a channel dim")
+    return lab
+
+
+def _zero_invariant(name: str, args: Any, kwargs: Any) -> bool:
+    """Whether zeros among the reduced values never change the result."""
+    if name in ("sum", "nansum", "count_nonzero"):
+        return True
+    if name in ("norm", "linalg_vector_norm", "normalize"):
+        p = _arg(args, kwargs, 1, "ord" if name == "linalg_vector_norm" else "p", 2)
+        return p is None or isinstance(p, str) or float(p) >= 0
+    return False
+
+
 def _reduced_dims(name: str, x: torch.Tensor, args: Any, kwargs: Any) -> list[int]:
     default = 1 if name == "normalize" else None
-    pos = 2 if name in ("normalize", "norm", "topk", "kthvalue", "local_response_norm") else 1
+    second = ("normalize", "norm", "topk", "kthvalue", "local_response_norm", "linalg_vector_norm")
+    pos = 2 if name in second else 1
     d = kwargs.get(
         "dim", args[pos] if len(args) > pos and not isinstance(args[pos], bool) else default
     )

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from prunekit.graph.labels import TrackedInt, compact, provenance, untrack
 from prunekit.graph.ops import _arg, _names
@@ -37,6 +39,8 @@ SELF_ONLY = (
 )
 
 LIST_FIRST = ["cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack", "column_stack"]
+#: sizes given as arguments: checked against the literal-size rules (``_reshape``)
+RESHAPE = ["view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to"]
 
 
 def _labels_call(tr: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -87,11 +91,47 @@ def _assign(tr: Tracer, out: Any, lab: Any) -> None:
             _assign(tr, o, lo)
 
 
-@register_op(*SELF_ONLY, *LIST_FIRST)
+#: ops that only change how the same elements are viewed (row-major order kept)
+_VIEWS = frozenset(["view", "reshape", "view_as", "reshape_as", "flatten", "unflatten", "ravel"])
+
+
+def _view_labels(lab: torch.Tensor, before: Any, after: Any) -> torch.Tensor | None:
+    """Compact labels after a reshape from ``before`` to ``after``, without expanding them.
+
+    Exact when every dim along which ``lab`` varies survives as one output dim of the same
+    size starting at the same flat offset (e.g. a weight ``[O, I, k, k]`` viewed as
+    ``[1, O, I*k*k]``); otherwise None (the labels are expanded and reshaped instead).
+    """
+    before, after = list(before), list(after)
+    if lab.dim() != len(before) or int(np.prod(before)) != int(np.prod(after)):
+        return None
+    pre_out = np.cumprod([1, *after])
+    shape = [1] * len(after)
+    for d in range(lab.dim()):
+        if lab.shape[d] == 1:
+            continue
+        pre = int(np.prod(before[:d]))
+        hits = [e for e in range(len(after)) if pre_out[e] == pre and after[e] == before[d]]
+        if not hits:
+            return None
+        shape[hits[0]] = before[d]
+    if sum(s > 1 for s in shape) != sum(s > 1 for s in lab.shape):
+        return None
+    return lab.reshape(shape)
+
+
+@register_op(*[n for n in SELF_ONLY + LIST_FIRST if n not in RESHAPE])
 def _rearrange(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     name = func.__name__
     if name == "repeat_interleave" and not isinstance(args[0], torch.Tensor):
         return
+    if func is F.unfold:
+        return _im2col(tr, args, kwargs, out)
+    if name in _VIEWS and isinstance(out, torch.Tensor):
+        fast = _view_labels(tr.labels(args[0]), args[0].shape, out.shape)
+        if fast is not None:
+            tr.set_labels(out, fast)
+            return
     if name in _POSITIONAL:
         x, lab = args[0], tr.labels(args[0])
         dims = _POSITIONAL[name](args, kwargs)
@@ -107,6 +147,31 @@ def _rearrange(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
         if tr.labels(args[0]).shape[1] > 1:
             _uniform(tr, list(tr.full(args[0]).chunk(groups, dim=1)), 1)
     _assign(tr, out, _labels_call(tr, func, args, kwargs))
+
+
+def _im2col(tr: Tracer, args: Any, kwargs: Any, out: Any) -> None:
+    """``F.unfold`` (im2col): output channel ``c * k*k + j`` is input channel ``c`` at kernel
+    offset ``j``. Run on the labels shifted by one as float64 (exact below 2**53; im2col has no
+    integer kernel), so zero padding comes out as NOLABEL."""
+    lab = tr.full(args[0]).double() + 1
+    rest, kw = tr.concrete(untrack(args[1:])), tr.concrete(untrack(kwargs))
+    res = F.unfold(lab, *rest, **kw).round().long() - 1
+    tr.set_labels(out, res)
+
+
+@register_op("fold")
+def _fold(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+    """``F.fold`` (col2im) sums the ``k*k`` columns of each output channel: they are one unit."""
+    x = args[0]
+    ch = x.dim() - 2
+    lab = tr.full(x)
+    c = out.shape[ch]
+    blocks = lab.movedim(ch, 0).reshape(c, -1)
+    rep = blocks.max(dim=1, keepdim=True).values  # a label of the block (padding is NOLABEL)
+    tr.merge(blocks.numpy(), rep.expand_as(blocks).numpy())
+    shape = [1] * out.dim()
+    shape[ch] = c
+    tr.set_labels(out, rep.reshape(shape))
 
 
 def _dims_arg(pos: int, key: str, default: Any = 0) -> Any:
@@ -134,13 +199,14 @@ _POSITIONAL = {
 }
 
 
-@register_op("view", "reshape", "expand", "repeat", "tile", "unflatten", "broadcast_to")
+@register_op(*RESHAPE)
 def _reshape(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x = args[0]
     if func.__name__ == "view" and len(args) == 2 and isinstance(args[1], torch.dtype):
         tr.set_labels(out, tr.labels(x))
         return
-    lab = _labels_call(tr, func, args, kwargs)
+    fast = _view_labels(tr.labels(x), x.shape, out.shape) if func.__name__ in _VIEWS else None
+    lab = fast if fast is not None else _labels_call(tr, func, args, kwargs)
     if func.__name__ == "unflatten":
         sizes = list(_arg(args, kwargs, 2, "sizes"))
         dim = int(_arg(args, kwargs, 1, "dim")) % x.dim()
@@ -201,6 +267,10 @@ def _split(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
             _uniform(tr, labs, dim)
         elif name == "narrow" and provenance(args[2:4]):
             pass  # bounds computed from the shape follow the new count
+        elif name == "narrow" and int(_arg(args, kwargs, 2, "start")) >= 0:
+            start = int(_arg(args, kwargs, 2, "start"))
+            window = (start, start + int(_arg(args, kwargs, 3, "length")))
+            _keep_prefix(tr, lab, dim, window, "narrow of a channel dim")
         else:
             tr.freeze(lab, f"{name} of a channel dim at literal positions")
     _assign(tr, out, labs)
@@ -277,8 +347,41 @@ def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
         if d >= x.dim():
             break
         if lab.shape[d] > 1 and not _follows(it):
-            tr.freeze(lab, f"indexing a channel dim with {it!r}")
+            window = _literal_bounds(it, x.shape[d])
+            if window is None:
+                tr.freeze(lab, f"indexing a channel dim with {it!r}")
+            else:
+                _keep_prefix(tr, lab, d, window, f"slice {it!r} of a channel dim")
         d += 1
+
+
+def _literal_bounds(it: Any, size: int) -> tuple[int, int] | None:
+    """``(start, stop)`` of a step-1 slice with literal non-negative bounds, else None."""
+    if not isinstance(it, slice) or it.step not in (None, 1):
+        return None
+    start, stop = it.start or 0, size if it.stop is None else it.stop
+    if isinstance(start, TrackedInt) or isinstance(stop, TrackedInt):
+        return None
+    if not (isinstance(start, int) and isinstance(stop, int)) or start < 0 or stop < 0:
+        return None
+    return start, min(stop, size)
+
+
+def _keep_prefix(
+    tr: Tracer, lab: torch.Tensor, dim: int, window: tuple[int, int], what: str
+) -> None:
+    """A literal window ``[start:stop)`` of a channel dim (GhostNet's ``out[:, :out_chs]``).
+
+    After pruning the same numbers address the same channels if every position before the
+    window's end stays: those are kept whole, the rest prune freely (a window reaching the end
+    leaves only the positions before its start). ``[:n]`` with ``n >= size`` is the identity,
+    before and after pruning.
+    """
+    start, stop = window
+    size = lab.shape[dim]
+    end = stop if stop < size else start
+    if end > 0:
+        tr.freeze(lab.narrow(dim, 0, end), f"{what} at literal positions (kept: the first {end})")
 
 
 def _follows(it: Any) -> bool:
@@ -314,4 +417,4 @@ def _setitem(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
 )
 def _scatter(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     for t in iter_tensors(args):
-        tr.freeze(tr.known_labels(t), f"{func.__name__} writes at data-dependent positions")
+        tr.freeze_tensor(t, f"{func.__name__} writes at data-dependent positions")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prunekit.errors import UnsupportedOpError
+from prunekit.errors import ConfigError, PrunekitError, UnsupportedOpError
 from prunekit.graph.labels import FROZEN, NOLABEL, TrackedInt, compact, varying_dims
 
 Handler = Callable[["Tracer", Any, tuple[Any, ...], dict[str, Any], Any], Any]
@@ -28,19 +28,49 @@ Handler = Callable[["Tracer", Any, tuple[Any, ...], dict[str, Any], Any], Any]
 OP_HANDLERS: dict[str, Handler] = {}
 
 
-def register_op(*names: str) -> Callable[[Handler], Handler]:
+#: op name -> ``rule(tracer, args, kwargs, out) -> bool``: whether the op's output is exactly 0
+#: at every pruned channel of the soft-masked model (see :meth:`Tracer.zero_when_pruned`).
+ZERO_RULES: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any], Any], bool]] = {}
+
+
+def _conv_layout(mod: nn.Module, attr: str) -> tuple[int, int] | None:
+    if attr != "weight" or getattr(mod, "groups", 1) != 1:
+        return None
+    return (1, 0) if getattr(mod, "transposed", False) else (0, 1)
+
+
+def _linear_layout(mod: nn.Module, attr: str) -> tuple[int, int] | None:
+    return (0, 1) if attr == "weight" else None
+
+
+#: layer kind -> ``fn(module, attr) -> (output dim, input dim)`` of that attribute, or None.
+#: Used when a layer's weight is read by generic ops (weight standardisation) instead of only
+#: by the layer's own op.
+WEIGHT_LAYOUTS: dict[type[nn.Module], Callable[[nn.Module, str], tuple[int, int] | None]] = {
+    nn.modules.conv._ConvNd: _conv_layout,
+    nn.Linear: _linear_layout,
+}
+
+
+def register_op(*names: str, override: bool = False) -> Callable[[Handler], Handler]:
     """Register a label-propagation handler for torch functions with the given names.
 
     A handler is called as ``handler(tracer, func, args, kwargs, out)`` after the op ran, and
     must give labels to the tensors in ``out`` (``tracer.set_labels``) and record couplings
     (``tracer.merge`` / ``tracer.freeze`` / ``tracer.slot``). Returning a value other than
-    ``None`` replaces the op's result (used for shape reads).
+    ``None`` replaces the op's result (used for shape reads). A name that already has a handler
+    is refused unless ``override=True`` (two handlers for one op would silently disagree).
 
     Example:
         >>> @register_op("my_custom_op")
         ... def _my_op(tr, func, args, kwargs, out):
         ...     tr.set_labels(out, tr.labels(args[0]))
     """
+    taken = [n for n in names if n in OP_HANDLERS]
+    if taken and not override:
+        raise ConfigError(
+            f"op {taken[0]!r} already has a tracer handler; pass override=True to replace it"
+        )
 
     def deco(fn: Handler) -> Handler:
         for name in names:
@@ -165,6 +195,13 @@ class Tracer(TorchFunctionMode):
         self.real_of: dict[int, torch.Tensor] = {}
         self._frozen = torch.zeros(1, dtype=torch.bool)  # ids frozen directly so far
         self._keep: list[torch.Tensor] = []
+        #: (tensor, dim) -> labels standing for that dim in shape reads (``weight.shape``):
+        #: resolved after the trace to the dim's slot, or frozen if the dim is never pruned.
+        self.shape_refs: dict[tuple[str, int], np.ndarray] = {}
+        #: named tensors consumed whole by an op that mixes them -> why (all slots frozen).
+        self.whole: dict[str, str] = {}
+        self.slot_owner: dict[int, str] = {}  # first label of a slot -> its tensor
+        self._zeros: dict[int, weakref.ref[torch.Tensor]] = {}
 
     def concrete(self, obj: Any) -> Any:
         """``obj`` with meta tensors replaced by the real buffers they stand for.
@@ -199,8 +236,34 @@ class Tracer(TorchFunctionMode):
             return entry[1]
         name = self.names.get(id(t))
         if name is not None:
-            return self._direct_labels(t, name)
+            return self._param_labels(t, name)
         return torch.full((1,) * t.dim(), FROZEN, dtype=torch.int64)
+
+    def zero_when_pruned(self, t: Any) -> bool:
+        """Whether ``t`` is exactly 0 at its pruned channels in the soft-masked model.
+
+        True for a conv/linear/norm output whose weight (and bias) are zeroed there, and what
+        zero-preserving ops make of it (ReLU, products, sums of such, views). A reduction of
+        such a tensor that zeros do not change (``x.pow(2).sum(1)``) then gives the same
+        result with the channels removed: it needs no coupling.
+        """
+        ref = self._zeros.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return ref is not None and ref() is t
+
+    def mark_zero(self, out: Any) -> None:
+        """Record that the tensors in ``out`` are 0 at pruned channels (see above)."""
+        zeros = self._zeros
+        for t in iter_tensors(out):
+
+            def _drop(_: Any, key: int = id(t)) -> None:
+                zeros.pop(key, None)
+
+            zeros[id(t)] = weakref.ref(t, _drop)
+
+    def stored(self, t: Any) -> bool:
+        """Whether ``t`` already carries labels (a tensor seen in this trace)."""
+        entry = self._store.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return entry is not None and entry[0]() is t
 
     def known_labels(self, t: Any) -> torch.Tensor:
         """Like :meth:`labels`, but never creates per-element labels for a parameter.
@@ -215,6 +278,54 @@ class Tracer(TorchFunctionMode):
             if self.name_of(t) is not None:
                 return torch.full((1,) * t.dim(), FROZEN, dtype=torch.int64)
         return self.labels(t)
+
+    def _param_labels(self, t: torch.Tensor, name: str) -> torch.Tensor:
+        """Labels of a parameter/buffer used by generic ops (not by its layer's own op).
+
+        A 1-d tensor (layer scale, gain, per-channel bias) is its dim-0 slot. The weight of a
+        known layer kind (:data:`WEIGHT_LAYOUTS`) used in a computation (weight
+        standardisation, a mask) is labelled by its output slot; its input channels are kept
+        whole, since such computations (statistics over the fan-in) may mix them. Anything else
+        gets one label per element (see :meth:`_direct_labels`).
+        """
+        if t.dim() == 1 and t.shape[0] > 1:
+            lab = torch.from_numpy(self.slot(name, 0, t.shape[0]).copy())
+            self.set_labels(t, lab)
+            return lab
+        layout = self._weight_layout(name, t)
+        if layout is None:
+            return self._direct_labels(t, name)
+        out_dim, in_dim = layout
+        shape = [1] * t.dim()
+        shape[out_dim] = t.shape[out_dim]
+        lab = torch.from_numpy(self.slot(name, out_dim, t.shape[out_dim]).copy()).reshape(shape)
+        if t.shape[in_dim] > 1:
+            self.freeze(
+                self.slot(name, in_dim, t.shape[in_dim]),
+                f"weight {name!r} is used in a computation in forward (e.g. standardised): its "
+                "input channels are kept whole",
+            )
+        self.set_labels(t, lab)
+        return lab
+
+    def owner(self, name: str) -> nn.Module | None:
+        """The module holding state tensor ``name``."""
+        path = name.rpartition(".")[0]
+        try:
+            return self.model.get_submodule(path) if path else self.model
+        except AttributeError:
+            return None
+
+    def _weight_layout(self, name: str, t: torch.Tensor) -> tuple[int, int] | None:
+        mod, attr = self.owner(name), name.rpartition(".")[2]
+        if mod is None:
+            return None
+        for cls in type(mod).__mro__:
+            layout = WEIGHT_LAYOUTS.get(cls)
+            if layout is not None:
+                dims = layout(mod, attr)
+                return dims if dims is not None and t.dim() > max(dims) else None
+        return None
 
     def _direct_labels(self, t: torch.Tensor, name: str) -> torch.Tensor:
         # A parameter used directly by generic ops (class token, layer scale, position
@@ -291,6 +402,30 @@ class Tracer(TorchFunctionMode):
             self.pairs.append(np.stack([arr, np.zeros_like(arr)], axis=1))
             self.freeze_events.append((arr, f"{reason} (at {self.where()})"))
 
+    def freeze_tensor(self, t: Any, reason: str) -> None:
+        """Forbid pruning any channel of ``t`` (a parameter consumed whole: all its slots)."""
+        if isinstance(t, torch.Tensor) and not self.stored(t):
+            name = self.name_of(t)
+            if name is not None:
+                self.whole.setdefault(name, f"{reason} (at {self.where()})")
+                return
+        self.freeze(self.known_labels(t), reason)
+
+    def shape_ref(self, t: torch.Tensor, dim: int) -> np.ndarray | None:
+        """Labels for ``t.shape[dim]`` when ``t`` is a parameter/buffer not labelled yet.
+
+        Reading a parameter's shape (``weight.shape[-2:]`` in a same-padding conv) is shape
+        provenance like ``x.shape``: it must neither label the parameter nor freeze it. The
+        labels are tied to the dim's slot after the trace (:func:`prunekit.graph.graph.trace`).
+        """
+        name = self.name_of(t)
+        if name is None or self.stored(t) or t.shape[dim] <= 1:
+            return None
+        key = (name, dim)
+        if key not in self.shape_refs:
+            self.shape_refs[key] = self.new_ids(t.shape[dim])
+        return self.shape_refs[key]
+
     def freeze_varying(self, t: torch.Tensor, dims: Iterable[int], reason: str) -> bool:
         """Freeze ``t``'s labels if they vary along any of ``dims``; True if they did."""
         lab = self.labels(t)
@@ -304,11 +439,21 @@ class Tracer(TorchFunctionMode):
         key = (name, dim)
         if key not in self.slots:
             self.slots[key] = self.new_ids(size)
+            if size:
+                self.slot_owner[int(self.slots[key][0])] = name
         return self.slots[key]
 
     def name_of(self, t: Any) -> str | None:
         """State-dict name of a parameter/buffer of the model, or None."""
         return self.names.get(id(t)) if isinstance(t, torch.Tensor) else None
+
+    def weight_name(self, w: Any) -> str | None:
+        """The parameter a layer weight is (or was computed from, along its output slot)."""
+        name = self.name_of(w)
+        if name is not None or not isinstance(w, torch.Tensor):
+            return name
+        lab = self.labels(w).reshape(-1)
+        return self.slot_owner.get(int(lab[0])) if lab.numel() else None
 
     def tie(self, prov: list[np.ndarray], target: torch.Tensor) -> None:
         """Record that a shape computed from labels ``prov`` sizes a dim labelled ``target``."""
@@ -340,8 +485,30 @@ class Tracer(TorchFunctionMode):
             if next(iter_tensors(out), None) is None:
                 return out  # metadata queries, asserts, flags: nothing to label
             return self._unknown(name, args, kwargs, out)
-        result = handler(self, func, args, kwargs, out)
+        try:
+            result = handler(self, func, args, kwargs, out)
+        except (NeedsRealValues, PrunekitError):
+            raise
+        except Exception as exc:  # a handler bug must not read as "the model does not run"
+            return self._failed(name, args, kwargs, out, exc)
+        rule = ZERO_RULES.get(name)
+        if rule is not None and rule(self, args, kwargs, out):
+            self.mark_zero(out)
         return out if result is None else result
+
+    def _failed(self, name: str, args: Any, kwargs: Any, out: Any, exc: Exception) -> Any:
+        """A handler that raised: a barrier with ``unknown_ops='barrier'``, else a clear error."""
+        if self.unknown_ops == "barrier":
+            for t in iter_tensors((args, kwargs)):
+                self.freeze_tensor(t, f"op {name!r} treated as a barrier (its handler failed)")
+            return out
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UnsupportedOpError(
+            f"prunekit's handler for op {name!r} failed in module {self.where()!r} "
+            f"({type(exc).__name__}: {first}); pass unknown_ops='barrier' to trace() to keep the "
+            f"channels through it whole, or replace the handler with "
+            f"prunekit.graph.register_op({name!r}, override=True)"
+        ) from exc
 
     def _shadow(self, func: Any, args: Any, kwargs: Any, out: torch.Tensor) -> None:
         """Compute integer tensors (indices built in forward) for real, next to the meta run.
@@ -355,7 +522,7 @@ class Tracer(TorchFunctionMode):
             return
         try:
             real = func(*self.concrete(args), **self.concrete(kwargs))
-        except NeedsRealValues:
+        except Exception:  # values are optional: ops needing them retrace on real tensors
             return
         if isinstance(real, torch.Tensor) and not real.is_meta:
             self.real_of[id(out)] = real
@@ -369,7 +536,7 @@ class Tracer(TorchFunctionMode):
                 "unknown_ops='barrier' to trace() to keep the channels through it unpruned."
             )
         for t in iter_tensors((args, kwargs)):
-            self.freeze(self.known_labels(t), f"unknown op {name!r} treated as a barrier")
+            self.freeze_tensor(t, f"unknown op {name!r} treated as a barrier")
         return out
 
     # ----------------------------------------------------------------- module hooks
@@ -431,7 +598,7 @@ class Tracer(TorchFunctionMode):
             self.called.add(path)
             if barrier and not self.opaque_depth:
                 for t in iter_tensors(inputs):
-                    self.freeze(self.known_labels(t), f"barrier module {path!r}")
+                    self.freeze_tensor(t, f"barrier module {path!r}")
             if barrier:
                 self.opaque_depth += 1
 
@@ -447,6 +614,9 @@ class Tracer(TorchFunctionMode):
 
     def track_shape(self, t: torch.Tensor, dims: Iterable[int], sizes: Iterable[int]) -> list[Any]:
         """Shape entries as :class:`TrackedInt` where ``t``'s labels vary along that dim."""
+        if self.name_of(t) is not None and not self.stored(t):
+            refs = [self.shape_ref(t, d) for d in dims]
+            return [int(s) if r is None else TrackedInt(int(s), (r,)) for r, s in zip(refs, sizes)]
         lab = self.labels(t)
         out: list[Any] = []
         for d, s in zip(dims, sizes):

@@ -47,7 +47,7 @@ from prunekit.record import Conversion, ModelRecord
 from prunekit.report import count_macs, count_params
 from prunekit.surgery import apply_plan
 from prunekit.train import TrainConfig, Trainer, evaluate, seed_everything
-from prunekit.verify import max_rel_diff, soft_copy
+from prunekit.verify import check_plan
 from prunekit.versatile.convert import VersatileConfig, versatile_record
 
 LOG = logging.getLogger(__name__)
@@ -445,24 +445,17 @@ def prune_model(
         model: the model (pruned in place; pass a copy to keep it).
         example: an example input batch on the model's device.
         planner: ``fn(model, graph) -> (plan, report)``.
-        verify: compare the pruned model with its soft mask on ``example`` and raise
-            :class:`~prunekit.errors.VerificationError` beyond 1e-4 relative.
+        verify: first check the plan on a copy (:func:`prunekit.verify.check_plan`: pruned
+            equals soft mask within 1e-4, else :class:`~prunekit.errors.VerificationError` and
+            the model is left as it was).
 
     Returns:
-        A :class:`Pruned`.
+        A :class:`Pruned` (``max_rel_diff`` 0.0 when not verified).
     """
-    from prunekit.errors import VerificationError
-
     graph = trace(model, example)
     plan, report = planner(model, graph)
-    soft = soft_copy(model, plan) if verify else None
+    diff = check_plan(model, plan, example) if verify else 0.0
     apply_plan(model, plan)
-    diff = 0.0 if soft is None else max_rel_diff(soft, model, example)
-    if diff > 1e-4:
-        raise VerificationError(
-            f"the pruned model differs from its soft mask by {diff:.2e} (> 1e-4); please report "
-            "this model"
-        )
     return Pruned(model, plan, report, graph, diff)
 
 

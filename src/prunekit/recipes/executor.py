@@ -74,6 +74,7 @@ from prunekit.train.regularizers import (
     L1Regularizer,
     Regularizer,
 )
+from prunekit.verify import check_plan
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 #: sub-folder of ``out_dir`` holding the per-epoch checkpoint (the trainer's)
@@ -696,6 +697,7 @@ class Executor:
         if not keep:
             return None
         plan = plan_from_keep(hooks.graph, keep, {"source": "recipe"})
+        check_plan(model, plan, self._example_input())
         apply_plan(model, plan)
         return plan
 
