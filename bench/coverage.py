@@ -181,7 +181,9 @@ def family(name: str) -> str:
 
 
 def timm_family_models(cache: Path) -> dict[str, str]:
-    """timm family (model module) -> its smallest model, chosen once and cached in ``cache``."""
+    """timm family (model module) -> its smallest model, chosen once and cached in ``cache``.
+
+    timm's ``test_*`` models (minimal configurations for its own unit tests) are left out."""
     known = read_json(cache)
     if known:
         return dict(known["families"])
@@ -192,22 +194,38 @@ def timm_family_models(cache: Path) -> dict[str, str]:
     params: dict[str, int] = {}
     for module in timm.list_modules():
         best: tuple[int, str] | None = None
-        for name in timm.list_models(module=module):
-            try:
-                with torch.device("meta"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    n = sum(p.numel() for p in timm.create_model(name).parameters())
-            except Exception:
-                continue
-            if best is None or (n, name) < best:
+        for name in timm.list_models(module=module, exclude_filters=["test_*"]):
+            n = _meta_params(timm, torch, name)
+            if n is not None and (best is None or (n, name) < best):
                 best = (n, name)
+        print(f"family {module}: {best}", flush=True)
         if best is None:  # nothing builds on meta: the shortest name
-            names = sorted(timm.list_models(module=module), key=lambda m: (len(m), m))
+            names = sorted(timm.list_models(module=module, exclude_filters=["test_*"]),
+                           key=lambda m: (len(m), m))  # fmt: skip
             best = (-1, names[0]) if names else None
         if best is not None:
             out[module], params[module] = best[1], best[0]
     atomic_write_json(cache, {"families": out, "params": params, "timm": timm.__version__})
     return out
+
+
+def _meta_params(timm: Any, torch: Any, name: str, limit_s: int = 10) -> int | None:
+    """Parameter count of timm model ``name`` built on the meta device (None: fails or hangs)."""
+
+    def _alarm(signum: int, frame: Any) -> None:
+        raise TimeoutError(name)
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(limit_s)
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(sum(p.numel() for p in timm.create_model(name).parameters()))
+    except Exception:
+        return None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def build_timm(name: str) -> tuple[Any, int]:
