@@ -269,7 +269,11 @@ def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two :func:`fingerprint` s are identical (tensor values compared exactly)."""
     import torch
 
-    if a["modes"] != b["modes"] or a["attrs"] != b["attrs"] or a["state"].keys() != b["state"].keys():
+    if (
+        a["modes"] != b["modes"]
+        or a["attrs"] != b["attrs"]
+        or a["state"].keys() != b["state"].keys()
+    ):
         return False
     for k, (dev, dt, grad, v) in a["state"].items():
         dev2, dt2, grad2, v2 = b["state"][k]
@@ -674,12 +678,13 @@ def _md_intro(meta: dict[str, Any]) -> list[str]:
         + ", ".join(f"`{c}`" for c in commands)
         + ".",
         "",
-        ("Setting: timm `pretrained=False`, batch 1, each model's default input size (224 where "
-         f"it is larger than {TIMM_MAX_SIDE} and the model takes `img_size`), ratio {RATIO}, "
-         if meta.get("suite") == "timm" else
-         f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, ")
-        +
-        f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess "
+        (
+            "Setting: timm `pretrained=False`, batch 1, each model's default input size (224 where "
+            f"it is larger than {TIMM_MAX_SIDE} and the model takes `img_size`), ratio {RATIO}, "
+            if meta.get("suite") == "timm"
+            else f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, "
+        )
+        + f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess "
         f"with a {meta.get('timeout_s', 600):g} s timeout; if memory runs out, the kernel's "
         "out-of-memory killer takes that worker first (`oom_score_adj` 1000). "
         f"prunekit **ok** = pruned model runs, output shape unchanged, max relative difference to "
@@ -724,7 +729,9 @@ def _ok(by: dict[tuple[str, str], dict[str, Any]], tool: str, name: str) -> bool
 def _md_families(by: dict[tuple[str, str], dict[str, Any]], names: list[str]) -> list[str]:
     fams: dict[str, list[str]] = {}
     for n in names:
-        fam = next((r.get("family") for (_, m), r in by.items() if m == n and r.get("family")), None)
+        fam = next(
+            (r.get("family") for (_, m), r in by.items() if m == n and r.get("family")), None
+        )
         fams.setdefault(fam or family(n), []).append(n)
     lines = ["## Per family", "",
              "| family | models | prunekit ok | torch-pruning ok | notes |", "|---|---|---|---|---|"]  # fmt: skip
@@ -845,7 +852,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = read_json(json_path) or {"meta": {}, "rows": []}
     # A resumed result is built by several invocations: keep all their command lines.
     history = [c for c in state["meta"].get("commands", []) if isinstance(c, str)]
-    packages = ("torch", "torchvision", "torch-pruning") + (("timm",) if args.suite == "timm" else ())
+    packages = ("torch", "torchvision", "torch-pruning") + (
+        ("timm",) if args.suite == "timm" else ()
+    )
     state["meta"] = {**env_meta(packages), "suite": args.suite,
                      "ratio": RATIO, "criterion": CRITERION, "ranking": "local",
                      "timeout_s": args.timeout, "input_size": args.input_size or "224 (299 inception_v3)"}  # fmt: skip
