@@ -11,6 +11,7 @@ its own subprocess.
 
 Usage (the numbers in ``bench/results/transformers.{json,md}``):
     flock /work/.bench.lock nice -n 5 python bench/transformers.py
+    python bench/transformers.py --render --note "..."   # add a note, re-render the table
     python bench/transformers.py --models vit_b_16 --tools prunekit --out /tmp/t
 """
 
@@ -22,6 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import copy
+import importlib.util
 import json
 import subprocess
 import sys
@@ -31,20 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, atomic_write_json, atomic_write_text, child_env, env_meta, read_json
-from coverage import (
-    MAX_DIFF,
-    RATIO,
-    ROW_FIELDS,
-    TOOLS,
-    _check_pruned,
-    _failed_row,
-    _prune_prunekit,
-    _prune_tp,
-    _shapes,
-    _stage,
-    fill_zero_params,
-    param_cut,
-)
+
+
+def _coverage_bench() -> Any:
+    """``bench/coverage.py``, loaded by path: ``coverage`` may also be the coverage.py package."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_coverage", Path(__file__).with_name("coverage.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get("bench_coverage") or importlib.util.module_from_spec(spec)
+    if "bench_coverage" not in sys.modules:
+        sys.modules["bench_coverage"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+cov = _coverage_bench()
+MAX_DIFF, RATIO, ROW_FIELDS, TOOLS = cov.MAX_DIFF, cov.RATIO, cov.ROW_FIELDS, cov.TOOLS
+param_cut = cov.param_cut
 
 #: model -> library it comes from
 MODELS = {
@@ -80,30 +86,30 @@ def run_worker(tool: str, name: str) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
     row.update(tool=tool, model=name, ok=False, forward_ok=False, out_shape_ok=False)
     x = torch.randn(1, 3, 224, 224)
-    model = _stage(row, "build", lambda: build(name))
+    model = cov._stage(row, "build", lambda: build(name))
     if model is None:
         return row
-    row["zero_params_filled"] = fill_zero_params(model)
+    row["zero_params_filled"] = cov.fill_zero_params(model)
     with torch.no_grad():
-        ref = _stage(row, "dense forward", lambda: _shapes(model(x)))
+        ref = cov._stage(row, "dense forward", lambda: cov._shapes(model(x)))
     row["params_before"] = count_params(model)
-    row["macs_before"] = _stage(row, "macs", lambda: count_macs(model, x))
+    row["macs_before"] = cov._stage(row, "macs", lambda: count_macs(model, x))
     dense = copy.deepcopy(model) if tool == "prunekit" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prune = (lambda: _prune_prunekit(model, x)) if tool == "prunekit" else None
-        done = _stage(row, "prune", prune or (lambda: _prune_tp(model, x, name)))
+        prune = (lambda: cov._prune_prunekit(model, x)) if tool == "prunekit" else None
+        done = cov._stage(row, "prune", prune or (lambda: cov._prune_tp(model, x, name)))
     if done is None:
         return row
     plan, row["seconds"], row["cpu_seconds"] = done
-    _check_pruned(row, model, x, ref)
+    cov._check_pruned(row, model, x, ref)
     row["params_after"] = count_params(model)
     if dense is not None and row["forward_ok"]:
-        row["max_rel_diff"] = _stage(
+        row["max_rel_diff"] = cov._stage(
             row, "equivalence", lambda: max_rel_diff(soft_copy(dense, plan), model, x)
         )
     if row["forward_ok"]:
-        row["macs_after"] = _stage(row, "macs after", lambda: count_macs(model, x))
+        row["macs_after"] = cov._stage(row, "macs after", lambda: count_macs(model, x))
     diff = row.get("max_rel_diff")
     exact = tool != "prunekit" or (diff is not None and diff <= MAX_DIFF)
     row["ok"] = row["error"] is None and bool(row["out_shape_ok"]) and exact
@@ -119,11 +125,11 @@ def spawn(tool: str, name: str, timeout: float) -> dict[str, Any]:
             proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True,
                                   timeout=timeout, cwd=REPO)  # fmt: skip
         except subprocess.TimeoutExpired:
-            return _failed_row(tool, name, f"timeout after {timeout:.0f} s")
+            return cov._failed_row(tool, name, f"timeout after {timeout:.0f} s")
         row = read_json(out)
         if row is None:
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or [""]
-            return _failed_row(tool, name, f"worker crashed (exit {proc.returncode}): {tail[0]}")
+            return cov._failed_row(tool, name, cov._crash_message(proc.returncode, tail[0]))
         return row
 
 
@@ -140,6 +146,10 @@ def _git_commit() -> str | None:
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.1%}"
+
+
+def _secs(row: dict[str, Any]) -> str:
+    return "–" if row.get("seconds") is None else f"{row['seconds']:.2f}"
 
 
 def _macs_cut(row: dict[str, Any]) -> float | None:
@@ -167,6 +177,7 @@ def render_md(state: dict[str, Any]) -> str:
         "| params cut | MACs cut | s | ≥ TP | error |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = meta.get("notes") or []
     for name in MODELS:
         pk, tp = by.get(("prunekit", name), {}), by.get(("torch-pruning", name), {})
         if not pk and not tp:
@@ -178,10 +189,11 @@ def render_md(state: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {'ok' if pk.get('ok') else '**fail**'} | {_pct(pc)} "
             f"| {_pct(_macs_cut(pk))} | {'–' if diff is None else f'{diff:.1e}'} "
-            f"| {pk.get('seconds') or 0:.2f} | {'ok' if tp.get('ok') else '**fail**'} "
-            f"| {_pct(tc)} | {_pct(_macs_cut(tp))} | {tp.get('seconds') or 0:.2f} | {geq} "
+            f"| {_secs(pk)} | {'ok' if tp.get('ok') else '**fail**'} "
+            f"| {_pct(tc)} | {_pct(_macs_cut(tp))} | {_secs(tp)} | {geq} "
             f"| {errs.replace('|', '/')[:160]} |"
         )
+    lines += ["", *(f"Note: {n}" for n in notes)] if notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -193,13 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--worker", nargs=3, metavar=("TOOL", "MODEL", "JSON_OUT"))
+    p.add_argument("--note", action="append", default=[], help="add a note to the results")
+    p.add_argument("--render", action="store_true", help="only re-render the Markdown")
     args = p.parse_args(argv)
+    if args.render:
+        state = read_json(args.out / "transformers.json")
+        state["meta"]["notes"] = [*state["meta"].get("notes", []), *args.note]
+        atomic_write_json(args.out / "transformers.json", state)
+        atomic_write_text(args.out / "transformers.md", render_md(state))
+        return 0
     if args.worker:
         tool, name, out = args.worker
         atomic_write_json(out, run_worker(tool, name))
         return 0
     meta = env_meta(("torch", "torchvision", "timm", "torch-pruning"))
-    meta["commit"], meta["ratio"] = _git_commit(), RATIO
+    meta["commit"], meta["ratio"], meta["notes"] = _git_commit(), RATIO, args.note
     state: dict[str, Any] = {"meta": meta, "rows": []}
     for name in args.models.split(","):
         for tool in args.tools.split(","):
