@@ -319,7 +319,9 @@ def _prune_prunekit(model: Any, x: Any) -> tuple[Any, float, float]:
     return result.plan, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _prune_tp(model: Any, x: Any, name: str, suite: str) -> tuple[None, float, float]:
+def _prune_tp(
+    model: Any, x: Any, name: str, suite: str = "torchvision"
+) -> tuple[None, float, float]:
     import torch_pruning as tp
 
     # found before timing: it is not part of pruning
