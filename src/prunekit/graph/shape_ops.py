@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunekit.graph.labels import TrackedInt, compact, provenance, untrack
+from prunekit.graph.labels import NOLABEL, TrackedInt, compact, provenance, untrack
 from prunekit.graph.ops import _arg, _names
 from prunekit.graph.tracer import Tracer, iter_tensors, register_op
 
@@ -234,6 +234,9 @@ def _check_sizes(tr: Tracer, lab: torch.Tensor, target: list[Any], what: str) ->
         return lab
     vary = [d for d in range(lab.dim()) if lab.shape[d] > 1]
     free = [d for d in vary if not _literal(target[d])]
+    for d, t in enumerate(target):
+        if isinstance(t, TrackedInt) and d not in vary and int(t) > 1:
+            _tie_fixed(tr, t, lab)
     for d in vary:
         t = target[d]
         if isinstance(t, TrackedInt):
@@ -246,6 +249,16 @@ def _check_sizes(tr: Tracer, lab: torch.Tensor, target: list[Any], what: str) ->
         elif _literal(t):
             tr.freeze(lab, f"{what} with a literal size {int(t)} over a channel dim")
     return lab
+
+
+def _tie_fixed(tr: Tracer, size: TrackedInt, lab: torch.Tensor) -> None:
+    """A channel count sizing a dim whose labels do not vary (a frozen or mixed dim, e.g. the
+    channels of an attention output reshaped with the input's ``C``): that dim keeps its size,
+    so the count must too. A dim of no feature (``NOLABEL``: built from a shape) follows."""
+    labels = torch.unique(lab)
+    labels = labels[labels != NOLABEL]
+    if labels.numel():
+        tr.tie(list(size.prov), labels)
 
 
 def _literal(t: Any) -> bool:
@@ -346,6 +359,10 @@ def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
             continue
         if d >= x.dim():
             break
+        if lab.shape[d] == 1 and x.shape[d] > 1 and isinstance(it, slice):
+            for b in (it.start, it.stop):  # a channel count slicing a fixed-size dim
+                if isinstance(b, TrackedInt):
+                    _tie_fixed(tr, b, lab)
         if lab.shape[d] > 1 and not _follows(it):
             window = _literal_bounds(it, x.shape[d])
             if window is None:
