@@ -297,6 +297,14 @@ def _worker_cmd(name: str, args: argparse.Namespace, out: Path) -> list[str]:
     return cmd
 
 
+def _worker_failure(proc: subprocess.CompletedProcess[str]) -> str:
+    """Why a worker wrote no result: its last stderr lines, or how it was killed."""
+    tail = proc.stderr.strip()[-500:]
+    if proc.returncode == -9:  # SIGKILL without a word is the kernel's out-of-memory killer
+        return f"worker killed (SIGKILL, most likely out of memory) {tail}".strip()
+    return tail or f"worker exited with status {proc.returncode} and no result"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 proc = subprocess.run(_worker_cmd(name, args, out), env=child_env(args.threads),
                                       capture_output=True, text=True, timeout=args.timeout)  # fmt: skip
-                res = read_json(out) or {"model": name, "error": proc.stderr.strip()[-500:]}
+                res = read_json(out) or {"model": name, "error": _worker_failure(proc)}
             except subprocess.TimeoutExpired:
                 res = {"model": name, "error": f"timeout after {args.timeout:.0f} s"}
         res["seconds"] = round(time.perf_counter() - t0, 1)

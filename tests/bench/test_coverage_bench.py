@@ -126,7 +126,10 @@ def test_timing_summary_and_markdown(cov: ModuleType) -> None:
     t = cov.summarize_timing(runs)
     assert t["prunekit"]["median_s"] == 2.0 and t["torch-pruning"]["median_s"] == 5.0
     assert t["prunekit_over_tp"] == pytest.approx(0.4)
-    assert t["within_limit"] and t["not_slower_than_tp"]
+    assert t["within_limit"] and t["not_slower_than_tp"] and t["within_tp_ratio"]
+    slow = cov.summarize_timing({**runs, "torch-pruning": runs["prunekit"]}, model="nf_resnet50")
+    assert slow["model"] == "nf_resnet50" and slow["not_slower_than_tp"]
+    assert not slow["within_tp_ratio"]  # equal times: 1.0 > the 0.6 goal
     rows = [
         {"tool": "prunekit", "model": "vgg11", "ok": True, "error": None, "max_rel_diff": 1e-7,
          "params_before": 10, "params_after": 3, "macs_before": 10, "macs_after": 4, "seconds": 1.0},
