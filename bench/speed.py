@@ -120,10 +120,16 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     models = {"dense": dense}
     for r in args.ratios:
         for v in args.variants:
+            step = "prune"
             try:
-                models[f"{v}@{r}"] = prune_copy(v, dense, x, r)
+                pruned = prune_copy(v, dense, x, r)
+                step = "pruned forward"  # a model that no longer runs cannot be timed
+                with torch.no_grad():
+                    pruned(x)
+                models[f"{v}@{r}"] = pruned
             except Exception as exc:  # a tool failing on a model is a result, not a crash
-                out.setdefault("errors", {})[f"{v}@{r}"] = f"{type(exc).__name__}: {exc}"[:200]
+                msg = f"{step}: {type(exc).__name__}: {exc}"
+                out.setdefault("errors", {})[f"{v}@{r}"] = msg[:200]
     macs = {k: count_macs(m, x) for k, m in models.items()}
     cfg = LatencyConfig(warmup=3, repeats=args.repeats, threads=args.threads)
     eager = {k: s.median_ms for k, s in compare_latency(models, x, cfg).items()}
@@ -221,6 +227,10 @@ def render_md(state: dict[str, Any]) -> str:
                          + " | ".join(_f(r.get(f"speedup_{rt}")) for rt in ("eager", "ort", "ort_int8"))
                          + " | " + " | ".join(_f(r.get(f"efficiency_{rt}"))
                                               for rt in ("eager", "ort", "ort_int8")) + " |")  # fmt: skip
+    fails = [f"- {m['model']}: {m['error']}" for m in results if m.get("error")]
+    fails += [f"- {m['model']} {k}: {e}" for m in results for k, e in m.get("errors", {}).items()]
+    if fails:
+        lines += ["", "## Failures (not timed)", "", *(f.replace("\n", " ") for f in fails)]
     lines += ["", "## Latency targets (eager, round_to=8)", "",
               "| model | target | dense ms | target ms | achieved ms | error |", "|---|---|---|---|---|---|"]  # fmt: skip
     for m in results:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -85,7 +86,9 @@ def to_onnx(
     """Export ``model`` (eval mode) to ONNX atomically, validate it and check it in onnxruntime.
 
     Args:
-        model: the model (left unchanged; folding works on a copy).
+        model: the model (left unchanged: folding, and swapping each module that has a
+            ``deploy_module()`` — e.g. :class:`~prunekit.versatile.VersatileConv2d` — for
+            the standard layer it returns, work on a copy).
         inputs: example inputs (tensor or tuple of tensors).
         path: output ``.onnx`` file.
         opset: ONNX opset version.
@@ -104,14 +107,12 @@ def to_onnx(
     """
     onnx = _require("onnx")
     args = _args(inputs)
-    src = model
+    src = _deployable(model)
     record = None
     if fold_bn:
-        import copy
-
         from prunekit.fold import fold_bn as _fold
 
-        src = copy.deepcopy(model)
+        src = copy.deepcopy(model) if src is model else src
         record = _fold(src, inputs)
     src.eval()
     names = _names(len(args))
@@ -128,6 +129,23 @@ def to_onnx(
         diff, sizes = (verify_onnx(tmp, model, inputs, dynamic_batch=dynamic_batch, tol=tol)
                        if verify else (float("nan"), []))  # fmt: skip
     return OnnxCheck(target, diff, sizes, record)
+
+
+def _deployable(model: nn.Module) -> nn.Module:
+    """``model``, or a copy of it in which every module with a ``deploy_module()`` method is
+    replaced by the standard layer that method returns (it computes the same function; ONNX
+    then holds one ordinary op instead of the weight-building graph behind it)."""
+    paths = [
+        p for p, m in model.named_modules() if p and callable(getattr(m, "deploy_module", None))
+    ]
+    if not paths:
+        return model
+    out = copy.deepcopy(model)
+    for path in paths:
+        parent, _, name = path.rpartition(".")
+        holder = out.get_submodule(parent) if parent else out
+        setattr(holder, name, getattr(holder, name).deploy_module())
+    return out
 
 
 def ort_session(path: str | os.PathLike[str], *, threads: int | None = None) -> Any:
@@ -158,7 +176,9 @@ def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
     if [r.shape for r in ref] != [g.shape for g in got]:
         return float("inf")
     scale = max((float(np.abs(r).max()) for r in ref if r.size), default=0.0) or 1.0
-    return max((float(np.abs(r - g).max()) for r, g in zip(ref, got) if r.size), default=0.0) / scale
+    return (
+        max((float(np.abs(r - g).max()) for r, g in zip(ref, got) if r.size), default=0.0) / scale
+    )
 
 
 def _torch_outputs(model: nn.Module, inputs: Any) -> list[np.ndarray]:

@@ -79,3 +79,21 @@ def test_int8_keeps_accuracy_on_digits(tmp_path):
 
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+@pytest.mark.parametrize("mode", ["spatial", "spatial+channel"])
+def test_versatile_model_exports_as_plain_convolutions(tmp_path, mode):
+    import onnx
+
+    from prunekit.versatile import VersatileConfig, VersatileConv2d, versatilize
+
+    model = build("vgg11").eval()
+    versatilize(model, VersatileConfig(mode=mode, delta=8 if "channel" in mode else 0, g=8))
+    x = torch.randn(2, 3, 32, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check = to_onnx(model, x, tmp_path / "v.onnx")
+    assert check.max_rel_diff <= 1e-4  # verified in onnxruntime against the versatile model
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "v.onnx")).graph.node}
+    assert "Conv" in ops and not ops & {"Pad", "Concat", "Slice"}  # no weight-building graph
+    assert sum(isinstance(m, VersatileConv2d) for m in model.modules()) > 0  # model unchanged
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -262,24 +262,9 @@ def to_dense(model: nn.Module) -> Conversion:
     paths = []
     for path, mod in list(model.named_modules()):
         if isinstance(mod, VersatileConv2d):
-            _replace(model, path, _dense_from(mod))
+            _replace(model, path, mod.deploy_module())
             paths.append(path)
     return Conversion("versatile_dense", {"layers": paths}, module=__name__)
-
-
-def _dense_from(layer: Any) -> nn.Conv2d:
-    w = layer.weight
-    conv = nn.Conv2d(
-        layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-        layer.dilation, bias=layer.bias is not None, padding_mode=layer.padding_mode,
-        device=w.device, dtype=w.dtype,
-    )  # fmt: skip
-    with torch.no_grad():
-        conv.weight.copy_(layer.dense_weight())
-        if conv.bias is not None:
-            conv.bias.copy_(layer.bias)
-    conv.weight.requires_grad_(w.requires_grad)
-    return conv.train(layer.training)
 
 
 def _module(model: nn.Module, path: str, cls: type[nn.Module], kind: str) -> Any:
@@ -305,7 +290,9 @@ def _replay_versatile(model: nn.Module, data: Mapping[str, Any]) -> None:
 
 def _replay_dense(model: nn.Module, data: Mapping[str, Any]) -> None:
     for path in list(data.get("layers", [])):
-        _replace(model, path, _dense_from(_module(model, path, VersatileConv2d, "versatile_dense")))
+        _replace(
+            model, path, _module(model, path, VersatileConv2d, "versatile_dense").deploy_module()
+        )
 
 
 CONVERSIONS.add("versatile", _replay_versatile)

@@ -270,6 +270,28 @@ class VersatileConv2d(nn.Module):
         """The equivalent ordinary ``[out, in, k, k]`` weight (differentiable)."""
         return unfold_weight(self.weight, spatial=self.spatial, delta=self.delta, g=self.g)
 
+    def deploy_module(self) -> nn.Conv2d:
+        """An ``nn.Conv2d`` holding :meth:`dense_weight`: the very convolution this layer runs
+        (same weight, same ``F.conv2d`` call), for runtimes that know only standard layers.
+        :func:`prunekit.export.to_onnx` swaps any module with a ``deploy_module()`` this way.
+
+        Example:
+            >>> conv = VersatileConv2d(16, 32, 3, padding=1).deploy_module()
+        """
+        w = self.weight
+        conv = nn.Conv2d(
+            self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+            self.dilation, bias=self.bias is not None,
+            padding_mode=self.padding_mode,  # type: ignore[arg-type]  # checked in __init__
+            device=w.device, dtype=w.dtype,
+        )  # fmt: skip
+        with torch.no_grad():
+            conv.weight.copy_(self.dense_weight())
+            if conv.bias is not None and self.bias is not None:
+                conv.bias.copy_(self.bias)
+        conv.weight.requires_grad_(w.requires_grad)
+        return conv.train(self.training)
+
     def forward(self, input: Tensor) -> Tensor:
         padding: str | tuple[int, int] = self.padding
         if self.padding_mode != "zeros":
