@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.device import threads_set
 from prunekit.errors import ConfigError, PlanError
 from prunekit.graph.norms import mark_kept
 from prunekit.plan import PruningPlan
+from prunekit.registry import for_class
 from prunekit.sparse.masks import zero_pruned
 
 # Handlers take Any: nn.Module attribute access is untyped (Tensor | Module) for mypy.
@@ -51,11 +53,7 @@ def register_module(
 
 
 def _fix_for(mod: nn.Module) -> ModuleFix | None:
-    for cls in type(mod).__mro__:
-        fix = MODULE_FIXES.get(cls) or MODULE_FIXES.get(f"{cls.__module__}.{cls.__qualname__}")
-        if fix is not None:
-            return fix
-    return None
+    return for_class(MODULE_FIXES, mod)
 
 
 @register_module(nn.modules.conv._ConvNd)
@@ -171,12 +169,8 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
     if soft:
         _zero(model, plan)
         return model
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # hundreds of small copies: threads only add overhead
-    try:
+    with threads_set(1):  # hundreds of small copies: threads only add overhead
         _slice_all(model, plan)
-    finally:
-        torch.set_num_threads(threads)
     return model
 
 
