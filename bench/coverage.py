@@ -181,7 +181,9 @@ def family(name: str) -> str:
 
 
 def timm_family_models(cache: Path) -> dict[str, str]:
-    """timm family (model module) -> its smallest model, chosen once and cached in ``cache``."""
+    """timm family (model module) -> its smallest model, chosen once and cached in ``cache``.
+
+    timm's ``test_*`` models (minimal configurations for its own unit tests) are left out."""
     known = read_json(cache)
     if known:
         return dict(known["families"])
@@ -192,22 +194,38 @@ def timm_family_models(cache: Path) -> dict[str, str]:
     params: dict[str, int] = {}
     for module in timm.list_modules():
         best: tuple[int, str] | None = None
-        for name in timm.list_models(module=module):
-            try:
-                with torch.device("meta"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    n = sum(p.numel() for p in timm.create_model(name).parameters())
-            except Exception:
-                continue
-            if best is None or (n, name) < best:
+        for name in timm.list_models(module=module, exclude_filters=["test_*"]):
+            n = _meta_params(timm, torch, name)
+            if n is not None and (best is None or (n, name) < best):
                 best = (n, name)
+        print(f"family {module}: {best}", flush=True)
         if best is None:  # nothing builds on meta: the shortest name
-            names = sorted(timm.list_models(module=module), key=lambda m: (len(m), m))
+            names = sorted(timm.list_models(module=module, exclude_filters=["test_*"]),
+                           key=lambda m: (len(m), m))  # fmt: skip
             best = (-1, names[0]) if names else None
         if best is not None:
             out[module], params[module] = best[1], best[0]
     atomic_write_json(cache, {"families": out, "params": params, "timm": timm.__version__})
     return out
+
+
+def _meta_params(timm: Any, torch: Any, name: str, limit_s: int = 10) -> int | None:
+    """Parameter count of timm model ``name`` built on the meta device (None: fails or hangs)."""
+
+    def _alarm(signum: int, frame: Any) -> None:
+        raise TimeoutError(name)
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(limit_s)
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(sum(p.numel() for p in timm.create_model(name).parameters()))
+    except Exception:
+        return None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def build_timm(name: str) -> tuple[Any, int]:
@@ -251,7 +269,11 @@ def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two :func:`fingerprint` s are identical (tensor values compared exactly)."""
     import torch
 
-    if a["modes"] != b["modes"] or a["attrs"] != b["attrs"] or a["state"].keys() != b["state"].keys():
+    if (
+        a["modes"] != b["modes"]
+        or a["attrs"] != b["attrs"]
+        or a["state"].keys() != b["state"].keys()
+    ):
         return False
     for k, (dev, dt, grad, v) in a["state"].items():
         dev2, dt2, grad2, v2 = b["state"][k]
@@ -297,7 +319,9 @@ def _prune_prunekit(model: Any, x: Any) -> tuple[Any, float, float]:
     return result.plan, time.perf_counter() - t0, time.process_time() - c0
 
 
-def _prune_tp(model: Any, x: Any, name: str, suite: str) -> tuple[None, float, float]:
+def _prune_tp(
+    model: Any, x: Any, name: str, suite: str = "torchvision"
+) -> tuple[None, float, float]:
     import torch_pruning as tp
 
     # found before timing: it is not part of pruning
@@ -656,12 +680,13 @@ def _md_intro(meta: dict[str, Any]) -> list[str]:
         + ", ".join(f"`{c}`" for c in commands)
         + ".",
         "",
-        ("Setting: timm `pretrained=False`, batch 1, each model's default input size (224 where "
-         f"it is larger than {TIMM_MAX_SIDE} and the model takes `img_size`), ratio {RATIO}, "
-         if meta.get("suite") == "timm" else
-         f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, ")
-        +
-        f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess "
+        (
+            "Setting: timm `pretrained=False`, batch 1, each model's default input size (224 where "
+            f"it is larger than {TIMM_MAX_SIDE} and the model takes `img_size`), ratio {RATIO}, "
+            if meta.get("suite") == "timm"
+            else f"Setting: `weights=None`, batch 1, 224×224 (inception_v3 299×299), ratio {RATIO}, "
+        )
+        + f"{CRITERION.upper()} criterion, local ranking, each (tool, model) in its own subprocess "
         f"with a {meta.get('timeout_s', 600):g} s timeout; if memory runs out, the kernel's "
         "out-of-memory killer takes that worker first (`oom_score_adj` 1000). "
         f"prunekit **ok** = pruned model runs, output shape unchanged, max relative difference to "
@@ -706,7 +731,9 @@ def _ok(by: dict[tuple[str, str], dict[str, Any]], tool: str, name: str) -> bool
 def _md_families(by: dict[tuple[str, str], dict[str, Any]], names: list[str]) -> list[str]:
     fams: dict[str, list[str]] = {}
     for n in names:
-        fam = next((r.get("family") for (_, m), r in by.items() if m == n and r.get("family")), None)
+        fam = next(
+            (r.get("family") for (_, m), r in by.items() if m == n and r.get("family")), None
+        )
         fams.setdefault(fam or family(n), []).append(n)
     lines = ["## Per family", "",
              "| family | models | prunekit ok | torch-pruning ok | notes |", "|---|---|---|---|---|"]  # fmt: skip
@@ -827,7 +854,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = read_json(json_path) or {"meta": {}, "rows": []}
     # A resumed result is built by several invocations: keep all their command lines.
     history = [c for c in state["meta"].get("commands", []) if isinstance(c, str)]
-    packages = ("torch", "torchvision", "torch-pruning") + (("timm",) if args.suite == "timm" else ())
+    packages = ("torch", "torchvision", "torch-pruning") + (
+        ("timm",) if args.suite == "timm" else ()
+    )
     state["meta"] = {**env_meta(packages), "suite": args.suite,
                      "ratio": RATIO, "criterion": CRITERION, "ranking": "local",
                      "timeout_s": args.timeout, "input_size": args.input_size or "224 (299 inception_v3)"}  # fmt: skip

@@ -66,16 +66,25 @@ def count_macs(model: nn.Module, inputs: Any) -> int:
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     was = model.training
     model.eval()
-    extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
     try:
-        with (
-            torch.no_grad(),
-            _no_mha_fastpath(),
-            FlopCounterMode(display=False, custom_mapping=extra) as fc,
-        ):
-            model(*args)
+        try:
+            return _counted(model, args, grad=False)
+        except AssertionError:
+            # The counter's module tracker hooks the autograd graph of module inputs: a
+            # parameter passed to a submodule (CaiT's class token) needs grad mode for that.
+            return _counted(model, args, grad=True)
     finally:
         model.train(was)
+
+
+def _counted(model: nn.Module, args: tuple[Any, ...], *, grad: bool) -> int:
+    extra = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    with (
+        torch.set_grad_enabled(grad),
+        _no_mha_fastpath(),
+        FlopCounterMode(display=False, custom_mapping=extra) as fc,
+    ):
+        model(*args)
     return int(fc.get_total_flops() // 2)
 
 

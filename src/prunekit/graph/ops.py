@@ -575,7 +575,7 @@ CREATE = _names(
     """
     zeros ones empty full rand randn randint arange linspace new_zeros new_ones new_empty
     new_full new_tensor tensor as_tensor scalar_tensor zeros_like ones_like empty_like full_like
-    rand_like randn_like randint_like eye meshgrid tril_indices triu_indices
+    rand_like randn_like randint_like eye meshgrid tril_indices triu_indices one_hot
     """
 )
 

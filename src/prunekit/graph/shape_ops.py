@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prunekit.graph.labels import TrackedInt, compact, provenance, untrack
+from prunekit.graph.labels import NOLABEL, TrackedInt, compact, provenance, untrack
 from prunekit.graph.ops import _arg, _names
 from prunekit.graph.tracer import Tracer, iter_tensors, register_op
 
@@ -216,8 +216,21 @@ def _reshape(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     if func.__name__ in ("repeat", "tile"):
         # repeat counts of 1 leave a dim as it is, whatever its size becomes
         target = [-1 if not isinstance(t, TrackedInt) and int(t) == 1 else t for t in target]
-    lab = _check_sizes(tr, lab, target, func.__name__)
+    # a broadcast copies a size-1 dim: sizing it by a channel count couples nothing
+    spread = _BROADCASTS.get(func.__name__)
+    fixed = None if spread is None else spread(x, target)
+    lab = _check_sizes(tr, lab, target, func.__name__, fixed)
     tr.set_labels(out, lab)
+
+
+def _broadcast_dims(x: torch.Tensor, target: list[Any]) -> set[int]:
+    """The output dims of ``expand``/``repeat`` that copy a size-1 input dim (leading dims
+    an ``expand`` adds count as size 1)."""
+    lead = len(target) - x.dim()
+    return {d for d in range(len(target)) if d < lead or x.shape[d - lead] == 1}
+
+
+_BROADCASTS = {name: _broadcast_dims for name in ("expand", "broadcast_to", "repeat", "tile")}
 
 
 def _target_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
@@ -227,13 +240,19 @@ def _target_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     return rest
 
 
-def _check_sizes(tr: Tracer, lab: torch.Tensor, target: list[Any], what: str) -> torch.Tensor:
-    """Apply the literal-size rules (module docstring) to output labels ``lab``."""
+def _check_sizes(
+    tr: Tracer, lab: torch.Tensor, target: list[Any], what: str, copies: set[int] | None = None
+) -> torch.Tensor:
+    """Apply the literal-size rules (module docstring) to output labels ``lab``; ``copies``:
+    dims that broadcast a size-1 input dim (their size ties no channels)."""
     lab = compact(lab)
     if len(target) != lab.dim():
         return lab
     vary = [d for d in range(lab.dim()) if lab.shape[d] > 1]
     free = [d for d in vary if not _literal(target[d])]
+    for d, t in enumerate(target):
+        if isinstance(t, TrackedInt) and d not in vary and int(t) > 1 and d not in (copies or ()):
+            _tie_fixed(tr, t, lab)
     for d in vary:
         t = target[d]
         if isinstance(t, TrackedInt):
@@ -246,6 +265,16 @@ def _check_sizes(tr: Tracer, lab: torch.Tensor, target: list[Any], what: str) ->
         elif _literal(t):
             tr.freeze(lab, f"{what} with a literal size {int(t)} over a channel dim")
     return lab
+
+
+def _tie_fixed(tr: Tracer, size: TrackedInt, lab: torch.Tensor) -> None:
+    """A channel count sizing a dim whose labels do not vary (a frozen or mixed dim, e.g. the
+    channels of an attention output reshaped with the input's ``C``): that dim keeps its size,
+    so the count must too. A dim of no feature (``NOLABEL``: built from a shape) follows."""
+    labels = torch.unique(lab)
+    labels = labels[labels != NOLABEL]
+    if labels.numel():
+        tr.tie(list(size.prov), labels)
 
 
 def _literal(t: Any) -> bool:
@@ -346,6 +375,10 @@ def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
             continue
         if d >= x.dim():
             break
+        if lab.shape[d] == 1 and x.shape[d] > 1 and isinstance(it, slice):
+            for b in (it.start, it.stop):  # a channel count slicing a fixed-size dim
+                if isinstance(b, TrackedInt):
+                    _tie_fixed(tr, b, lab)
         if lab.shape[d] > 1 and not _follows(it):
             window = _literal_bounds(it, x.shape[d])
             if window is None:
