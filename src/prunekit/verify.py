@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.device import threads_set
 from prunekit.errors import VerificationError
 from prunekit.graph.tracer import iter_tensors
 from prunekit.plan import PruningPlan
@@ -170,13 +171,9 @@ def check_plan(
     """
     if not plan.tensors:
         return 0.0  # nothing is removed: the pruned model is the model
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small copies: threads only add overhead (10x under load)
-    try:
+    with threads_set(1):  # many small copies: threads only add overhead (10x under load)
         work = copy.deepcopy(model).eval()
         redraw_degenerate(work)
-    finally:
-        torch.set_num_threads(threads)
     inputs = _on_device(inputs, work)
     with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
         soft = _run(apply_plan(work, plan, soft=True), inputs, "soft-masked")

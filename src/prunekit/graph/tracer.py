@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from prunekit.errors import ConfigError, PrunekitError, UnsupportedOpError
 from prunekit.graph.labels import FROZEN, NOLABEL, TrackedInt, compact, varying_dims
+from prunekit.registry import for_class
 
 Handler = Callable[["Tracer", Any, tuple[Any, ...], dict[str, Any], Any], Any]
 
@@ -118,11 +119,7 @@ def register_module_op(
 
 def module_op_for(mod: nn.Module) -> ModuleOp | None:
     """The :class:`ModuleOp` of ``mod``'s class or nearest registered base class."""
-    for c in type(mod).__mro__:
-        op = MODULE_OPS.get(c) or MODULE_OPS.get(f"{c.__module__}.{c.__qualname__}")
-        if op is not None:
-            return op
-    return None
+    return for_class(MODULE_OPS, mod)
 
 
 def op_name(func: Any) -> str:
