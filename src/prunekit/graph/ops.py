@@ -89,13 +89,20 @@ UNARY = _names(
     hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu
     celu_ softplus mish mish_ logsigmoid log_sigmoid softsign tanhshrink hardshrink softshrink
     threshold _threshold threshold_ rrelu dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout
-    feature_alpha_dropout clone detach detach_ float half bfloat16 double to type
-    type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
+    feature_alpha_dropout clone detach detach_ cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
     positive sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin cos tan reciprocal reciprocal_
     floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min clamp_min_ clamp_max
     clamp_max_ nan_to_num requires_grad_ __invert__ logical_not isnan isinf isfinite bitwise_not
     sigmoid_ exponential_ fill_ zero_ normal_ uniform_ bernoulli bernoulli_ pin_memory
     float_power
+    """
+)
+
+# dtype/device casts copy every element to the same place, so they keep its labels (an
+# index built in forward and cast with ``.long()`` still indexes the same channels).
+CASTS = _names(
+    """
+    float half bfloat16 double long int short char byte bool to type type_as
     """
 )
 
@@ -112,7 +119,7 @@ BINARY = _names(
 )
 
 
-@register_op(*UNARY, *BINARY)
+@register_op(*UNARY, *CASTS, *BINARY)
 def _elementwise(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     if not isinstance(out, torch.Tensor):
         return
