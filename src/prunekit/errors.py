@@ -44,7 +44,7 @@ class PruneWarning(UserWarning):
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of ``exc``'s message, at most ``limit`` characters (``""`` if it has none).
+    r"""The first line of ``exc``'s message, at most ``limit`` characters (``""`` if it has none).
 
     Used where a foreign exception is re-raised as a one-line prunekit error: a traceback-sized
     message (torch's dispatcher errors run to dozens of lines) would drown the fix.
