@@ -19,6 +19,7 @@ from torch import nn
 
 from prunekit._fileio import atomic_dir, check_output_dir
 from prunekit.data import TensorLoader, load_dataset, stratified_subset
+from prunekit.device import threads_set
 from prunekit.errors import ConfigError
 from prunekit.importance import needs_data
 from prunekit.io import save
@@ -148,12 +149,8 @@ def run_demo(
     seed_everything(cfg.seed)
     # An 8x8 CNN at batch 64 is too small to gain from intra-op threads; one thread also avoids
     # OpenMP spin-waiting on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads_set(1):
         return _run(cfg, log, t0)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _data(cfg: DemoConfig) -> tuple[TensorLoader, TensorLoader, int, int]:

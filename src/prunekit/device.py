@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
 import torch
 
 from prunekit.errors import ConfigError
@@ -31,3 +35,34 @@ def resolve_device(
         if local_rank is not None or dev.index is None:
             dev = torch.device("cuda", local_rank if local_rank is not None else 0)
     return dev
+
+
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def temporarily(get: Callable[[], _T], set: Callable[[_T], None], value: _T) -> Iterator[None]:
+    """Run the block with a process-wide setting at ``value``, restored afterwards (also on error).
+
+    Example:
+        >>> with temporarily(torch.get_num_threads, torch.set_num_threads, 1):
+        ...     pass
+    """
+    before = get()
+    set(value)
+    try:
+        yield
+    finally:
+        set(before)
+
+
+def threads_set(threads: int | None) -> contextlib.AbstractContextManager[None]:
+    """Run the block with ``threads`` intra-op CPU threads (``None``: leave as is).
+
+    Example:
+        >>> with threads_set(1):  # many small ops: OpenMP threads cost more than they give
+        ...     pass
+    """
+    if threads is None:
+        return contextlib.nullcontext()
+    return temporarily(torch.get_num_threads, torch.set_num_threads, threads)

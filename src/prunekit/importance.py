@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunekit.device import threads_set
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph, Group, Slot
 from prunekit.registry import Registry
@@ -304,19 +305,15 @@ def score(
     ctx = Context(model, values, {}, {}, torch.Generator().manual_seed(seed), params)
     _collect(ctx, crit.needs, criterion, batches, loss_fn, max_batches)
     out = {}
-    threads = torch.get_num_threads()
-    try:
-        # Many small reductions: OpenMP threads cost more than they give (and spin on a
-        # busy machine), so score on one thread.
-        torch.set_num_threads(1)
+    # Many small reductions: OpenMP threads cost more than they give (and spin on a busy
+    # machine), so score on one thread.
+    with threads_set(1):
         for g in graph.groups:
             only = (slots or {}).get(g.id)
             voters = g if only is None else _only_slot(g, only)
             s = _group_score(voters, crit, ctx, reduction)
             if s is not None:
                 out[g.id] = s
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from prunekit.errors import ConfigError
@@ -72,3 +72,20 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Sorted registered names."""
         return sorted(self._items)
+
+
+def for_class(table: Mapping[type | str, T], obj: object) -> T | None:
+    """The entry of ``obj``'s class or of its nearest base class in a class-keyed table.
+
+    A class may also be keyed by its dotted name ``"module.QualName"``, so that a handler can
+    be registered for a third-party class without importing its package.
+
+    Example:
+        >>> for_class({int: "int"}, True)  # bool is an int
+        'int'
+    """
+    for cls in type(obj).__mro__:
+        entry = table.get(cls) or table.get(f"{cls.__module__}.{cls.__qualname__}")
+        if entry is not None:
+            return entry
+    return None

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunekit.device import temporarily
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (shared ones counted once)."""
@@ -28,12 +30,8 @@ def _no_mha_fastpath() -> Iterator[None]:
     MACs). The composite path computes the same thing through linear/bmm/sdpa, which it counts.
     """
     mha = torch.backends.mha
-    before = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
-    try:
+    with temporarily(mha.get_fastpath_enabled, mha.set_fastpath_enabled, False):
         yield
-    finally:
-        mha.set_fastpath_enabled(before)
 
 
 def _cpu_attention_flops(

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.device import threads_set
 from prunekit.errors import ConfigError, PlanError
 from prunekit.graph.norms import mark_kept
 from prunekit.plan import PruningPlan
+from prunekit.registry import for_class
 from prunekit.sparse.masks import zero_pruned
 
 # Handlers take Any: nn.Module attribute access is untyped (Tensor | Module) for mypy.
@@ -51,11 +53,7 @@ def register_module(
 
 
 def _fix_for(mod: nn.Module) -> ModuleFix | None:
-    for cls in type(mod).__mro__:
-        fix = MODULE_FIXES.get(cls) or MODULE_FIXES.get(f"{cls.__module__}.{cls.__qualname__}")
-        if fix is not None:
-            return fix
-    return None
+    return for_class(MODULE_FIXES, mod)
 
 
 @register_module(nn.modules.conv._ConvNd)
@@ -168,15 +166,11 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, soft: bool = False) -> nn
         >>> apply_plan(model, make_plan(graph, scores, ratio=0.5))
     """
     _check(model, plan)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # hundreds of small ops: threads only add overhead (10x under load)
-    try:
+    with threads_set(1):  # hundreds of small ops: threads only add overhead (10x under load)
         if soft:
             _zero(model, plan)
         else:
             _slice_all(model, plan)
-    finally:
-        torch.set_num_threads(threads)
     return model
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import VerificationError
+from prunekit.device import threads_set
+from prunekit.errors import VerificationError, first_line
 from prunekit.graph.tracer import iter_tensors
 from prunekit.plan import PruningPlan
 from prunekit.surgery import apply_plan
@@ -133,11 +134,10 @@ def _run(model: nn.Module, inputs: Any, what: str) -> list[torch.Tensor]:
             return _outputs(model, inputs)
     except Exception as exc:
         where = stack[-1] if stack and stack[-1] else "<model>"
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise VerificationError(
             f"the {what} model does not run (in module {where!r}: {type(exc).__name__}: "
-            f"{first}); the plan is inconsistent, please report this model, and pass the "
-            "module to ignored_layers to work around it"
+            f"{first_line(exc)}); the plan is inconsistent, please report this model, and pass "
+            "the module to ignored_layers to work around it"
         ) from exc
 
 
@@ -170,13 +170,9 @@ def check_plan(
     """
     if not plan.tensors:
         return 0.0  # nothing is removed: the pruned model is the model
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small copies: threads only add overhead (10x under load)
-    try:
+    with threads_set(1):  # many small copies: threads only add overhead (10x under load)
         work = copy.deepcopy(model).eval()
         redraw_degenerate(work)
-    finally:
-        torch.set_num_threads(threads)
     inputs = _on_device(inputs, work)
     with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
         soft = _run(apply_plan(work, plan, soft=True), inputs, "soft-masked")

@@ -1,4 +1,4 @@
-"""Contract over the elementwise op registry: every name in ``UNARY`` and ``BINARY`` keeps the
+"""Contract over the elementwise op registry: every name in ``UNARY``, ``CASTS`` and ``BINARY`` keeps the
 channels it reads coupled, and the model through it prunes exactly (pruned == soft mask).
 
 A new registry entry fails here until it has an invocation (the default call below, or an entry
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from prunekit.errors import PruneWarning
 from prunekit.graph import register_op
-from prunekit.graph.ops import BINARY, POOL, REDUCE, UNARY
+from prunekit.graph.ops import BINARY, CASTS, POOL, REDUCE, UNARY
 from prunekit.pipeline import PruneConfig, prune
 from prunekit.verify import max_rel_diff, soft_copy
 
@@ -52,12 +52,6 @@ SPECIAL_UNARY: dict[str, Unary] = {
     "dropout3d": lambda x: F.dropout3d(x.unsqueeze(2), 0.5, training=False).squeeze(2),
     "alpha_dropout": lambda x: F.alpha_dropout(x, 0.5, training=False),
     "feature_alpha_dropout": lambda x: F.feature_alpha_dropout(x, 0.5, training=False),
-    "to": lambda x: x.to(torch.float64).to(torch.float32),
-    "type": lambda x: x.type(torch.float64).type(torch.float32),
-    "type_as": lambda x: x.type_as(torch.zeros(1)),
-    "half": lambda x: x.half().float(),
-    "bfloat16": lambda x: x.bfloat16().float(),
-    "double": lambda x: x.double().float(),
     "float_power": lambda x: torch.float_power(_pos(x), 2).float(),
     "clamp": lambda x: x.clamp(-0.5, 0.5),
     "clamp_": lambda x: x.clone().clamp_(-0.5, 0.5),
@@ -84,6 +78,24 @@ SPECIAL_UNARY: dict[str, Unary] = {
 for _n in ("log", "log_", "log2", "log10", "log1p", "sqrt", "sqrt_", "rsqrt", "rsqrt_",
            "reciprocal", "reciprocal_"):  # fmt: skip
     SPECIAL_UNARY[_n] = (lambda n: lambda x: getattr(_pos(x), n)())(_n)
+
+#: every CASTS entry, round-tripped back to float32 (integer/bool casts truncate: still
+#: elementwise, and 0 at a soft-masked channel stays 0)
+CAST_CALLS: dict[str, Unary] = {
+    "to": lambda x: x.to(torch.float64).to(torch.float32),
+    "type": lambda x: x.type(torch.float64).type(torch.float32),
+    "type_as": lambda x: x.type_as(torch.zeros(1)),
+    "float": lambda x: x.double().float(),
+    "half": lambda x: x.half().float(),
+    "bfloat16": lambda x: x.bfloat16().float(),
+    "double": lambda x: x.double().float(),
+    "long": lambda x: (x * 4).long().float(),
+    "int": lambda x: (x * 4).int().float(),
+    "short": lambda x: (x * 4).short().float(),
+    "char": lambda x: (x * 4).clamp(-100, 100).char().float(),
+    "byte": lambda x: (x * 4).clamp(0, 200).byte().float(),
+    "bool": lambda x: x.clamp_min(0).bool().float(),
+}
 
 SPECIAL_BINARY: dict[str, Binary] = {
     "where": lambda a, b: torch.where(a > 0, a, b),
@@ -195,6 +207,34 @@ def _check(model: nn.Module, producers: list[str], numeric: bool) -> None:
 def test_unary_op_keeps_channels_coupled_and_prunes_exactly(name: str) -> None:
     fn = SPECIAL_UNARY.get(name) or _default_unary(name)
     _check(UnaryNet(fn), ["conv1"], numeric=name not in RANDOM_OR_CONSTANT)
+
+
+def test_every_cast_has_an_invocation() -> None:
+    assert set(CASTS) == set(CAST_CALLS)
+
+
+@pytest.mark.parametrize("name", sorted(CASTS))
+def test_cast_keeps_channels_coupled_and_prunes_exactly(name: str) -> None:
+    _check(UnaryNet(CAST_CALLS[name]), ["conv1"], numeric=True)
+
+
+class CastIndexNet(nn.Module):
+    """Spatial positions built in forward as floats and cast with ``.long()`` before indexing
+    (MViTv2's ``rel_pos_h[dist_h.long()]``): the gathered features keep their channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv1(x)
+        rows = (torch.arange(y.shape[2], dtype=torch.float32) * 0.5).long()  # 0, 0, 1, 1, ...
+        return self.conv2(y[:, :, rows])
+
+
+def test_cast_index_keeps_channels_coupled_and_prunes_exactly() -> None:
+    _check(CastIndexNet(), ["conv1"], numeric=True)
 
 
 @pytest.mark.parametrize("name", _names(BINARY))

@@ -28,7 +28,7 @@ from prunekit.graph.labels import (
     along,
     provenance,
 )
-from prunekit.graph.tracer import Tracer, iter_tensors, register_op
+from prunekit.graph.tracer import Handler, Tracer, iter_tensors, register_op
 
 # --------------------------------------------------------------------------- helpers
 
@@ -89,13 +89,20 @@ UNARY = _names(
     hardsigmoid hardsigmoid_ hardtanh hardtanh_ leaky_relu leaky_relu_ elu elu_ selu selu_ celu
     celu_ softplus mish mish_ logsigmoid log_sigmoid softsign tanhshrink hardshrink softshrink
     threshold _threshold threshold_ rrelu dropout dropout_ dropout1d dropout2d dropout3d alpha_dropout
-    feature_alpha_dropout clone detach detach_ float half bfloat16 double to type
-    type_as cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
+    feature_alpha_dropout clone detach detach_ cpu cuda abs abs_ neg neg_ __neg__ __pos__ exp exp_ log log_ log2 log10 log1p expm1
     positive sqrt sqrt_ rsqrt rsqrt_ square sign sgn erf erfc erfinv sin cos tan reciprocal reciprocal_
     floor ceil round trunc frac clamp clamp_ clip clip_ clamp_min clamp_min_ clamp_max
     clamp_max_ nan_to_num requires_grad_ __invert__ logical_not isnan isinf isfinite bitwise_not
     sigmoid_ exponential_ fill_ zero_ normal_ uniform_ bernoulli bernoulli_ pin_memory
     float_power
+    """
+)
+
+# dtype/device casts copy every element to the same place, so they keep its labels (an
+# index built in forward and cast with ``.long()`` still indexes the same channels).
+CASTS = _names(
+    """
+    float half bfloat16 double long int short char byte bool to type type_as
     """
 )
 
@@ -112,7 +119,7 @@ BINARY = _names(
 )
 
 
-@register_op(*UNARY, *BINARY)
+@register_op(*UNARY, *CASTS, *BINARY)
 def _elementwise(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     if not isinstance(out, torch.Tensor):
         return
@@ -188,22 +195,25 @@ def _narrow_all(lab: torch.Tensor, dims: set[int]) -> torch.Tensor:
 # --------------------------------------------------------------------------- parametric layers
 
 
-@register_op("conv1d", "conv2d", "conv3d")
-def _conv(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    x, w = args[0], _arg(args, kwargs, 1, "weight")
-    b = _arg(args, kwargs, 2, "bias")
-    groups = _arg(args, kwargs, 6, "groups", 1)
-    ch = 1 if x.dim() == w.dim() else 0
-    _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=1, out_dim=0)
+def _conv_handler(in_dim: int, out_dim: int) -> Handler:
+    """The handler of a convolution whose weight has its input channels at ``in_dim`` and its
+    output channels at ``out_dim`` (``F.conv*``: 1, 0; ``F.conv_transpose*``: 0, 1). Both take
+    ``groups`` at position 6."""
+
+    def handler(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
+        x, w = args[0], _arg(args, kwargs, 1, "weight")
+        b = _arg(args, kwargs, 2, "bias")
+        groups = _arg(args, kwargs, 6, "groups", 1)
+        ch = 1 if x.dim() == w.dim() else 0
+        _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=in_dim, out_dim=out_dim)
+
+    return handler
 
 
-@register_op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
-def _conv_t(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    x, w = args[0], _arg(args, kwargs, 1, "weight")
-    b = _arg(args, kwargs, 2, "bias")
-    groups = _arg(args, kwargs, 6, "groups", 1)
-    ch = 1 if x.dim() == w.dim() else 0
-    _grouped_layer(tr, x, w, b, out, ch=ch, groups=groups, in_dim=0, out_dim=1)
+register_op("conv1d", "conv2d", "conv3d")(_conv_handler(in_dim=1, out_dim=0))
+register_op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")(
+    _conv_handler(in_dim=0, out_dim=1)
+)
 
 
 def _grouped_layer(
@@ -369,24 +379,22 @@ def _per_channel(tr: Tracer, x: torch.Tensor, ch: int, tensors: list[Any], out: 
     tr.set_labels(out, tr.labels(x))
 
 
+def _norm_tensors(args: Any, kwargs: Any) -> list[Any]:
+    """The per-channel tensors given to ``F.batch_norm`` / ``F.instance_norm``: running mean
+    and variance, weight and bias, at positions 1-4 in both."""
+    names = ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
+    return [t for t in (_arg(args, kwargs, i, n) for i, n in names) if t is not None]
+
+
 @register_op("batch_norm")
 def _batch_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
     x = args[0]
-    ts = [
-        _arg(args, kwargs, i, n)
-        for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
-    ]
-    _per_channel(tr, x, 1 if x.dim() > 1 else 0, [t for t in ts if t is not None], out)
+    _per_channel(tr, x, 1 if x.dim() > 1 else 0, _norm_tensors(args, kwargs), out)
 
 
 @register_op("instance_norm")
 def _instance_norm(tr: Tracer, func: Any, args: Any, kwargs: Any, out: Any) -> None:
-    x = args[0]
-    ts = [
-        _arg(args, kwargs, i, n)
-        for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))
-    ]
-    _per_channel(tr, x, 1, [t for t in ts if t is not None], out)
+    _per_channel(tr, args[0], 1, _norm_tensors(args, kwargs), out)
 
 
 @register_op("prelu")

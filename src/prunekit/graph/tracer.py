@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prunekit.errors import ConfigError, PrunekitError, UnsupportedOpError
+from prunekit.errors import ConfigError, PrunekitError, UnsupportedOpError, first_line
 from prunekit.graph.labels import FROZEN, NOLABEL, TrackedInt, compact, varying_dims
+from prunekit.registry import for_class
 
 Handler = Callable[["Tracer", Any, tuple[Any, ...], dict[str, Any], Any], Any]
 
@@ -118,11 +119,7 @@ def register_module_op(
 
 def module_op_for(mod: nn.Module) -> ModuleOp | None:
     """The :class:`ModuleOp` of ``mod``'s class or nearest registered base class."""
-    for c in type(mod).__mro__:
-        op = MODULE_OPS.get(c) or MODULE_OPS.get(f"{c.__module__}.{c.__qualname__}")
-        if op is not None:
-            return op
-    return None
+    return for_class(MODULE_OPS, mod)
 
 
 def op_name(func: Any) -> str:
@@ -502,11 +499,10 @@ class Tracer(TorchFunctionMode):
             for t in iter_tensors((args, kwargs)):
                 self.freeze_tensor(t, f"op {name!r} treated as a barrier (its handler failed)")
             return out
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UnsupportedOpError(
             f"prunekit's handler for op {name!r} failed in module {self.where()!r} "
-            f"({type(exc).__name__}: {first}); pass unknown_ops='barrier' to trace() to keep the "
-            f"channels through it whole, or replace the handler with "
+            f"({type(exc).__name__}: {first_line(exc)}); pass unknown_ops='barrier' to trace() "
+            f"to keep the channels through it whole, or replace the handler with "
             f"prunekit.graph.register_op({name!r}, override=True)"
         ) from exc
 

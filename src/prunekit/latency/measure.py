@@ -33,7 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.device import threads_set
 from prunekit.errors import ConfigError
+from prunekit.graph.tracer import iter_tensors
 
 __all__ = [
     "LatencyConfig",
@@ -159,37 +161,12 @@ def environment(config: LatencyConfig | None = None) -> dict[str, Any]:
     return env
 
 
-@contextlib.contextmanager
-def threads_set(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` intra-op CPU threads (``None``: leave as is)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _device_of(inputs: Any, config: LatencyConfig) -> torch.device:
     if config.device is not None:
         return torch.device(config.device)
-    for t in _tensors(inputs):
+    for t in iter_tensors(inputs):
         return t.device
     return torch.device("cpu")
-
-
-def _tensors(inputs: Any) -> Iterator[torch.Tensor]:
-    if isinstance(inputs, torch.Tensor):
-        yield inputs
-    elif isinstance(inputs, (tuple, list)):
-        for v in inputs:
-            yield from _tensors(v)
-    elif isinstance(inputs, dict):
-        for v in inputs.values():
-            yield from _tensors(v)
 
 
 class _Timer:
