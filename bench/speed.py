@@ -205,7 +205,8 @@ def render_md(state: dict[str, Any]) -> str:
              f"Run: {meta.get('date')} on {meta.get('hardware')} ({meta.get('cpu')}), "
              f"{meta.get('bench_threads')} threads, batch {meta.get('batch')}, torch "
              f"{meta.get('torch')}, onnxruntime {meta.get('onnxruntime')}, torch-pruning "
-             f"{meta.get('torch_pruning')}. Command: `{meta.get('command')}`. Load average "
+             f"{meta.get('torch_pruning')}. Commands, in order: "
+             f"{', '.join(f'`{c}`' for c in meta.get('commands', [meta.get('command')]))}. Load average "
              "before/after each model is in speed.json; timings on a loaded machine are noisy.",
              "", "Efficiency = speed-up / MACs ratio (1.0 = the model got as much faster as its "
              "MACs say). Median over models:", "",
@@ -322,8 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jpath, mpath = args.out_dir / "speed.json", args.out_dir / "speed.md"
     state = read_json(jpath) or {"results": []}
+    old = state.get("meta", {})
+    history = [c for c in old.get("commands", [old.get("command")]) if isinstance(c, str)]
     state["meta"] = {**env_meta(("torch", "torchvision", "torch-pruning", "onnxruntime")),
                      "bench_threads": args.threads, "batch": args.batch, "ratios": args.ratios}  # fmt: skip
+    state["meta"]["commands"] = [*history, state["meta"]["command"]]  # a resumed run keeps all
     done = {r["model"] for r in state["results"]}
     for name in args.models:
         if name in done and not args.redo:
