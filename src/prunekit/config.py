@@ -51,10 +51,7 @@ class Config(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _none_means_default(cls, data: Any) -> Any:
-        # Dropping explicit Nones lets pydantic fill in the declared default for that field.
-        if isinstance(data, Mapping):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
+        return drop_nones(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Any:
@@ -70,6 +67,22 @@ class Config(BaseModel):
     def given(self) -> set[str]:
         """Names of the fields set explicitly (not left to their default)."""
         return set(self.model_fields_set)
+
+
+def drop_nones(data: Any) -> Any:
+    """``data`` without its ``None`` values when it is a mapping (else unchanged).
+
+    Run before validation, it lets pydantic fill in the declared default of a field given as
+    ``None`` — the rule of every prunekit settings object, also those not derived from
+    :class:`Config`.
+
+    Example:
+        >>> drop_nones({"lr": None, "epochs": 3})
+        {'epochs': 3}
+    """
+    if isinstance(data, Mapping):
+        return {k: v for k, v in data.items() if v is not None}
+    return data
 
 
 def describe(exc: ValidationError, cls: type[Config]) -> str:

@@ -41,3 +41,16 @@ class DataError(PrunekitError):
 
 class PruneWarning(UserWarning):
     """A plan removed much less than asked (the reasons channels were kept are listed)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    r"""The first line of ``exc``'s message, at most ``limit`` characters (``""`` if it has none).
+
+    Used where a foreign exception is re-raised as a one-line prunekit error: a traceback-sized
+    message (torch's dispatcher errors run to dozens of lines) would drown the fix.
+
+    Example:
+        >>> first_line(RuntimeError("shapes differ\n  at conv1\n  ..."))
+        'shapes differ'
+    """
+    return (str(exc).strip().splitlines() or [""])[0][:limit]

@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, first_line
 from prunekit.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -179,7 +179,7 @@ def check_inputs(model: nn.Module, inputs: Any, *, hint: str = "pass inputs it a
             model.eval()(*args)
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+        first = first_line(exc, 240) or type(exc).__name__
         raise ConfigError(
             f"{type(model).__name__} does not run on inputs of shape "
             f"{shapes[0] if len(shapes) == 1 else shapes}: {first}{_first_layer(model)}; {hint}"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prunekit.device import threads_set
-from prunekit.errors import VerificationError
+from prunekit.errors import VerificationError, first_line
 from prunekit.graph.tracer import iter_tensors
 from prunekit.plan import PruningPlan
 from prunekit.surgery import apply_plan
@@ -134,11 +134,10 @@ def _run(model: nn.Module, inputs: Any, what: str) -> list[torch.Tensor]:
             return _outputs(model, inputs)
     except Exception as exc:
         where = stack[-1] if stack and stack[-1] else "<model>"
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise VerificationError(
             f"the {what} model does not run (in module {where!r}: {type(exc).__name__}: "
-            f"{first}); the plan is inconsistent, please report this model, and pass the "
-            "module to ignored_layers to work around it"
+            f"{first_line(exc)}); the plan is inconsistent, please report this model, and pass "
+            "the module to ignored_layers to work around it"
         ) from exc
 
 

@@ -95,6 +95,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def flag_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """``{name: args.name}``: the flags named as the config fields they set, ready for ``**``.
+
+    Example:
+        >>> flag_values(argparse.Namespace(lr=0.1, seed=3), "lr", "seed")
+        {'lr': 0.1, 'seed': 3}
+    """
+    return {name: getattr(args, name) for name in names}
+
+
 def add_model_kwargs(p: argparse.ArgumentParser) -> None:
     """``--model-kwargs JSON`` (alias ``--kwargs``): the model constructor's keyword arguments."""
     p.add_argument(
@@ -107,6 +117,22 @@ def add_model_kwargs(p: argparse.ArgumentParser) -> None:
         help="model constructor kwargs as a JSON object, e.g. '{\"num_classes\": 10}' "
         "(a misspelled key is an error naming the accepted ones)",
     )
+
+
+def add_model(p: argparse.ArgumentParser, help: str, *, from_help: str | None = None) -> None:
+    """``--model SPEC`` with ``--model-kwargs`` and the versatile-filter flags.
+
+    With ``from_help`` the model comes from exactly one of ``--model`` and ``--from DIR`` (a
+    saved prunekit model folder, ``args.from_dir``).
+    """
+    if from_help is None:
+        p.add_argument("--model", required=True, help=help)
+    else:
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--model", help=help)
+        src.add_argument("--from", dest="from_dir", metavar="DIR", help=from_help)
+    add_model_kwargs(p)
+    add_versatile(p)
 
 
 def add_output(p: argparse.ArgumentParser, *, required: bool = True, resume: bool = False) -> None:

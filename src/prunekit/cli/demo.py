@@ -9,6 +9,7 @@ from prunekit.cli._args import (
     add_limits,
     add_output,
     add_seed,
+    flag_values,
     fraction,
     nonnegative_int,
     positive_int,
@@ -33,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: the flags named as the :class:`~prunekit.demo.DemoConfig` fields they set
+_DEMO_FLAGS = (
+    "epochs", "finetune_epochs", "out", "overwrite", "seed", "latency", "limit_train", "limit_test"
+)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from prunekit.cli._run import check_out
     from prunekit.demo import DemoConfig, run_demo
@@ -42,15 +49,8 @@ def run(args: argparse.Namespace) -> int:
         check_out(args)  # named as the flag; the library checks again for API users
 
     cfg = DemoConfig(
-        epochs=args.epochs,
-        finetune_epochs=args.finetune_epochs,
+        **flag_values(args, *_DEMO_FLAGS),
         prune=PruneConfig(ratio=args.ratio, criterion=args.criterion),
-        out=args.out,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        latency=args.latency,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
     )
     r = run_demo(config=cfg)
     print(f"done in {r.seconds:.1f}s")

@@ -18,10 +18,9 @@ from prunekit.cli import _run
 from prunekit.cli._args import (
     add_latency,
     add_limits,
-    add_model_kwargs,
+    add_model,
     add_output,
     add_seed,
-    add_versatile,
     fraction,
     input_shape,
     positive_int,
@@ -32,12 +31,8 @@ from prunekit.errors import ConfigError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="structured pruning of a model (trace, score, plan, surgery)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model spec, e.g. torchvision:resnet50 or zoo:vgg19")
-    src.add_argument("--from", dest="from_dir", metavar="DIR",
-                     help="a saved prunekit model folder (its plans are kept and extended)")  # fmt: skip
-    add_model_kwargs(p)
-    add_versatile(p)
+    add_model(p, "model spec, e.g. torchvision:resnet50 or zoo:vgg19",
+              from_help="a saved prunekit model folder (its plans are kept and extended)")  # fmt: skip
     p.add_argument("--input-shape", type=input_shape, required=True, metavar="N,C,H,W",
                    help="shape of the example input used to trace the model, e.g. 1,3,224,224")  # fmt: skip
     p.add_argument("--method", choices=["structured", "slim"], default="structured",

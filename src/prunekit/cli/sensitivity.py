@@ -26,10 +26,9 @@ from typing import Any
 from prunekit.cli import _run
 from prunekit.cli._args import (
     add_limits,
-    add_model_kwargs,
+    add_model,
     add_output,
     add_seed,
-    add_versatile,
     input_shape,
     nonnegative_float,
     positive_int,
@@ -57,12 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sensitivity",
         help="per-layer sensitivity analysis (accuracy vs pruning level), CSV + plot + ratios",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="model spec, e.g. zoo:vgg19 (untrained unless loaded)")
-    src.add_argument("--from", dest="from_dir", metavar="DIR",
-                     help="a saved prunekit model folder")  # fmt: skip
-    add_model_kwargs(p)
-    add_versatile(p)
+    add_model(p, "model spec, e.g. zoo:vgg19 (untrained unless loaded)",
+              from_help="a saved prunekit model folder")  # fmt: skip
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or mnist:PATH")
     p.add_argument("--split", choices=["train", "test"], default="test",
                    help="split to measure on (default test)")  # fmt: skip

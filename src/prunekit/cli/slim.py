@@ -19,10 +19,9 @@ from typing import Any
 from prunekit.cli import _run
 from prunekit.cli._args import (
     add_limits,
-    add_model_kwargs,
+    add_model,
     add_output,
     add_seed,
-    add_versatile,
     fraction,
     nonnegative_float,
     nonnegative_int,
@@ -37,9 +36,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "slim", help="Network Slimming: sparse-train, prune by |γ|, fine-tune (one command)"
     )
-    p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
-    add_model_kwargs(p)
-    add_versatile(p)
+    add_model(p, "model spec, e.g. zoo:vgg19")
     p.add_argument("--data", required=True, help="dataset spec, e.g. digits or cifar10:PATH")
     add_limits(p)
     p.add_argument("--percent", "--ratio", dest="percent", type=fraction, default=None,

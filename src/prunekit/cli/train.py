@@ -20,10 +20,10 @@ from typing import Any
 from prunekit.cli import _run
 from prunekit.cli._args import (
     add_limits,
-    add_model_kwargs,
+    add_model,
     add_output,
     add_seed,
-    add_versatile,
+    flag_values,
     nonnegative_float,
     positive_float,
     positive_int,
@@ -73,9 +73,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add the ``train`` and ``finetune`` subcommands."""
     p = subparsers.add_parser("train", help="train a model (optionally with BN-L1 sparsity)")
-    p.add_argument("--model", required=True, help="model spec, e.g. zoo:vgg19")
-    add_model_kwargs(p)
-    add_versatile(p)
+    add_model(p, "model spec, e.g. zoo:vgg19")
     _add_common(p)
     p.set_defaults(func=run_train)
     f = subparsers.add_parser("finetune", help="fine-tune a saved (pruned) model")
@@ -84,21 +82,16 @@ def register(subparsers: Any) -> None:
     f.set_defaults(func=run_finetune)
 
 
+#: the flags named as the :class:`~prunekit.train.TrainConfig` fields they set
+_TRAIN_FLAGS = (
+    "epochs", "lr", "weight_decay", "optimizer", "schedule", "warmup", "compile", "seed", "device"
+)  # fmt: skip
+
+
 def _config(args: argparse.Namespace) -> Any:
     from prunekit.train import TrainConfig
 
-    return TrainConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        schedule=args.schedule,
-        warmup=args.warmup,
-        compile=args.compile,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    return TrainConfig(**flag_values(args, *_TRAIN_FLAGS), progress=not args.no_progress)
 
 
 def _datasets(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
+from prunekit.config import drop_nones
 from prunekit.data.dataset import ImageTensors, channel_stats
 from prunekit.device import resolve_device
 from prunekit.errors import ConfigError, DataError
@@ -41,9 +42,7 @@ class AugmentConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _none_is_default(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
+        return drop_nones(data)
 
 
 AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {

@@ -21,7 +21,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from prunekit._gc import with_gc_paused
-from prunekit.errors import ConfigError, PrunekitError, TraceError
+from prunekit.errors import ConfigError, PrunekitError, TraceError, first_line
 from prunekit.graph import norms as _norms  # noqa: F401
 from prunekit.graph import ops as _ops  # noqa: F401  (registers handlers)
 from prunekit.graph import shape_ops as _shape_ops  # noqa: F401
@@ -297,11 +297,10 @@ def _forward_real_checked(tr: Tracer, model: nn.Module, inputs: Inputs, train: b
         raise
     except Exception as exc:
         shapes = [tuple(t.shape) for t in iter_tensors((inputs.args, inputs.kwargs))]
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise TraceError(
             f"{type(model).__name__} does not run on the example inputs {shapes} (failed in "
-            f"module {tr.where()!r}: {type(exc).__name__}: {first}); pass inputs the model "
-            "accepts (CLI: --input-shape)"
+            f"module {tr.where()!r}: {type(exc).__name__}: {first_line(exc, 300)}); pass "
+            "inputs the model accepts (CLI: --input-shape)"
         ) from exc
 
 

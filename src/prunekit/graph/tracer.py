@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prunekit.errors import ConfigError, PrunekitError, UnsupportedOpError
+from prunekit.errors import ConfigError, PrunekitError, UnsupportedOpError, first_line
 from prunekit.graph.labels import FROZEN, NOLABEL, TrackedInt, compact, varying_dims
 from prunekit.registry import for_class
 
@@ -499,11 +499,10 @@ class Tracer(TorchFunctionMode):
             for t in iter_tensors((args, kwargs)):
                 self.freeze_tensor(t, f"op {name!r} treated as a barrier (its handler failed)")
             return out
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UnsupportedOpError(
             f"prunekit's handler for op {name!r} failed in module {self.where()!r} "
-            f"({type(exc).__name__}: {first}); pass unknown_ops='barrier' to trace() to keep the "
-            f"channels through it whole, or replace the handler with "
+            f"({type(exc).__name__}: {first_line(exc)}); pass unknown_ops='barrier' to trace() "
+            f"to keep the channels through it whole, or replace the handler with "
             f"prunekit.graph.register_op({name!r}, override=True)"
         ) from exc
 
