@@ -288,3 +288,55 @@ def test_a_channel_count_sizing_a_fixed_dim_keeps_its_channels() -> None:
     assert model.fc1.out_features == 8  # C sizes the attention output, which cannot shrink
     assert "fc1.weight:0" in result.graph.frozen
     assert max_rel_diff(dense, model, x) <= 1e-6
+
+
+#: reads of a ``[3, 8]`` per-channel table at literal row positions; each returns the
+#: ``[8]`` (or scalar) it adds to the features
+TABLE_READS: dict[str, Callable[[Tensor], Tensor]] = {
+    "whole": lambda t: t.sum(0),
+    "row": lambda t: t[1],
+    "rows_from": lambda t: t[1:].sum(0),
+    "index_tensor": lambda t: t[torch.tensor([0, 2])].sum(0),
+    "cast_index": lambda t: t[(torch.arange(2, dtype=torch.float32) * 2).long()].sum(0),
+}
+
+
+class TableBias(nn.Module):
+    """A parameter read at literal positions along one dim (a position-embedding slice, a
+    relative-position table row): its other dim follows the channels it is added to."""
+
+    def __init__(self, read: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.read = read
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.table = nn.Parameter(torch.randn(3, 8))
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = self.read(self.table)
+        y = self.conv1(x)
+        return self.conv2(y + bias[None, :, None, None] if bias.dim() else y * bias)
+
+
+def _prune_table(read: Callable[[Tensor], Tensor]) -> tuple[TableBias, float, object]:
+    torch.manual_seed(0)
+    model = TableBias(read).eval()
+    dense, x = copy.deepcopy(model), torch.randn(2, 3, 6, 6)
+    result = prune(model, x, PruneConfig(ratio=0.5, ignored_layers=["conv2"]))
+    return model, max_rel_diff(soft_copy(dense, result.plan), model, x), result
+
+
+@pytest.mark.parametrize("read", sorted(TABLE_READS))
+def test_table_read_at_literal_rows_prunes_its_columns_exactly(read: str) -> None:
+    model, diff, _ = _prune_table(TABLE_READS[read])
+    assert model.conv1.out_channels == 4
+    assert model.table.shape == (3, 4)  # rows stay where the literal positions expect them
+    assert diff <= 1e-4
+
+
+def test_table_read_at_literal_positions_on_every_dim_is_kept_whole() -> None:
+    model, diff, result = _prune_table(lambda t: t[1, 2] + t[:, 0].sum())
+    assert model.table.shape == (3, 8)
+    assert "table:0" in result.graph.frozen  # type: ignore[attr-defined]
+    assert model.conv1.out_channels == 4  # the scalar gate ties no channels
+    assert diff <= 1e-4

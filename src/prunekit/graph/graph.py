@@ -455,7 +455,10 @@ def _direct_violations(tr: Tracer, comp: np.ndarray, frozen: int) -> list[np.nda
         c = comp[ids].reshape(shape)
         if np.all(c == frozen) or c.size <= 1:
             continue
-        if _direct_dim(c) is None:
+        # one unit over several positions of its dim (every dim pinned by literal indexing):
+        # removing it would empty the parameter, so it is kept whole
+        single = bool(np.all(c == c.flat[0])) and max(shape) > 1
+        if single or _direct_dim(c) is None:
             out.append(_freeze_pairs(ids))
             tr.freeze_events.append((ids, f"parameter {name!r} mixes channels across dims"))
     return out

@@ -381,11 +381,30 @@ def _check_index(tr: Tracer, x: torch.Tensor, idx: Any) -> None:
                     _tie_fixed(tr, b, lab)
         if lab.shape[d] > 1 and not _follows(it):
             window = _literal_bounds(it, x.shape[d])
-            if window is None:
+            if _is_direct(tr, x):
+                _pin_direct_dim(tr, lab, d)
+            elif window is None:
                 tr.freeze(lab, f"indexing a channel dim with {it!r}")
             else:
                 _keep_prefix(tr, lab, d, window, f"slice {it!r} of a channel dim")
         d += 1
+
+
+def _is_direct(tr: Tracer, x: torch.Tensor) -> bool:
+    """Whether ``x`` is a parameter labelled per element (see ``Tracer._direct_labels``)."""
+    name = tr.name_of(x)
+    return name is not None and name in tr.direct and x.dim() > 1
+
+
+def _pin_direct_dim(tr: Tracer, lab: torch.Tensor, dim: int) -> None:
+    """A per-element-labelled parameter indexed at literal positions along ``dim``
+    (``table[1]``, ``pos_embed[:, 1:]``, ``rel_pos[idx]``): ``dim`` cannot be the one pruning
+    removes positions from, or the literal positions would address other entries. Each fiber
+    along ``dim`` becomes one unit, so the prunable dim is another one (the graph freezes the
+    parameter if no dim is left, see ``graph._direct_violations``); the index keeps addressing
+    the same positions after pruning."""
+    m = lab.movedim(dim, -1).reshape(-1, lab.shape[dim])
+    tr.merge(m[:, :1].expand_as(m).numpy(), m.numpy())
 
 
 def _literal_bounds(it: Any, size: int) -> tuple[int, int] | None:
